@@ -1,0 +1,59 @@
+"""``oncotriage datasets ...``: look at DICOM, make synthetic screening data, build datalists."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+datasets_app = typer.Typer(
+    name="datasets",
+    help="Inspect DICOM, synthesize screening studies, build detection datalists.",
+    no_args_is_help=True,
+)
+
+
+class SynthKind(StrEnum):
+    CXR = "cxr"
+    LDCT = "ldct"
+
+
+@datasets_app.command("inspect")
+def inspect_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="DICOM files or folders (searched recursively).")
+    ],
+) -> None:
+    """Show what the reader sees in each image or series, or why it refuses it.
+
+    Exit status 0 when every image or series was readable, 2 when any was refused.
+    """
+    from oncotriage.datasets.inspect import run_inspect
+
+    raise typer.Exit(run_inspect(paths))
+
+
+@datasets_app.command("synth")
+def synth_command(
+    kind: Annotated[SynthKind, typer.Option(help="cxr: DX chest radiographs; ldct: CT.")],
+    out: Annotated[Path, typer.Option(help="Output folder (created).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of studies.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed; the output is deterministic.")] = 0,
+    negative_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of studies without nodules.")
+    ] = 0.3,
+) -> None:
+    """Write synthetic screening studies as DICOM plus a MONAI detection datalist."""
+    from oncotriage.datasets.synth import run_synth
+
+    datalist = run_synth(
+        kind=kind.value, n=n, seed=seed, out=out, negative_fraction=negative_fraction
+    )
+    typer.echo(f"datalist: {datalist}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``oncotriage datasets`` to the root app."""
+    app.add_typer(datasets_app)
