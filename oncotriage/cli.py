@@ -42,10 +42,11 @@ def _register_all() -> None:
     from oncotriage.datasets import cli as datasets_cli
     from oncotriage.models import cli as models_cli
     from oncotriage.serving import cli as serving_cli
+    from oncotriage.serving import push_cli
     from oncotriage.serving.triton import cli as triton_cli
     from oncotriage.training import cli as training_cli
 
-    for module in (datasets_cli, models_cli, training_cli, serving_cli, triton_cli):
+    for module in (datasets_cli, models_cli, training_cli, serving_cli, push_cli, triton_cli):
         module.register(app)
 
 
