@@ -1,0 +1,226 @@
+"""Triage thresholds from validation studies: operating point and urgent point.
+
+A study is flagged ``suspicious`` when its suspicion score (highest finding score) is at
+least the *operating* threshold, chosen as the highest threshold that still flags the
+target share of positive validation studies (sensitivity, 95 % by default). It is
+``urgent`` when the score reaches the *urgent* threshold, the lowest threshold whose
+specificity on negative studies reaches a high target (98 % by default); the urgent
+threshold is never below the operating one. Each point is reported with Wilson 95 %
+confidence intervals, since validation sets at a hospital union are small.
+
+numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """``successes / total`` with a Wilson score confidence interval.
+
+    Attributes:
+        successes: count of successes.
+        total: count of trials.
+        value: ``successes / total`` (NaN when ``total`` is 0).
+        low, high: bounds of the interval at ``confidence``.
+        confidence: the interval's coverage (0.95).
+    """
+
+    successes: int
+    total: int
+    value: float
+    low: float
+    high: float
+    confidence: float = 0.95
+
+    def __str__(self) -> str:
+        if self.total == 0:
+            return "n/a (0 studies)"
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.successes}/{self.total})"
+
+
+def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> Proportion:
+    """Wilson score interval for a binomial proportion.
+
+    Args:
+        successes: number of successes, ``0 <= successes <= total``.
+        total: number of trials.
+        confidence: two-sided coverage, e.g. 0.95.
+
+    Returns:
+        the proportion with its interval; value and bounds are NaN when ``total`` is 0.
+    """
+    if total < 0 or not 0 <= successes <= total:
+        raise ValueError(f"need 0 <= successes <= total, got {successes}/{total}")
+    if total == 0:
+        nan = float("nan")
+        return Proportion(successes, total, nan, nan, nan, confidence)
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return Proportion(
+        successes=successes,
+        total=total,
+        value=p,
+        low=max(0.0, centre - half),
+        high=min(1.0, centre + half),
+        confidence=confidence,
+    )
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Sensitivity and specificity of flagging studies whose score is ``>= threshold``."""
+
+    threshold: float
+    sensitivity: Proportion
+    specificity: Proportion
+
+
+def operating_point(
+    scores: Sequence[float] | np.ndarray,
+    positive: Sequence[bool] | np.ndarray,
+    threshold: float,
+    confidence: float = 0.95,
+) -> OperatingPoint:
+    """Study-level sensitivity/specificity at ``threshold`` (flag when ``score >= threshold``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    flagged = scores >= threshold
+    return OperatingPoint(
+        threshold=float(threshold),
+        sensitivity=wilson_interval(
+            int((flagged & positive).sum()), int(positive.sum()), confidence
+        ),
+        specificity=wilson_interval(
+            int((~flagged & ~positive).sum()), int((~positive).sum()), confidence
+        ),
+    )
+
+
+def threshold_for_sensitivity(
+    scores: Sequence[float] | np.ndarray,
+    positive: Sequence[bool] | np.ndarray,
+    target_sensitivity: float,
+) -> float:
+    """Highest threshold that flags at least ``target_sensitivity`` of positive studies.
+
+    With ``P`` positive studies, ``k = ceil(target * P)`` of them must be flagged, so the
+    threshold is the ``k``-th highest positive score.
+    """
+    if not 0.0 < target_sensitivity <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target_sensitivity}")
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    pos_scores = np.sort(scores[positive])[::-1]
+    if len(pos_scores) == 0:
+        raise ValueError(
+            "the calibration split has no positive study; calibrate on data with lesions"
+        )
+    needed = math.ceil(target_sensitivity * len(pos_scores) - 1e-9)
+    return float(pos_scores[max(needed, 1) - 1])
+
+
+def threshold_for_specificity(
+    scores: Sequence[float] | np.ndarray,
+    positive: Sequence[bool] | np.ndarray,
+    target_specificity: float,
+) -> float:
+    """Lowest threshold whose specificity on negative studies is at least the target.
+
+    With ``N`` negative studies at most ``m = floor((1 - target) * N)`` may be flagged;
+    the threshold lies just above the ``(m + 1)``-th highest negative score.
+    """
+    if not 0.0 < target_specificity <= 1.0:
+        raise ValueError(f"target specificity must be in (0, 1], got {target_specificity}")
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    neg_scores = np.sort(scores[~positive])[::-1]
+    if len(neg_scores) == 0:
+        raise ValueError(
+            "the calibration split has no negative study; calibrate on data with normals"
+        )
+    allowed = math.floor((1.0 - target_specificity) * len(neg_scores) + 1e-9)
+    if allowed >= len(neg_scores):
+        return 0.0
+    return float(np.nextafter(neg_scores[allowed], np.inf))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The result of ``oncotriage calibrate``.
+
+    Attributes:
+        operating: threshold and performance of the ``suspicious`` flag.
+        urgent: threshold and performance of the ``urgent`` flag.
+        target_sensitivity: sensitivity the operating threshold was chosen for.
+        target_specificity: specificity the urgent threshold was chosen for.
+        num_studies: validation studies used.
+        num_positive_studies: those with a lesion.
+    """
+
+    operating: OperatingPoint
+    urgent: OperatingPoint
+    target_sensitivity: float
+    target_specificity: float
+    num_studies: int
+    num_positive_studies: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def as_metrics(self) -> dict[str, float]:
+        """Flat numbers for MLflow."""
+        out: dict[str, float] = {}
+        for name, point in (("operating", self.operating), ("urgent", self.urgent)):
+            out[f"{name}_threshold"] = point.threshold
+            pairs = (("sensitivity", point.sensitivity), ("specificity", point.specificity))
+            for kind, prop in pairs:
+                out[f"{name}_{kind}"] = prop.value
+                out[f"{name}_{kind}_ci_low"] = prop.low
+                out[f"{name}_{kind}_ci_high"] = prop.high
+        return out
+
+
+def calibrate_thresholds(
+    scores: Sequence[float] | np.ndarray,
+    positive: Sequence[bool] | np.ndarray,
+    *,
+    target_sensitivity: float = 0.95,
+    target_specificity: float = 0.98,
+    confidence: float = 0.95,
+) -> Calibration:
+    """Choose the operating and urgent thresholds on validation studies.
+
+    Args:
+        scores: suspicion score per study.
+        positive: whether each study holds a lesion.
+        target_sensitivity: study-level sensitivity the operating threshold must reach.
+        target_specificity: study-level specificity the urgent threshold must reach.
+        confidence: coverage of the Wilson intervals.
+
+    Returns:
+        both thresholds and their sensitivity/specificity with intervals.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    operating = threshold_for_sensitivity(scores, positive, target_sensitivity)
+    urgent = max(threshold_for_specificity(scores, positive, target_specificity), operating)
+    return Calibration(
+        operating=operating_point(scores, positive, operating, confidence),
+        urgent=operating_point(scores, positive, urgent, confidence),
+        target_sensitivity=target_sensitivity,
+        target_specificity=target_specificity,
+        num_studies=len(scores),
+        num_positive_studies=int(positive.sum()),
+    )
