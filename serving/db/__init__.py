@@ -1,0 +1,1 @@
+"""The service's database: SQLAlchemy 2 models, engine/session handling and migrations."""

@@ -1,0 +1,99 @@
+"""Enumerations of the service whose values are the strings on the wire and in the database."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class HospitalKind(StrEnum):
+    COMMUNITY = "community"
+    CENTRE = "centre"
+
+
+class Role(StrEnum):
+    """What a user is; hospitals authenticate as themselves (machine tokens), not as users."""
+
+    SPECIALIST = "specialist"
+    ADMIN = "admin"
+
+
+class StudyStatus(StrEnum):
+    RECEIVED = "received"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    TRIAGED = "triaged"
+    FAILED = "failed"
+
+
+class Priority(StrEnum):
+    URGENT = "urgent"
+    SUSPICIOUS = "suspicious"
+    ROUTINE = "routine"
+    NEEDS_MANUAL_REVIEW = "needs_manual_review"
+
+    @property
+    def rank(self) -> int:
+        """Worklist order: lower comes first.
+
+        A study whose inference failed is not known to be benign, so it sits above the
+        routine studies; a model flag is acted on before it.
+        """
+        return _PRIORITY_RANK[self]
+
+    @property
+    def flagged(self) -> bool:
+        """Whether a study of this priority belongs on a specialist's worklist."""
+        return self is not Priority.ROUTINE
+
+
+_PRIORITY_RANK = {
+    Priority.URGENT: 0,
+    Priority.SUSPICIOUS: 1,
+    Priority.NEEDS_MANUAL_REVIEW: 2,
+    Priority.ROUTINE: 3,
+}
+
+
+class ReviewStatus(StrEnum):
+    """Where a study stands with the specialists."""
+
+    PENDING = "pending"
+    DECIDED = "decided"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+class Decision(StrEnum):
+    REFER = "refer"
+    RETURN = "return"
+    MORE_IMAGING = "more_imaging"
+
+
+class ReferralStatus(StrEnum):
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    CLOSED = "closed"
+
+
+class WebhookEvent(StrEnum):
+    STUDY_STATUS = "study.status"
+    STUDY_DECISION = "study.decision"
+
+
+class AuditAction(StrEnum):
+    STUDY_READ = "study.read"
+    STUDY_RESULT_READ = "study.result.read"
+    STUDY_REPORT_READ = "study.report.read"
+    STUDY_RENDER_READ = "study.render.read"
+    STUDY_CREATED = "study.created"
+    CLAIM = "study.claim"
+    RELEASE = "study.release"
+    REVIEW = "study.review"
+    WORKLIST_READ = "worklist.read"
+    TOKEN_ISSUED = "token.issued"

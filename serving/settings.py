@@ -1,0 +1,155 @@
+"""Service settings: one ``Settings`` object read from ``ONCOTRIAGE_*`` environment variables.
+
+Nothing is read at import time: :func:`get_settings` builds the object on first use and
+caches it. The app factory and the worker take a ``Settings`` argument, so tests build
+their own without touching the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from oncotriage.serving.enums import Priority
+
+#: Secret values that ship in examples and defaults; refused outside development.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "development-only-secret"})
+_MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Everything the service and its workers can be told from the environment.
+
+    Every field is ``ONCOTRIAGE_<FIELD>`` in the environment (case-insensitive), e.g.
+    ``ONCOTRIAGE_DATABASE_URL=postgresql+psycopg://user@db/oncotriage``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="ONCOTRIAGE_", env_file=None, extra="ignore", validate_default=True
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # --- where things live
+    data_dir: Path = Path("./var")
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; default sqlite:///<data_dir>/oncotriage.db."
+    )
+    store_dir: Path | None = Field(default=None, description="Image store; default data_dir/store.")
+    public_base_url: str | None = Field(
+        default=None,
+        description="External URL of the service (for RetrieveURL and webhooks); "
+        "default: the URL the request came in on.",
+    )
+
+    # --- models and inference
+    model_uri: str = Field(
+        default="models:/oncotriage-cxr2d@champion",
+        description="models:/NAME@ALIAS, models:/NAME/VERSION, or a local bundle folder.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default: the registry's own default."
+    )
+    register_demo_model: bool = Field(
+        default=True,
+        description="On first run, register models/demo as version 1 (alias champion) when "
+        "the registry has no model under model_uri's name.",
+    )
+    model_poll_interval_s: float = Field(default=30.0, gt=0)
+    inference_backend: Literal["embedded", "triton"] = "embedded"
+    runner_factory: str | None = Field(
+        default=None,
+        description="'module:attribute' of a callable(settings) -> runner_factory, overriding "
+        "the backend's default (ONNX Runtime for embedded, Triton for triton).",
+    )
+    triton_url: str = "127.0.0.1:8001"
+    triton_model_repository: Path | None = None
+    triton_timeout_s: float = Field(default=30.0, gt=0)
+
+    # --- workers and the job queue
+    embedded_workers: int = Field(
+        default=1, ge=0, description="Worker threads inside `serve`; 0 = separate workers."
+    )
+    worker_poll_interval_s: float = Field(default=0.5, gt=0)
+    job_lease_s: float = Field(default=60.0, gt=0, description="A job's lease; heartbeats renew.")
+    job_heartbeat_s: float | None = Field(default=None, gt=0, description="Default lease / 3.")
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_backoff_base_s: float = Field(default=2.0, ge=0)
+    job_backoff_max_s: float = Field(default=300.0, ge=0)
+    series_settle_s: float = Field(
+        default=2.0, ge=0, description="Wait this long after a CT series' last instance."
+    )
+
+    # --- intake limits (decompression bombs, runaway clients)
+    max_request_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_instances_per_request: int = Field(default=2000, gt=0)
+    max_pixels: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Rows x Columns x Frames of one instance."
+    )
+
+    # --- worklist
+    claim_lease_s: float = Field(default=900.0, gt=0)
+    sla_urgent_minutes: float = Field(default=60.0, gt=0)
+    sla_suspicious_minutes: float = Field(default=24 * 60.0, gt=0)
+    sla_needs_manual_review_minutes: float = Field(default=8 * 60.0, gt=0)
+    sla_routine_minutes: float = Field(default=7 * 24 * 60.0, gt=0)
+
+    # --- secrets and webhooks
+    secret_key: SecretStr = SecretStr("change-me")
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_base_s: float = Field(default=5.0, ge=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
+
+    # --- logs
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _derive_and_check(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'oncotriage.db'}"
+        if self.store_dir is None:
+            self.store_dir = self.data_dir / "store"
+        if self.job_heartbeat_s is None:
+            self.job_heartbeat_s = self.job_lease_s / 3
+        if self.job_heartbeat_s >= self.job_lease_s:
+            raise ValueError(
+                "job_heartbeat_s must be shorter than job_lease_s, or a live worker loses its lease"
+            )
+        if self.environment != "development":
+            secret = self.secret_key.get_secret_value()
+            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < _MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"ONCOTRIAGE_SECRET_KEY is a placeholder or shorter than {_MIN_SECRET_LENGTH} "
+                    f"characters, which is refused when environment={self.environment!r}; "
+                    "generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                )
+        return self
+
+    @property
+    def image_store_dir(self) -> Path:
+        """The image store folder (``store_dir``, resolved)."""
+        return Path(self.store_dir or self.data_dir / "store")
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return float(self.job_heartbeat_s or self.job_lease_s / 3)
+
+    def sla_minutes(self, priority: Priority | str) -> float:
+        """Minutes a study of this priority may wait before it escalates in the worklist."""
+        return {
+            Priority.URGENT: self.sla_urgent_minutes,
+            Priority.SUSPICIOUS: self.sla_suspicious_minutes,
+            Priority.NEEDS_MANUAL_REVIEW: self.sla_needs_manual_review_minutes,
+            Priority.ROUTINE: self.sla_routine_minutes,
+        }[Priority(priority)]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first call."""
+    return Settings()
