@@ -1,0 +1,438 @@
+"""The model's result for one study as a DICOM Comprehensive 3D SR (TID 1500 Measurement Report).
+
+What a PACS or viewer finds in the document (IHE AI Results style):
+
+- Observation context: the algorithm as a device observer (name, model = name + version,
+  manufacturer).
+- Procedure reported: "CT unspecified body region" or "XR unspecified body region", from the
+  source modality.
+- Imaging Measurements:
+
+  - one TID 1501 group for the study: the suspicion score (NUM, no units, ``0..1``) and the
+    triage priority (SCT 260870009 "Priority", its value a code of the local scheme
+    ``99ONCOTRIAGE``, declared in the Coding Scheme Identification Sequence), with the
+    TID 4019 Algorithm Identification (name, version, manufacturer). This group is always
+    present, so a negative study still yields a valid TID 1500 report.
+  - one TID 1410 planar ROI group per finding: its tracking identifier ("Finding n", numbered by
+    descending score across the study), finding category (SCT "Morphologically abnormal
+    structure"), finding type (SCT "Nodule", or "Mass" for mammography), the box as a closed
+    ``POLYLINE`` SCOORD (5 points, first = last) referencing the image it lies on, the
+    detector score as DCM 111012 "Certainty of Finding" (no units, ``0..1``), and the same
+    Algorithm Identification.
+
+- Current Requested Procedure Evidence: every source instance.
+
+CT findings are drawn as a 2D SCOORD rectangle on the slice through the box centre rather than
+as SCOORD3D in the frame of reference: PACS viewers (OHIF/Cornerstone, most vendor viewers) show
+SCOORD regions on the referenced image and mostly ignore SCOORD3D, and an axis-aligned 3D box is
+not a planar graphic, so as SCOORD3D it would need a multi-polygon volume surface that viewers
+do not draw at all. The full 3D box stays in the JSON result.
+
+Pixel coordinates: a finding's ``box_index`` uses index coordinates whose integers are voxel
+centres (see :class:`oncotriage.datasets.image.ImageVolume`, axis 0 = columns, axis 1 = rows),
+while SCOORD puts ``(0, 0)`` at the outer corner of the first pixel (PS3.3 C.18.6.1.1). A box
+edge at index ``x`` is therefore written as column ``x + 0.5``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping, Sequence
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from oncotriage.models.findings import Finding
+from oncotriage.serving.enums import Priority
+
+logger = logging.getLogger(__name__)
+
+LOCAL_SCHEME = "99ONCOTRIAGE"
+"""Coding Scheme Designator of the few concepts no standard scheme has."""
+
+SUSPICION_SCORE = Code("SUSPICION-SCORE", LOCAL_SCHEME, "Suspicion score")
+"""Study-level score: the highest finding score of the study, ``0..1``."""
+
+TRIAGE_PRIORITY = codes.SCT.Priority
+FINDING_SCORE = codes.DCM.CertaintyOfFinding
+SCORE_UNIT = codes.UCUM.NoUnits
+FINDING_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
+GEOMETRIC_PURPOSE = codes.SCT.BoundedBy
+
+PRIORITY_CODES: dict[Priority, Code] = {
+    Priority.URGENT: Code("URGENT", LOCAL_SCHEME, "Urgent"),
+    Priority.SUSPICIOUS: Code("SUSPICIOUS", LOCAL_SCHEME, "Suspicious"),
+    Priority.ROUTINE: Code("ROUTINE", LOCAL_SCHEME, "Routine"),
+    Priority.NEEDS_MANUAL_REVIEW: Code("MANUAL-REVIEW", LOCAL_SCHEME, "Needs manual review"),
+}
+
+_DEFAULT_FINDING_TYPES: dict[int, Code] = {0: codes.SCT.Nodule}
+_MAMMOGRAPHY_FINDING_TYPES: dict[int, Code] = {0: codes.SCT.Mass}
+
+# Type 2 attributes highdicom reads from the first evidence dataset without a default.
+_REQUIRED_HEADER_KEYWORDS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
+
+
+def build_sr(
+    source_datasets: Sequence[Dataset],
+    findings_by_series: Mapping[str, Sequence[Finding]],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    suspicion_score: float,
+    priority: Priority | str,
+    series_number: int = 9901,
+    institution_name: str | None = None,
+    manufacturer: str = "oncotriage",
+    finding_types: Mapping[int, Code] | None = None,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    content_qualification: str = "RESEARCH",
+) -> hd.sr.Comprehensive3DSR:
+    """Build the DICOM SR of one study's AI result.
+
+    Args:
+        source_datasets: every instance of the study the model looked at (pixel data not
+            needed; header-only datasets are enough). They must share one StudyInstanceUID.
+        findings_by_series: findings per SeriesInstanceUID (a SOPInstanceUID is accepted too,
+            for a series that holds several radiographs). 2D findings (``xyxy``) belong to a
+            single radiograph; 3D findings (``xyzxyz``) to a CT series or multi-frame volume.
+            Empty or missing entries mean "nothing found".
+        algorithm_name: model name, e.g. ``"cxr-nodule-retinanet"``.
+        algorithm_version: model version, e.g. ``"3"``.
+        suspicion_score: study-level score (highest finding score), ``0..1``.
+        priority: triage priority (:class:`~oncotriage.serving.enums.Priority` or its string).
+        series_number: Series Number of the SR series.
+        institution_name: institution that produced the report.
+        manufacturer: manufacturer of the algorithm and of the SR.
+        finding_types: SNOMED code per class index; default Nodule (Mass for mammography).
+        series_instance_uid: UID of the SR series; new if ``None``.
+        sop_instance_uid: UID of the SR instance; new if ``None``.
+        content_qualification: ``PRODUCT``, ``RESEARCH`` or ``SERVICE``.
+
+    Returns:
+        The SR document (a :class:`pydicom.Dataset`); write it with :func:`sr_to_bytes`.
+
+    Raises:
+        ValueError: no sources, mixed studies, findings of an unknown series, a box of the
+            wrong size, or a finding outside the volume.
+    """
+    if not source_datasets:
+        raise ValueError("build_sr needs at least one source dataset of the study")
+    priority = _as_priority(priority)
+    if not 0.0 <= float(suspicion_score) <= 1.0:
+        raise ValueError(f"suspicion_score must lie in 0..1, got {suspicion_score}")
+    evidence = [_header_only(ds) for ds in source_datasets]
+    study_uids = {str(ds.StudyInstanceUID) for ds in evidence}
+    if len(study_uids) != 1:
+        raise ValueError(
+            f"source datasets belong to {len(study_uids)} studies; build one SR per study"
+        )
+    by_series: dict[str, list[Dataset]] = {}
+    by_sop: dict[str, Dataset] = {}
+    for ds in evidence:
+        by_series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+        by_sop[str(ds.SOPInstanceUID)] = ds
+
+    sop_instance_uid = sop_instance_uid or generate_uid()
+    algorithm_id = hd.sr.AlgorithmIdentification(
+        name=algorithm_name, version=algorithm_version, manufacturer=manufacturer
+    )
+    groups: list[
+        hd.sr.MeasurementsAndQualitativeEvaluations
+        | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = [
+        _study_group(
+            suspicion_score=float(suspicion_score),
+            priority=priority,
+            algorithm_id=algorithm_id,
+            tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "study"]),
+        )
+    ]
+    located: list[tuple[Finding, Dataset, int | None, np.ndarray]] = []
+    for key, findings in findings_by_series.items():
+        if not findings:
+            continue
+        datasets = _datasets_for_key(key, by_series, by_sop)
+        for finding in findings:
+            located.append((finding, *_locate(finding, datasets, key)))
+    located.sort(key=lambda item: -float(item[0].score))
+    for number, (finding, image, frame_number, graphic_data) in enumerate(located, start=1):
+        types = finding_types or (
+            _MAMMOGRAPHY_FINDING_TYPES
+            if str(image.get("Modality", "")) == "MG"
+            else _DEFAULT_FINDING_TYPES
+        )
+        if finding.label not in types:
+            raise ValueError(
+                f"no finding type code for class {finding.label}; pass finding_types="
+                "{label: Code(...)} for every class the model reports"
+            )
+        groups.append(
+            _finding_group(
+                finding,
+                number=number,
+                image=image,
+                frame_number=frame_number,
+                graphic_data=graphic_data,
+                finding_type=types[finding.label],
+                algorithm_id=algorithm_id,
+                tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, str(number)]),
+            )
+        )
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(entropy_srcs=[manufacturer, algorithm_name, algorithm_version]),
+            name=algorithm_name,
+            manufacturer_name=manufacturer,
+            model_name=f"{algorithm_name} {algorithm_version}",
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=_procedure_reported(evidence),
+        imaging_measurements=groups,
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=series_instance_uid or generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=manufacturer,
+        is_complete=True,
+        is_final=False,  # preliminary until a specialist decides
+        institution_name=institution_name,
+        series_description="AI triage result",
+        manufacturer_model_name=algorithm_name,
+        software_versions=algorithm_version,
+        content_qualification=content_qualification,
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(
+                designator=LOCAL_SCHEME,
+                name="oncotriage local concepts",
+                responsible_organization=manufacturer,
+            )
+        ],
+    )
+
+
+def sr_to_bytes(sr: Dataset) -> bytes:
+    """Encode an SR document as a DICOM Part 10 file (preamble, file meta, dataset)."""
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, sr, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _as_priority(priority: Priority | str) -> Priority:
+    try:
+        return Priority(str(priority))
+    except ValueError:
+        allowed = ", ".join(p.value for p in Priority)
+        raise ValueError(f"unknown priority {priority!r}; use one of {allowed}") from None
+
+
+def _header_only(ds: Dataset) -> Dataset:
+    """A shallow copy of ``ds`` without pixel data, with empty type 2 patient/study attributes
+    added where the source lacks them (highdicom requires them on the first evidence item)."""
+    header = Dataset()
+    for element in ds:
+        if element.tag.group >= 0x7FE0:  # pixel data and beyond
+            continue
+        header.add(element)
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if keyword not in header:
+            raise ValueError(f"source dataset lacks {keyword}; it cannot be referenced")
+    for keyword in _REQUIRED_HEADER_KEYWORDS:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    return header
+
+
+def _datasets_for_key(
+    key: str, by_series: Mapping[str, list[Dataset]], by_sop: Mapping[str, Dataset]
+) -> list[Dataset]:
+    if key in by_series:
+        return by_series[key]
+    if key in by_sop:
+        return [by_sop[key]]
+    raise ValueError(
+        f"findings are given for {key!r}, which is neither a SeriesInstanceUID nor a "
+        "SOPInstanceUID of the source datasets"
+    )
+
+
+def _rectangle(box_xy: Sequence[float]) -> np.ndarray:
+    """Closed POLYLINE (5 points) of an index-space ``xyxy`` box, in SCOORD pixel coordinates."""
+    x0, y0, x1, y1 = (float(v) + 0.5 for v in box_xy)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=float)
+
+
+def _locate(
+    finding: Finding, datasets: Sequence[Dataset], key: str
+) -> tuple[Dataset, int | None, np.ndarray]:
+    """The image (and frame) a finding is drawn on, and its SCOORD graphic data."""
+    box = tuple(float(v) for v in finding.box_index)
+    if len(box) == 4:
+        if len(datasets) != 1:
+            raise ValueError(
+                f"a 2D finding was given for series {key!r}, which holds {len(datasets)} "
+                "instances; key radiograph findings by SOPInstanceUID in that case"
+            )
+        return datasets[0], None, _rectangle(box)
+    if len(box) == 6:
+        if len(finding.box_world) != 6:
+            raise ValueError("a 3D finding needs an xyzxyz box_world to find its slice")
+        world = np.asarray(finding.box_world, dtype=float)
+        centre = (world[:3] + world[3:]) / 2.0
+        image, frame_number = _nearest_plane(datasets, centre, key)
+        return image, frame_number, _rectangle((box[0], box[1], box[3], box[4]))
+    raise ValueError(f"box_index must have 4 (xyxy) or 6 (xyzxyz) values, got {len(box)}")
+
+
+def _nearest_plane(
+    datasets: Sequence[Dataset], centre: np.ndarray, key: str
+) -> tuple[Dataset, int | None]:
+    """The slice (instance, 1-based frame number for multi-frame) whose plane is nearest to
+    ``centre`` (LPS mm)."""
+    planes = [plane for ds in datasets for plane in _planes(ds)]
+    if not planes:
+        raise ValueError(
+            f"series {key!r} has no ImagePositionPatient/ImageOrientationPatient; "
+            "a 3D finding cannot be placed on a slice"
+        )
+    distances = np.array(
+        [float(np.dot(centre - position, normal)) for _, _, position, normal in planes]
+    )
+    best = int(np.argmin(np.abs(distances)))
+    # Distance of each plane along the shared normal, to bound "outside the volume".
+    normal = planes[0][3]
+    heights = np.sort([float(np.dot(position, normal)) for _, _, position, _ in planes])
+    tolerance = float(np.max(np.diff(heights))) if len(heights) > 1 else 1.0
+    if abs(distances[best]) > max(tolerance, 1e-3):
+        raise ValueError(
+            f"a finding centred at {centre.round(2).tolist()} mm lies {abs(distances[best]):.1f} "
+            f"mm from the nearest slice of series {key!r}; box_world does not match the images"
+        )
+    dataset, frame_number, _, _ = planes[best]
+    return dataset, frame_number
+
+
+def _planes(ds: Dataset) -> list[tuple[Dataset, int | None, np.ndarray, np.ndarray]]:
+    """``(dataset, frame_number, position, normal)`` of every image plane of an instance."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if per_frame is not None:
+        planes = []
+        shared_orientation = _orientation_of(shared[0]) if shared else None
+        for number, group in enumerate(per_frame, start=1):
+            orientation = _orientation_of(group)
+            if orientation is None:
+                orientation = shared_orientation
+            position_seq = group.get("PlanePositionSequence")
+            if orientation is None or not position_seq:
+                return []
+            position = np.asarray(position_seq[0].ImagePositionPatient, dtype=float)
+            planes.append((ds, number if frames > 1 else None, position, orientation))
+        return planes
+    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        orientation = _normal(ds.ImageOrientationPatient)
+        position = np.asarray(ds.ImagePositionPatient, dtype=float)
+        return [(ds, None, position, orientation)]
+    return []
+
+
+def _orientation_of(group: Dataset) -> np.ndarray | None:
+    sequence = group.get("PlaneOrientationSequence")
+    if not sequence:
+        return None
+    return _normal(sequence[0].ImageOrientationPatient)
+
+
+def _normal(image_orientation: Sequence[float]) -> np.ndarray:
+    row, column = np.asarray(image_orientation[:3], float), np.asarray(image_orientation[3:], float)
+    normal = np.cross(row, column)
+    return normal / np.linalg.norm(normal)
+
+
+def _procedure_reported(evidence: Sequence[Dataset]) -> Code:
+    modalities = {str(ds.get("Modality", "")) for ds in evidence}
+    if "CT" in modalities:
+        return codes.LN.CTUnspecifiedBodyRegion
+    if modalities & {"DX", "CR", "MG"}:
+        return codes.LN.XRUnspecifiedBodyRegion
+    return codes.SCT.ImagingProcedure
+
+
+def _study_group(
+    *,
+    suspicion_score: float,
+    priority: Priority,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+    tracking_uid: str,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="Study triage"),
+        algorithm_id=algorithm_id,
+        measurements=[
+            hd.sr.Measurement(name=SUSPICION_SCORE, value=suspicion_score, unit=SCORE_UNIT)
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=TRIAGE_PRIORITY, value=PRIORITY_CODES[priority])
+        ],
+    )
+
+
+def _finding_group(
+    finding: Finding,
+    *,
+    number: int,
+    image: Dataset,
+    frame_number: int | None,
+    graphic_data: np.ndarray,
+    finding_type: Code,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+    tracking_uid: str,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    source = hd.sr.SourceImageForRegion(
+        referenced_sop_class_uid=str(image.SOPClassUID),
+        referenced_sop_instance_uid=str(image.SOPInstanceUID),
+        referenced_frame_numbers=[frame_number] if frame_number is not None else None,
+    )
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=graphic_data,
+        source_image=source,
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier=f"Finding {number}"
+        ),
+        referenced_region=region,
+        finding_type=finding_type,
+        finding_category=FINDING_CATEGORY,
+        algorithm_id=algorithm_id,
+        geometric_purpose=GEOMETRIC_PURPOSE,
+        measurements=[
+            hd.sr.Measurement(name=FINDING_SCORE, value=float(finding.score), unit=SCORE_UNIT)
+        ],
+    )
