@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oncotriage.datasets.image import ImageVolume
+from oncotriage.models.findings import Finding
+from oncotriage.serving.render import BOX_COLOUR, render_png, render_thumbnail
+
+
+def _decode(png: bytes) -> Image.Image:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG"
+    return picture.convert("RGB")
+
+
+def _box_pixels(picture: Image.Image) -> np.ndarray:
+    """Boolean (rows, columns) mask of pixels painted in the box colour."""
+    return np.all(np.asarray(picture) == np.array(BOX_COLOUR, np.uint8), axis=-1)
+
+
+def _radiograph(
+    x: int = 100, y: int = 80, spacing: tuple[float, float] = (0.2, 0.2)
+) -> ImageVolume:
+    return ImageVolume(array=np.full((x, y), 0.5, np.float32), spacing=spacing, modality="DX")
+
+
+def _finding(box: tuple[float, ...], score: float = 0.9) -> Finding:
+    return Finding(label=0, score=score, box_index=box, box_world=box)
+
+
+@pytest.mark.parametrize(
+    ("window", "hu", "grey"),
+    [
+        ("lung", -2000.0, 0),
+        ("lung", 1000.0, 255),
+        ("lung", -600.0, 128),
+        ("lung", -1000.0, 60),
+        ("mediastinum", 100.0, 166),
+        ("mediastinum", -160.0, 0),
+        ("mediastinum", 240.0, 255),
+        ("bone", 400.0, 128),
+        ("bone", 0.0, 71),
+        ("bone", 1000.0, 213),
+        ((-600.0, 1500.0), -1000.0, 60),
+        (None, -1000.0, 60),  # CT defaults to the lung window
+    ],
+)
+def test_ct_windowing_maps_hounsfield_units_to_grey(
+    window: str | tuple[float, float] | None, hu: float, grey: int
+) -> None:
+    volume = ImageVolume(array=np.full((8, 6, 3), hu, np.float32), spacing=(1, 1, 2), modality="CT")
+    picture = _decode(render_png(volume, window=window))
+    assert picture.size == (8, 6)
+    assert np.all(np.asarray(picture) == grey)
+
+
+@pytest.mark.parametrize(("value", "grey"), [(0.0, 0), (0.25, 64), (1.0, 255), (1.7, 255)])
+def test_radiograph_defaults_to_full_range(value: float, grey: int) -> None:
+    image = ImageVolume(array=np.full((5, 4), value, np.float32), spacing=(0.2, 0.2), modality="DX")
+    assert np.all(np.asarray(_decode(render_png(image))) == grey)
+
+
+def test_array_axes_are_columns_then_rows() -> None:
+    array = np.zeros((30, 20), np.float32)
+    array[5, 12] = 1.0  # x (column) 5, y (row) 12
+    picture = _decode(render_png(ImageVolume(array=array, spacing=(1.0, 1.0), modality="DX")))
+    assert picture.size == (30, 20)
+    grey = np.asarray(picture)[..., 0]
+    assert grey[12, 5] == 255
+    assert int(grey.sum()) == 255
+
+
+def test_box_outline_lies_on_the_box_edges() -> None:
+    picture = _decode(render_png(_radiograph(), [_finding((10, 20, 40, 50), 0.87)]))
+    mask = _box_pixels(picture)
+    for column, row in [(10, 35), (40, 35), (25, 20), (25, 50), (10, 20), (40, 50)]:
+        assert mask[row, column], (column, row)
+    for column, row in [(25, 35), (9, 35), (41, 35), (25, 51)]:
+        assert not mask[row, column], (column, row)
+    # the score label sits just above the box in the box colour
+    assert mask[:20, 10:40].any()
+    assert not mask[51:, :].any()
+
+
+def test_boxes_can_be_hidden() -> None:
+    picture = _decode(render_png(_radiograph(), [_finding((10, 20, 40, 50))], show_boxes=False))
+    assert not _box_pixels(picture).any()
+    assert np.all(np.asarray(picture) == 128)
+
+
+def test_downscaled_boxes_follow_the_image() -> None:
+    picture = _decode(
+        render_png(_radiograph(400, 200), [_finding((100, 40, 300, 160))], max_size=100)
+    )
+    assert picture.size == (100, 50)
+    mask = _box_pixels(picture)
+    # index x -> (x + 0.5) * 0.25 - 0.5: 100 -> 25, 300 -> 75; y: 40 -> 10, 160 -> 40
+    assert mask[25, 25] and mask[25, 75] and mask[10, 50] and mask[40, 50]
+    assert not mask[25, 50]
+
+
+def test_pixel_spacing_is_respected() -> None:
+    image = _radiograph(20, 10, spacing=(0.5, 1.0))  # rows twice as far apart as columns
+    assert _decode(render_png(image)).size == (20, 20)
+
+
+def _stack() -> ImageVolume:
+    array = np.zeros((40, 30, 10), np.float32)
+    for k in range(10):
+        array[:, :, k] = -1000.0 + 100.0 * k
+    return ImageVolume(array=array, spacing=(0.7, 0.7, 1.25), modality="CT")
+
+
+def _grey_of_slice(k: int) -> int:
+    # lung window, DICOM linear function
+    return round(((-1000.0 + 100.0 * k + 600.5) / 1499.0 + 0.5) * 255.0)
+
+
+def test_ct_default_slice_is_the_top_finding_centre() -> None:
+    findings = [_finding((5, 5, 2, 15, 15, 4), 0.9), _finding((20, 5, 7, 30, 15, 9), 0.4)]
+    picture = _decode(render_png(_stack(), findings))
+    grey = np.asarray(picture)[..., 0]
+    assert grey[2, 38] == _grey_of_slice(3)
+    mask = _box_pixels(picture)
+    assert mask[10, 5]  # the top finding crosses slice 3
+    assert not mask[10, 20]  # the other finding (slices 7..9) is not drawn
+
+
+@pytest.mark.parametrize(("slice_index", "drawn"), [(1, False), (2, True), (4, True), (5, False)])
+def test_ct_draws_only_findings_on_the_slice(slice_index: int, drawn: bool) -> None:
+    picture = _decode(
+        render_png(_stack(), [_finding((5, 5, 2, 15, 15, 4))], slice_index=slice_index)
+    )
+    assert np.asarray(picture)[2, 38, 0] == _grey_of_slice(slice_index)
+    assert _box_pixels(picture).any() == drawn
+
+
+def test_ct_without_findings_shows_the_middle_slice() -> None:
+    picture = _decode(render_png(_stack()))
+    assert np.asarray(picture)[0, 0, 0] == _grey_of_slice(5)
+
+
+def test_thumbnail_is_small_and_unlabelled() -> None:
+    picture = _decode(
+        render_thumbnail(_radiograph(200, 100), [_finding((40, 40, 120, 80))], size=64)
+    )
+    assert picture.size == (64, 32)
+    mask = _box_pixels(picture)
+    rows = np.nonzero(mask.any(axis=1))[0]
+    # scale 0.32: index 40 -> 40.5 * 0.32 - 0.5 = 12.46 -> 12; 80 -> 25.26 -> 25; 120 -> 38
+    assert rows.min() == 12 and rows.max() == 25  # no label row above the box
+    assert mask[12, 12] and mask[25, 38]
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "message"),
+    [
+        (_radiograph(), {"window": "soft"}, "unknown window preset"),
+        (_radiograph(), {"window": "lung"}, "applies to CT only"),
+        (_radiograph(), {"slice_index": 3}, "volumes only"),
+        (_stack(), {"slice_index": 10}, "outside 0..9"),
+        (_radiograph(), {"findings": [_finding((0, 0, 0, 1, 1, 1))]}, "image is 2D"),
+        (_radiograph(), {"max_size": 8}, "at least 16"),
+        (_radiograph(), {"window": (0.5, 0.0)}, "positive"),
+    ],
+)
+def test_rejects_bad_arguments(image: ImageVolume, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_png(image, **kwargs)
