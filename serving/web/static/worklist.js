@@ -1,0 +1,148 @@
+// The flagged queue: polls GET /v1/worklist, keeps the selection across refreshes, j/k/Enter.
+import {
+  api, config, formatDuration, formatScore, hasModifier, isTyping, itemsOf, minutesSince, pick,
+  poll, priorityBadge, rememberQueue, requireSignIn, setUpdated, setupChrome, shortId, slaState,
+} from "./app.js";
+
+const body = document.getElementById("worklist-body");
+const empty = document.getElementById("queue-empty");
+const errorEl = document.getElementById("worklist-error");
+const countEl = document.getElementById("queue-count");
+const updatedEl = document.getElementById("last-updated");
+const filters = document.getElementById("filters");
+
+let entries = [];
+let selectedId = null;
+
+/** One worklist entry, normalised from the API's shape. */
+export function normaliseEntry(raw) {
+  const study = raw.study && typeof raw.study === "object" ? raw.study : {};
+  const merged = { ...study, ...raw };
+  const waitingS = pick(merged, "waiting_s", "waiting_seconds");
+  const waitingMin = pick(merged, "waiting_minutes")
+    ?? (waitingS != null ? waitingS / 60 : minutesSince(pick(merged, "triaged_at", "queued_at", "received_at")));
+  const priority = pick(merged, "priority");
+  return {
+    id: String(pick(merged, "study_id", "id")),
+    priority,
+    escalated: Boolean(pick(merged, "escalated", "sla_escalated", "overdue", "sla_breached")),
+    overdue: pick(merged, "overdue", "sla_breached", "sla_overdue"),
+    waitingMin,
+    slaMin: pick(merged, "sla_minutes") ?? config.sla_minutes[priority],
+    hospital: pick(merged, "hospital_name", "hospital.name", "hospital") ?? "—",
+    modality: pick(merged, "modality") ?? "—",
+    score: pick(merged, "suspicion_score", "score"),
+    model: [pick(merged, "model_name"), pick(merged, "model_version")].filter(Boolean).join(" v") || "—",
+    claimedBy: pick(merged, "claimed_by_name", "claimed_by.display_name", "claimed_by.username", "claimed_by"),
+    claimedByMe: pick(merged, "claimed_by_me"),
+    studyUid: pick(merged, "study_instance_uid"),
+  };
+}
+
+function currentFilters() {
+  const data = new FormData(filters);
+  return {
+    priority: data.get("priority") || "",
+    modality: data.get("modality") || "",
+    mine: data.get("mine") === "on",
+  };
+}
+
+async function refresh() {
+  const f = currentFilters();
+  const params = new URLSearchParams();
+  if (f.priority) params.set("priority", f.priority);
+  if (f.modality) params.set("modality", f.modality);
+  if (f.mine) params.set("mine", "true");
+  try {
+    const payload = await api(`/v1/worklist${params.size ? `?${params}` : ""}`);
+    let list = itemsOf(payload, "entries", "worklist").map(normaliseEntry);
+    // The API filters; filtering again here keeps the page right whatever it ignores.
+    if (f.priority) list = list.filter((e) => e.priority === f.priority);
+    if (f.modality) list = list.filter((e) => e.modality === f.modality);
+    if (f.mine) list = list.filter((e) => e.claimedByMe);
+    entries = list;
+    errorEl.textContent = "";
+    render();
+    setUpdated(updatedEl);
+  } catch (error) {
+    errorEl.textContent = `Could not load the worklist: ${error.message}`;
+  }
+}
+
+function cell(row, content, className) {
+  const td = document.createElement("td");
+  if (className) td.className = className;
+  if (content instanceof Node) td.appendChild(content); else td.textContent = content ?? "—";
+  row.appendChild(td);
+  return td;
+}
+
+function render() {
+  rememberQueue(entries.map((e) => e.id));
+  countEl.textContent = `${entries.length} flagged ${entries.length === 1 ? "study" : "studies"}`;
+  empty.hidden = entries.length > 0;
+  if (!entries.some((e) => e.id === selectedId)) selectedId = entries[0]?.id ?? null;
+  const rows = entries.map((entry) => {
+    const row = document.createElement("tr");
+    row.dataset.studyId = entry.id;
+    row.setAttribute("aria-selected", String(entry.id === selectedId));
+    const badge = priorityBadge(entry.priority);
+    if (entry.escalated) badge.title = "Waiting past its SLA: moved up";
+    cell(row, badge);
+    const state = slaState(entry.waitingMin, entry.slaMin, entry.overdue);
+    const wait = document.createElement("span");
+    wait.className = `wait wait-${state}`;
+    wait.textContent = formatDuration(entry.waitingMin) + (state === "over" ? " · overdue" : "");
+    wait.title = entry.slaMin ? `SLA ${formatDuration(entry.slaMin)}` : "";
+    cell(row, wait);
+    cell(row, entry.hospital);
+    cell(row, entry.modality);
+    const link = document.createElement("a");
+    link.href = `/ui/cases/${encodeURIComponent(entry.id)}`;
+    link.textContent = shortId(entry.id);
+    link.className = "mono";
+    link.setAttribute("aria-label", `Open case ${shortId(entry.id)}`);
+    cell(row, link);
+    cell(row, formatScore(entry.score), "num");
+    cell(row, entry.model);
+    cell(row, entry.claimedByMe ? "me" : entry.claimedBy ? String(entry.claimedBy) : "—");
+    row.addEventListener("click", (event) => {
+      if (event.target instanceof HTMLAnchorElement) return;
+      open(entry.id);
+    });
+    return row;
+  });
+  body.replaceChildren(...rows);
+}
+
+function open(id) {
+  window.location.assign(`/ui/cases/${encodeURIComponent(id)}`);
+}
+
+function move(step) {
+  if (!entries.length) return;
+  const index = Math.max(0, entries.findIndex((e) => e.id === selectedId));
+  const next = Math.min(entries.length - 1, Math.max(0, index + step));
+  selectedId = entries[next].id;
+  for (const row of body.rows) row.setAttribute("aria-selected", String(row.dataset.studyId === selectedId));
+  body.querySelector(`tr[aria-selected="true"]`)?.scrollIntoView({ block: "nearest" });
+}
+
+function onKey(event) {
+  if (isTyping(event) || hasModifier(event) || document.querySelector("dialog[open]")) return;
+  if (event.key === "j") { move(1); event.preventDefault(); }
+  else if (event.key === "k") { move(-1); event.preventDefault(); }
+  else if ((event.key === "Enter" || event.key === "o") && selectedId && !(event.target instanceof HTMLAnchorElement || event.target instanceof HTMLButtonElement)) {
+    open(selectedId); event.preventDefault();
+  }
+}
+
+if (requireSignIn("specialist")) {
+  setupChrome();
+  filters.addEventListener("change", refresh);
+  filters.addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
+  document.addEventListener("keydown", onKey);
+  // Poll on a timer; a change of filters refreshes at once.
+  poll(refresh, config.refresh_s);
+}
