@@ -1,0 +1,242 @@
+"""Pixel Data to physical values: decoding, Modality LUT, VOI LUT and photometric handling.
+
+Arrays here keep pydicom's order, ``(frames, rows, columns)`` or ``(rows, columns)``; the
+transpose to the ``(x, y[, z])`` order of :class:`~oncotriage.datasets.image.ImageVolume`
+happens in :mod:`oncotriage.datasets.reader`.
+
+Radiograph presentation follows the grayscale pipeline of DICOM PS3.3 C.11 / PS3.4 N.2:
+stored values -> Modality LUT (Rescale Slope/Intercept or Modality LUT Sequence) -> VOI LUT
+(VOI LUT Sequence, else Window Center/Width with VOI LUT Function) -> presentation values,
+scaled here to ``0..1`` and inverted for MONOCHROME1 (or Presentation LUT Shape INVERSE) so
+that a higher value is always brighter.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
+from pydicom.uid import UID
+
+from oncotriage.datasets.image import UnsupportedImageError
+
+logger = logging.getLogger(__name__)
+
+#: Hounsfield value written where a CT slice holds Pixel Padding Value (outside the
+#: reconstruction circle): air, so padding never looks like tissue.
+CT_PADDING_HU = -1024.0
+
+
+def transfer_syntax_of(ds: pydicom.Dataset) -> UID:
+    """The dataset's Transfer Syntax UID.
+
+    Raises:
+        UnsupportedImageError: ``transfer_syntax`` when the file meta has none.
+    """
+    file_meta = getattr(ds, "file_meta", None)
+    uid = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if not uid:
+        raise UnsupportedImageError(
+            "the file meta information has no Transfer Syntax UID (0002,0010); "
+            "send DICOM Part 10 files as written by the modality or PACS",
+            code="transfer_syntax",
+        )
+    return UID(str(uid))
+
+
+def transfer_syntax_label(uid: str) -> str:
+    """``"1.2.840.10008.1.2.4.90 (JPEG 2000 Image Compression (Lossless Only))"``."""
+    name = UID(uid).name
+    return f"{uid} ({name})" if name and name != uid else f"{uid} (unknown)"
+
+
+def check_decodable(uid: str) -> None:
+    """Refuse a transfer syntax the installed decoders cannot read.
+
+    Raises:
+        UnsupportedImageError: ``transfer_syntax``, naming the syntax and what to send instead.
+    """
+    advice = (
+        "send uncompressed (Explicit VR Little Endian), JPEG baseline/lossless, JPEG-LS, "
+        "JPEG 2000 or RLE"
+    )
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise UnsupportedImageError(
+            f"transfer syntax {transfer_syntax_label(uid)} not supported; {advice}",
+            code="transfer_syntax",
+        ) from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "no plugin available"
+        raise UnsupportedImageError(
+            f"transfer syntax {transfer_syntax_label(uid)} not supported: no decoder is "
+            f"installed here ({missing}); {advice}",
+            code="transfer_syntax",
+        )
+
+
+def expected_native_length(ds: pydicom.Dataset) -> int:
+    """Bytes an uncompressed Pixel Data element needs (without the trailing pad byte)."""
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    frames = number_of_frames(ds)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    total_bits = rows * columns * frames * samples * bits
+    return (total_bits + 7) // 8
+
+
+def number_of_frames(ds: pydicom.Dataset) -> int:
+    """Number of Frames, ``1`` when absent or empty."""
+    value = ds.get("NumberOfFrames")
+    try:
+        return max(int(value), 1) if value not in (None, "") else 1
+    except (TypeError, ValueError):
+        raise UnsupportedImageError(
+            f"Number of Frames {value!r} is not an integer", code="corrupt"
+        ) from None
+
+
+def decode_frames(
+    ds: pydicom.Dataset, *, index: int | None = None, decoding_plugin: str = ""
+) -> np.ndarray:
+    """Decode stored pixel values.
+
+    Args:
+        ds: a dataset with Pixel Data; any transfer syntax the installed plugins decode.
+        index: decode only this frame (0-based); all frames when ``None``.
+        decoding_plugin: force one pydicom decoding plugin (``"pylibjpeg"``, ``"gdcm"``,
+            ``"pyjpegls"``, ``"pillow"``, ``"pydicom"``); ``""`` lets pydicom choose.
+
+    Returns:
+        Stored values (no rescale), shape ``(frames, rows, columns)``; one frame when
+        ``index`` is given.
+
+    Raises:
+        UnsupportedImageError: ``transfer_syntax`` when no decoder exists, ``corrupt`` when
+            the data cannot be decoded (truncated, inconsistent with its header).
+    """
+    uid = transfer_syntax_of(ds)
+    check_decodable(uid)
+    try:
+        array = pydicom.pixels.pixel_array(ds, index=index, decoding_plugin=decoding_plugin)
+    except UnsupportedImageError:
+        raise
+    except Exception as error:  # pydicom and its plugins raise many types for bad data
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise UnsupportedImageError(
+            f"Pixel Data could not be decoded as {UID(uid).name}: {first_line}",
+            code="corrupt",
+        ) from error
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if array.ndim == 3 and array.shape[-1] != columns:
+        raise UnsupportedImageError(
+            "colour pixel data is not supported; send the original grayscale image",
+            code="photometric",
+        )
+    return np.asarray(array).reshape(-1, rows, columns)
+
+
+def padding_mask(stored: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:
+    """Pixels equal to Pixel Padding Value (or within its range limit); ``None`` if unset."""
+    value = ds.get("PixelPaddingValue")
+    if value is None or value == "":
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None or limit == "":
+        return np.asarray(stored == int(value))
+    low, high = sorted((int(value), int(limit)))
+    return np.asarray((stored >= low) & (stored <= high))
+
+
+def rescale(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """``stored * slope + intercept`` as float32 (the linear Modality LUT)."""
+    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
+def rescale_of(item: Any) -> tuple[float, float]:
+    """Rescale Slope and Intercept of a dataset or functional-group item (defaults 1, 0)."""
+    slope = item.get("RescaleSlope")
+    intercept = item.get("RescaleIntercept")
+    return (
+        float(slope) if slope not in (None, "") else 1.0,
+        float(intercept) if intercept not in (None, "") else 0.0,
+    )
+
+
+def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """Window Center/Width to ``0..1`` as PS3.3 C.11.2.1.2 defines with ``ymin=0, ymax=1``.
+
+    Args:
+        values: Modality LUT output, any shape.
+        center: Window Center.
+        width: Window Width (``>= 1`` for LINEAR, ``> 0`` otherwise).
+        function: VOI LUT Function: ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID``.
+    """
+    values = values.astype(np.float64)
+    function = (function or "LINEAR").upper()
+    if function == "SIGMOID":
+        if width <= 0:
+            raise UnsupportedImageError(f"Window Width {width} must be > 0", code="voi")
+        return np.asarray(1.0 / (1.0 + np.exp(-4.0 * (values - center) / width)))
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            raise UnsupportedImageError(f"Window Width {width} must be > 0", code="voi")
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if function != "LINEAR":
+        raise UnsupportedImageError(
+            f"VOI LUT Function {function!r} is not one of LINEAR, LINEAR_EXACT, SIGMOID",
+            code="voi",
+        )
+    if width < 1:
+        raise UnsupportedImageError(f"Window Width {width} must be >= 1", code="voi")
+    if width == 1:
+        return np.where(values > center - 0.5, 1.0, 0.0)
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def _first(value: Any) -> float:
+    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
+        return float(value[0])
+    return float(value)
+
+
+def radiograph_presentation(ds: pydicom.Dataset, stored: np.ndarray) -> np.ndarray:
+    """Presentation values of one radiograph frame, ``0..1``, higher is brighter.
+
+    Args:
+        ds: the radiograph's dataset (Modality LUT, VOI LUT, Photometric Interpretation,
+            Presentation LUT Shape are read from it).
+        stored: stored values, shape ``(rows, columns)``.
+
+    Returns:
+        float32 array, shape ``(rows, columns)``. The first VOI (index 0, the default view)
+        is used; a VOI LUT Sequence is preferred over a window when both are present. With
+        no VOI at all (typical of "for processing" images) the image's own range is mapped
+        linearly to ``0..1``.
+    """
+    values = apply_modality_lut(stored, ds)
+    if ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        bits = int(item.LUTDescriptor[2])
+        integral = np.rint(values).astype(np.int64)
+        presentation = apply_voi(integral, ds, index=0).astype(np.float64) / (2**bits - 1)
+    elif ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, ""):
+        presentation = window(
+            values,
+            _first(ds.WindowCenter),
+            _first(ds.WindowWidth),
+            str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR"),
+        )
+    else:
+        low, high = float(np.min(values)), float(np.max(values))
+        span = high - low
+        presentation = (values - low) / span if span > 0 else np.zeros(values.shape)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    shape = str(ds.get("PresentationLUTShape", "")).strip().upper()
+    if photometric == "MONOCHROME1" or shape == "INVERSE":
+        presentation = 1.0 - presentation
+    return np.clip(presentation, 0.0, 1.0).astype(np.float32)
