@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,10 +241,11 @@ class StowClient:
             return
         except requests.RequestException as exc:
             raise StowError(f"cannot reach the service at {self.base_url}: {exc}") from exc
-        location = self._last_response.headers.get("Location") if self._last_response else None
+        headers = self._last_response.headers if self._last_response is not None else {}
+        location = headers.get("Location")
         if location:
             result.status_urls[study_uid] = location
-        _merge_answer(answer, sent, study_uid, result)
+        _merge_answer(answer, sent, study_uid, result, _warning_texts(headers.get("Warning")))
 
 
 def _as_part10(ds: Dataset) -> Dataset:
@@ -302,6 +304,10 @@ def _snippet(response: requests.Response | None) -> str:
     return text[:200] or response.reason or "no body"
 
 
+def _with_text(reason: str, text: str | None) -> str:
+    return f"{reason}: {text}" if text and text not in reason else reason
+
+
 def failure_reason(item: Dataset) -> str:
     """Readable reason of a FailedSOPSequence (or warning) item."""
     parts = []
@@ -315,18 +321,40 @@ def failure_reason(item: Dataset) -> str:
     return ": ".join(parts) if parts else "no reason given"
 
 
-def _merge_answer(answer: Dataset, sent: Sequence[str], study_uid: str, result: StowResult) -> None:
+_WARNING_299 = re.compile(r'299\s+\S+\s+"([^"]*)"')
+
+
+def _warning_texts(header: str | None) -> dict[str, str]:
+    """``{sop_instance_uid: text}`` from ``Warning: 299 <agent> "<uid>: <text>"`` headers, the
+    way a STOW-RS server explains failures in words (PS3.18 8.4.3); requests joins repeated
+    headers with commas."""
+    texts: dict[str, str] = {}
+    for match in _WARNING_299.finditer(header or ""):
+        uid, sep, text = match.group(1).partition(": ")
+        if sep:
+            texts[uid.strip()] = text.strip()
+    return texts
+
+
+def _merge_answer(
+    answer: Dataset,
+    sent: Sequence[str],
+    study_uid: str,
+    result: StowResult,
+    texts: Mapping[str, str] | None = None,
+) -> None:
+    texts = texts or {}
     confirmed: set[str] = set()
     for item in answer.get("ReferencedSOPSequence", []):
         uid = str(item.ReferencedSOPInstanceUID)
         confirmed.add(uid)
         result.stored.append(uid)
         if "WarningReason" in item:
-            result.warnings.append((uid, failure_reason(item)))
+            result.warnings.append((uid, _with_text(failure_reason(item), texts.get(uid))))
     for item in answer.get("FailedSOPSequence", []):
         uid = str(item.ReferencedSOPInstanceUID)
         confirmed.add(uid)
-        result.failed.append((uid, failure_reason(item)))
+        result.failed.append((uid, _with_text(failure_reason(item), texts.get(uid))))
     retrieve_url = answer.get("RetrieveURL")
     if retrieve_url:
         result.retrieve_urls[study_uid] = str(retrieve_url)

@@ -88,7 +88,6 @@ def _stow_app(state: StowServer) -> FastAPI:
             item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
             if ds.PatientID == "REJECT" or (study and ds.StudyInstanceUID != study):
                 item.FailureReason = 0xA900
-                item.ErrorComment = "synthetic rejection"
                 failed.append(item)
             else:
                 item.RetrieveURL = f"{answer.RetrieveURL}/instances/{ds.SOPInstanceUID}"
@@ -108,12 +107,17 @@ def _stow_app(state: StowServer) -> FastAPI:
         if failed:
             answer.FailedSOPSequence = failed
         status = 200 if not failed else 202 if stored else 409
-        return Response(
+        response = Response(
             content=answer.to_json(),
             status_code=status,
             media_type="application/dicom+json",
             headers={"Location": f"{state.url}/v1/studies/{study}"},
         )
+        for item in failed:  # failure reasons in words (PS3.18 8.4.3)
+            response.headers.append(
+                "Warning", f'299 test "{item.ReferencedSOPInstanceUID}: synthetic rejection"'
+            )
+        return response
 
     @api.post("/dicomweb/studies")
     async def store_any(request: Request) -> Response:
@@ -246,7 +250,10 @@ def test_conflict_response_lists_every_failure(stow_server: StowServer) -> None:
     result = StowClient(stow_server.url, TOKEN).push_datasets(rejected)  # HTTP 409
     assert result.stored == []
     assert sorted(uid for uid, _ in result.failed) == sorted(ds.SOPInstanceUID for ds in rejected)
-    assert all(reason.startswith("0xA900") for _, reason in result.failed)
+    # two Warning headers, joined by requests, each matched to its instance
+    assert {reason for _, reason in result.failed} == {
+        "0xA900 data set does not match SOP class: synthetic rejection"
+    }
 
 
 def test_bad_token_raises(stow_server: StowServer) -> None:
