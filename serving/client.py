@@ -241,11 +241,12 @@ class StowClient:
             return
         except requests.RequestException as exc:
             raise StowError(f"cannot reach the service at {self.base_url}: {exc}") from exc
-        headers = self._last_response.headers if self._last_response is not None else {}
-        location = headers.get("Location")
+        last = self._last_response
+        location = last.headers.get("Location") if last is not None else None
+        warning = last.headers.get("Warning") if last is not None else None
         if location:
             result.status_urls[study_uid] = location
-        _merge_answer(answer, sent, study_uid, result, _warning_texts(headers.get("Warning")))
+        _merge_answer(answer, sent, study_uid, result, _warning_texts(warning))
 
 
 def _as_part10(ds: Dataset) -> Dataset:
