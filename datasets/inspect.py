@@ -138,12 +138,8 @@ def _value_range(volume: ImageVolume) -> str:
 def results_table(results: Sequence[InspectResult]) -> Table:
     """A rich table: one row per image or series (size and spacing in ``x y [z]`` order)."""
     table = Table(title="DICOM inspection", show_lines=False)
-    table.add_column("source", overflow="fold", min_width=12)
-    table.add_column("status", no_wrap=True)
-    table.add_column("modality")
-    table.add_column("size")
-    table.add_column("spacing mm")
-    table.add_column("values")
+    for header in ("source", "status", "modality", "size", "spacing mm", "values"):
+        table.add_column(header, overflow="fold")
     table.add_column("transfer syntax", overflow="fold")
     for result in results:
         volume = result.volume
