@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
@@ -36,15 +37,19 @@ _UID_NAMESPACE = "oncotriage-synth-v1"
 
 
 def synthetic_uid(*parts: object) -> str:
-    """A UID derived only from ``parts`` (same parts, same UID; ``2.25.<int>`` form).
+    """A UID derived only from ``parts``: same parts, same UID.
+
+    ``generate_uid(prefix=None, ...)`` would ignore ``entropy_srcs`` and return a random
+    UUID-derived ``2.25`` UID, so the UID is built under pydicom's root instead, where
+    ``entropy_srcs`` are hashed (SHA-512) into the suffix deterministically.
 
     Args:
         parts: anything with a stable ``str()``, e.g. ``("cxr", seed, case, "study")``.
 
     Returns:
-        A valid DICOM UID under the ``2.25`` root (UUID-derived), no longer than 64.
+        A valid DICOM UID (at most 64 characters).
     """
-    return str(generate_uid(prefix=None, entropy_srcs=[_UID_NAMESPACE, *map(str, parts)]))
+    return str(generate_uid(entropy_srcs=[_UID_NAMESPACE, *map(str, parts)]))
 
 
 def ds_value(value: float) -> str:
@@ -118,8 +123,8 @@ def _base_dataset(
     identity: StudyIdentity, sop_class_uid: str, sop_instance_uid: str, modality: str
 ) -> FileDataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = _IMPLEMENTATION_VERSION

@@ -243,6 +243,8 @@ def run_synth(kind: str, n: int, seed: int, out: Path, negative_fraction: float 
     _check_kind(kind)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     if not 0.0 <= negative_fraction <= 1.0:
         raise ValueError(f"negative_fraction must be within 0..1, got {negative_fraction}")
     out = Path(out)
