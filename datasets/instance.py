@@ -7,7 +7,10 @@ before anything is stored or decoded. Re-exported by :mod:`oncotriage.datasets.r
 from __future__ import annotations
 
 import io
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +38,8 @@ from oncotriage.datasets.pixels import (
     transfer_syntax_of,
 )
 from oncotriage.datasets.series import plane_of_slice
+
+logger = logging.getLogger(__name__)
 
 #: Largest Rows x Columns accepted (a decompression-bomb guard; mammograms are ~30 M).
 MAX_PIXELS_PER_FRAME = 8192 * 8192
@@ -207,6 +212,21 @@ def radiograph_spacing(ds: pydicom.Dataset) -> tuple[float, float]:
     )
 
 
+@contextmanager
+def refuse_bad_values() -> Iterator[None]:
+    """Turn errors raised by malformed attribute values into ``corrupt`` refusals."""
+    try:
+        yield
+    except UnsupportedImageError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as error:
+        logger.debug("malformed attribute values", exc_info=True)
+        raise UnsupportedImageError(
+            f"malformed or inconsistent attribute values ({type(error).__name__}: {error})",
+            code="corrupt",
+        ) from error
+
+
 def validate_instance(ds: pydicom.Dataset) -> None:
     """Cheap checks that one instance is something the pipeline can read (no decoding).
 
@@ -219,6 +239,11 @@ def validate_instance(ds: pydicom.Dataset) -> None:
     Raises:
         UnsupportedImageError: the first problem found.
     """
+    with refuse_bad_values():
+        _validate(ds)
+
+
+def _validate(ds: pydicom.Dataset) -> None:
     sop_class = ds.get("SOPClassUID")
     _check_uid(ds, "SOPClassUID", "SOP Class UID", required=True)
     if str(sop_class) not in SCREENING_SOP_CLASSES:

@@ -121,6 +121,11 @@ def decode_frames(
     """
     uid = transfer_syntax_of(ds)
     check_decodable(uid)
+    if int(ds.get("SamplesPerPixel") or 1) != 1:
+        raise UnsupportedImageError(
+            "colour pixel data is not supported; send the original grayscale image",
+            code="photometric",
+        )
     try:
         array = pydicom.pixels.pixel_array(ds, index=index, decoding_plugin=decoding_plugin)
     except UnsupportedImageError:
@@ -131,13 +136,7 @@ def decode_frames(
             f"Pixel Data could not be decoded as {UID(uid).name}: {first_line}",
             code="corrupt",
         ) from error
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    if array.ndim == 3 and array.shape[-1] != columns:
-        raise UnsupportedImageError(
-            "colour pixel data is not supported; send the original grayscale image",
-            code="photometric",
-        )
-    return np.asarray(array).reshape(-1, rows, columns)
+    return np.asarray(array).reshape(-1, int(ds.Rows), int(ds.Columns))
 
 
 def padding_mask(stored: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | None:

@@ -40,6 +40,7 @@ from oncotriage.datasets.instance import (
     is_valid_uid,
     radiograph_spacing,
     read_dataset,
+    refuse_bad_values,
     validate_instance,
 )
 from oncotriage.datasets.pixels import (
@@ -269,6 +270,11 @@ def read_image(source: ImageSource, *, min_slices: int = 16) -> ImageVolume:
     Raises:
         UnsupportedImageError: for anything the pipeline cannot use, with a reason code.
     """
+    with refuse_bad_values():
+        return _read_image(source, min_slices)
+
+
+def _read_image(source: ImageSource, min_slices: int) -> ImageVolume:
     datasets = _datasets_of(source)
     if not datasets:
         raise UnsupportedImageError("no DICOM instances given", code="not_found")

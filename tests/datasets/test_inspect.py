@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,11 @@ def test_a_broken_file_in_a_series_is_refused_on_its_own(tmp_path: Path) -> None
 def test_an_unexpected_error_is_reported_not_raised() -> None:
     from oncotriage.datasets.inspect import _read_one
 
-    result = _read_one("weird input", 42)  # type: ignore[arg-type]
+    def exploding() -> Iterator[Path]:
+        raise RuntimeError("disk unplugged")
+        yield Path("never")
+
+    result = _read_one("weird input", exploding())  # type: ignore[arg-type]
     assert result.volume is None and result.error is not None
     assert result.error.code == "internal"
-    assert "TypeError" in str(result.error)
+    assert "RuntimeError: disk unplugged" in str(result.error)

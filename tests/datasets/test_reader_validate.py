@@ -24,6 +24,7 @@ from oncotriage.datasets.reader import (
     MAX_PIXELS_PER_FRAME,
     group_series,
     is_valid_uid,
+    read_dataset,
     validate_instance,
 )
 
@@ -237,3 +238,16 @@ def test_group_series_finds_groups_and_reasons(tmp_path: Path) -> None:
         "does-not-exist": "not_found",
     }
     assert {path.name for path in groups.ignored} == {".DS_Store", "DICOMDIR"}
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+def test_malformed_values_are_refused_not_raised_as_other_errors() -> None:
+    ds = radiograph(np.zeros((4, 5), np.uint16))
+    ds.EstimatedRadiographicMagnificationFactor = "1.25"
+    data = to_bytes(ds)
+    assert data.count(b"1.25") == 1
+    broken = read_dataset(data.replace(b"1.25", b"1,25"))  # a comma: not a DS
+    with pytest.raises(UnsupportedImageError) as caught:
+        validate_instance(broken)
+    assert caught.value.code == "corrupt"
+    assert "malformed or inconsistent attribute values" in str(caught.value)
