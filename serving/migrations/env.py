@@ -10,6 +10,7 @@ from oncotriage.serving.db.base import Base
 from oncotriage.serving.db.session import create_db_engine
 
 config = context.config
+_LOCK = 0x0C0_7A1A6E  # pg advisory lock key of oncotriage migrations
 target_metadata = Base.metadata
 
 
@@ -38,6 +39,11 @@ def run_migrations_online() -> None:
                 compare_type=True,
             )
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    # Services and workers may start together: one migrates, the others wait.
+                    connection.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK}
+                    )
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -1,0 +1,92 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the session, the caller, the app's parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from oncotriage.serving.db.session import Database
+from oncotriage.serving.inference import ModelManager
+from oncotriage.serving.security import AuthenticationError, Principal, authenticate
+from oncotriage.serving.settings import Settings
+from oncotriage.serving.storage import ContentStore
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer otk_...`")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_store(request: Request) -> ContentStore:
+    return request.app.state.store
+
+
+def get_models(request: Request) -> ModelManager:
+    return request.app.state.models
+
+
+def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
+    """A session per request; handlers commit what they change (data-access functions do)."""
+    with db.sessionmaker() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+DatabaseDep = Annotated[Database, Depends(get_db)]
+StoreDep = Annotated[ContentStore, Depends(get_store)]
+InferenceDep = Annotated[ModelManager, Depends(get_models)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``; 401 without a valid token."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("missing bearer token")
+    try:
+        principal = authenticate(session, credentials.credentials)
+    except AuthenticationError as error:
+        raise _unauthorized(f"invalid token: {error}") from None
+    # End the read transaction now: on SQLite it holds the database's write lock.
+    session.commit()
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_hospital(principal: CurrentPrincipal) -> Principal:
+    """A hospital's system (403 for people: studies are submitted by hospitals)."""
+    if not principal.is_hospital or principal.hospital_id is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs a hospital's token")
+    return principal
+
+
+def get_specialist(principal: CurrentPrincipal) -> Principal:
+    """A specialist (or an administrator); 403 for hospital tokens."""
+    if not (principal.is_specialist or principal.is_admin):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs a specialist's token")
+    return principal
+
+
+CurrentHospital = Annotated[Principal, Depends(get_hospital)]
+CurrentSpecialist = Annotated[Principal, Depends(get_specialist)]

@@ -1,0 +1,21 @@
+"""Routers, one module per resource; :data:`API_ROUTERS` lists them for the app factory."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from oncotriage.serving.api.routes.dicomweb import router as dicomweb_router
+from oncotriage.serving.api.routes.ops import router as ops_router
+from oncotriage.serving.api.routes.referrals import router as referrals_router
+from oncotriage.serving.api.routes.reviews import router as reviews_router
+from oncotriage.serving.api.routes.studies import router as studies_router
+from oncotriage.serving.api.routes.worklist import router as worklist_router
+
+API_ROUTERS: tuple[APIRouter, ...] = (
+    ops_router,
+    dicomweb_router,
+    studies_router,
+    worklist_router,
+    reviews_router,
+    referrals_router,
+)

@@ -1,0 +1,72 @@
+"""Operations: liveness, readiness and Prometheus metrics (no authentication)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from oncotriage.serving.api.deps import DatabaseDep, InferenceDep, SettingsDep, StoreDep
+from oncotriage.serving.api.schemas import HealthPublic, ReadinessPublic
+from oncotriage.serving.metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthPublic)
+def healthz() -> HealthPublic:
+    """Liveness: the process answers."""
+    return HealthPublic(status="ok")
+
+
+def _check(fn: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = fn()
+    except Exception as error:
+        return {"ok": False, "error": str(error)[:500]}
+    result: dict[str, Any] = {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    if isinstance(detail, dict):
+        result.update(detail)
+    return result
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadinessPublic,
+    responses={503: {"model": ReadinessPublic, "description": "Not ready."}},
+)
+async def readyz(
+    db: DatabaseDep, store: StoreDep, models: InferenceDep, settings: SettingsDep
+) -> Response:
+    """Readiness: the database answers, the image store takes writes, the model loads.
+
+    The model check loads the current version when this process runs workers; an
+    API-only process (``embedded_workers=0``) checks that the model URI resolves.
+    """
+
+    def model_check() -> dict[str, Any]:
+        if settings.embedded_workers > 0:
+            loaded = models.current()
+            return {"model": loaded.name, "version": loaded.version}
+        resolved = models.resolve()
+        return {"model": resolved.name, "version": str(resolved.version)}
+
+    checks = {
+        "database": await run_in_threadpool(_check, db.ping),
+        "store": await run_in_threadpool(_check, store.check_writable),
+        "model": await run_in_threadpool(_check, model_check),
+    }
+    ready = all(check["ok"] for check in checks.values())
+    body = ReadinessPublic(status="ready" if ready else "not_ready", checks=checks)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition format."""
+    payload = await run_in_threadpool(request.app.state.metrics.render)
+    return Response(payload, media_type=CONTENT_TYPE)

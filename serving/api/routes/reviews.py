@@ -1,0 +1,69 @@
+"""Specialists' decisions on studies: refer, return or ask for more imaging."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from oncotriage.serving import audit
+from oncotriage.serving.api.deps import CurrentPrincipal, CurrentSpecialist, SessionDep, SettingsDep
+from oncotriage.serving.api.schemas import Message, ReviewCreate, ReviewPublic, ReviewsPublic
+from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.enums import AuditAction
+from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
+from oncotriage.serving.worklist import (
+    ClaimConflictError,
+    ReviewInputError,
+    review,
+    reviews_of,
+)
+
+router = APIRouter(prefix="/v1/studies", tags=["reviews"])
+
+
+@router.post(
+    "/{study_id}/review",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ReviewPublic,
+    responses={
+        404: {"model": Message, "description": "No such study on your worklist."},
+        409: {"model": Message, "description": "You do not hold a live claim, or it is decided."},
+        422: {"description": "Invalid decision or boxes."},
+    },
+)
+def create_review(
+    study_id: str,
+    body: ReviewCreate,
+    session: SessionDep,
+    principal: CurrentSpecialist,
+    settings: SettingsDep,
+) -> ReviewPublic:
+    """Decide a claimed case. ``refer`` opens a referral to the centre; the hospital is told
+    through its webhook; corrected boxes become training labels (``oncotriage datasets
+    from-reviews``)."""
+    try:
+        return review(session, principal, study_id, body, settings, now=utcnow())
+    except StudyNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
+    except ClaimConflictError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    except ReviewInputError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+
+
+@router.get(
+    "/{study_id}/reviews",
+    response_model=ReviewsPublic,
+    responses={404: {"model": Message, "description": "No such study (or not yours)."}},
+)
+def read_reviews(study_id: str, session: SessionDep, principal: CurrentPrincipal) -> ReviewsPublic:
+    """Decisions on a study (its hospital sees them too)."""
+    try:
+        study = get_visible_study(session, principal, study_id)
+    except StudyNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
+    data = reviews_of(session, study)
+    audit.record(
+        session, principal, AuditAction.STUDY_READ, study_id=study.id, detail={"reviews": True}
+    )
+    session.commit()
+    return ReviewsPublic(data=data, count=len(data))

@@ -1,0 +1,248 @@
+"""Studies: submit (for scripts), list, status, result, DICOM SR report and PNG render."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from oncotriage.serving import audit
+from oncotriage.serving.api.deps import (
+    CurrentHospital,
+    CurrentPrincipal,
+    DatabaseDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
+from oncotriage.serving.api.routes.dicomweb import base_url
+from oncotriage.serving.api.schemas import (
+    InstanceResultPublic,
+    Message,
+    StudiesPublic,
+    StudyPublic,
+    StudyResultPublic,
+    SubmissionPublic,
+)
+from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.db.models import Study
+from oncotriage.serving.enums import AuditAction, Priority, ReviewStatus, StudyStatus
+from oncotriage.serving.intake import ingest
+from oncotriage.serving.results import (
+    RenderRequest,
+    RenderRequestError,
+    ResultNotReadyError,
+    build_report,
+    plan_render,
+    plan_report,
+    render,
+    study_result,
+)
+from oncotriage.serving.studies import (
+    StudyNotFoundError,
+    get_visible_study,
+    list_studies,
+    study_public,
+)
+
+router = APIRouter(prefix="/v1/studies", tags=["studies"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Message, "description": "No such study (or not yours)."}
+}
+
+
+def visible_or_404(session: SessionDep, principal: CurrentPrincipal, study_id: str) -> Study:
+    """The study, or 404 (also for another hospital's study: its existence is not told)."""
+    try:
+        return get_visible_study(session, principal, study_id)
+    except StudyNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SubmissionPublic,
+    responses={
+        422: {"model": SubmissionPublic, "description": "No file could be used."},
+        413: {"model": Message, "description": "Too large or too many files."},
+    },
+)
+async def submit_study(
+    request: Request,
+    files: list[UploadFile],
+    principal: CurrentHospital,
+    db: DatabaseDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    session: SessionDep,
+    response: Response,
+) -> SubmissionPublic | JSONResponse:
+    """Submit DICOM files as ``multipart/form-data`` (field ``files``, repeated).
+
+    Answers 202 with the studies they went to (``Location``: the first study's URL); every
+    file is listed with whether it was kept and why not.
+    """
+    if len(files) > settings.max_instances_per_request:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"at most {settings.max_instances_per_request} files per request",
+        )
+    payloads = [await upload.read() for upload in files]
+    result = await run_in_threadpool(ingest, db, store, settings, principal, payloads, now=utcnow())
+    studies: list[StudyPublic] = []
+    for study_id in result.study_ids:
+        study = get_visible_study(session, principal, study_id)
+        studies.append(study_public(session, study))
+    session.rollback()
+    body = SubmissionPublic(
+        studies=studies,
+        instances=[
+            InstanceResultPublic(
+                sop_instance_uid=outcome.sop_instance_uid,
+                sop_class_uid=outcome.sop_class_uid,
+                stored=outcome.stored,
+                duplicate=outcome.duplicate,
+                failure_reason=int(outcome.failure_reason) if outcome.failure_reason else None,
+                message=outcome.message,
+            )
+            for outcome in result.outcomes
+        ],
+        stored=sum(1 for outcome in result.outcomes if outcome.stored),
+        failed=sum(1 for outcome in result.outcomes if not outcome.stored),
+    )
+    if not studies:
+        return JSONResponse(body.model_dump(mode="json"), status_code=422)
+    response.headers["Location"] = f"{base_url(request, settings.public_base_url)}{studies[0].url}"
+    return body
+
+
+@router.get("", response_model=StudiesPublic)
+def read_studies(
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    status_: Annotated[StudyStatus | None, Query(alias="status")] = None,
+    priority: Priority | None = None,
+    review_status: ReviewStatus | None = None,
+    hospital_id: int | None = None,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> StudiesPublic:
+    """Studies the caller may see (a hospital: its own), newest first."""
+    data, count = list_studies(
+        session,
+        principal,
+        status=status_,
+        priority=priority,
+        review_status=review_status,
+        hospital_id=hospital_id,
+        skip=skip,
+        limit=limit,
+    )
+    session.rollback()
+    return StudiesPublic(data=data, count=count)
+
+
+@router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
+def read_study(study_id: str, session: SessionDep, principal: CurrentPrincipal) -> StudyPublic:
+    """Status, priority, suspicion score, model version and timings of one study."""
+    study = visible_or_404(session, principal, study_id)
+    public = study_public(session, study)
+    audit.record(session, principal, AuditAction.STUDY_READ, study_id=study.id)
+    session.commit()
+    return public
+
+
+@router.get("/{study_id}/result", response_model=StudyResultPublic, responses=NOT_FOUND)
+def read_result(
+    study_id: str, session: SessionDep, principal: CurrentPrincipal
+) -> StudyResultPublic:
+    """Findings in pixel (index) and world coordinates, per-series outcome, model version."""
+    study = visible_or_404(session, principal, study_id)
+    result = study_result(session, study)
+    audit.record(session, principal, AuditAction.STUDY_RESULT_READ, study_id=study.id)
+    session.commit()
+    return result
+
+
+@router.get(
+    "/{study_id}/report.dcm",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/dicom": {}}, "description": "DICOM Comprehensive 3D SR."},
+        409: {"model": Message, "description": "Not triaged yet."},
+        **NOT_FOUND,
+    },
+)
+def read_report(
+    study_id: str, session: SessionDep, principal: CurrentPrincipal, store: StoreDep
+) -> Response:
+    """The result as a DICOM Comprehensive 3D SR (TID 1500) referencing the source images."""
+    study = visible_or_404(session, principal, study_id)
+    try:
+        plan = plan_report(session, study)
+    except ResultNotReadyError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    audit.record(session, principal, AuditAction.STUDY_REPORT_READ, study_id=study.id)
+    session.commit()  # files are read outside the transaction
+    payload = build_report(store, plan)
+    return Response(
+        payload,
+        media_type="application/dicom",
+        headers={"Content-Disposition": f'attachment; filename="oncotriage-{study.id}.dcm"'},
+    )
+
+
+@router.get(
+    "/{study_id}/render.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The image with the model's boxes."},
+        422: {"model": Message, "description": "No such series/instance/slice, or bad window."},
+        **NOT_FOUND,
+    },
+)
+def read_render(
+    study_id: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    series: Annotated[str | None, Query(max_length=64, description="SeriesInstanceUID")] = None,
+    instance: Annotated[str | None, Query(max_length=64, description="SOPInstanceUID")] = None,
+    slice_: Annotated[
+        int | None, Query(alias="slice", ge=0, description="CT slice (axis 2)")
+    ] = None,
+    window: Annotated[
+        str | None, Query(max_length=40, description="lung, mediastinum, bone, or CENTRE,WIDTH")
+    ] = None,
+    boxes: bool = True,
+    size: Annotated[int, Query(ge=16, le=4096)] = 1024,
+) -> Response:
+    """One image or CT slice, windowed, with the model's boxes (default: the top finding's)."""
+    study = visible_or_404(session, principal, study_id)
+    parsed_window: str | tuple[float, float] | None = window
+    if window and "," in window:
+        try:
+            centre, width = (float(part) for part in window.split(","))
+        except ValueError:
+            raise HTTPException(422, "window is a preset name or CENTRE,WIDTH") from None
+        parsed_window = (centre, width)
+    request = RenderRequest(
+        series_instance_uid=series,
+        sop_instance_uid=instance,
+        slice_index=slice_,
+        window=parsed_window,
+        show_boxes=boxes,
+        max_size=size,
+    )
+    try:
+        plan = plan_render(session, study, request)
+        audit.record(session, principal, AuditAction.STUDY_RENDER_READ, study_id=study.id)
+        session.commit()  # files are read outside the transaction
+        payload = render(store, plan)
+    except RenderRequestError as error:
+        raise HTTPException(422, str(error)) from None
+    return Response(payload, media_type="image/png", headers={"Cache-Control": "private, no-store"})

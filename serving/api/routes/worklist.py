@@ -1,0 +1,85 @@
+"""The specialists' worklist and claims on its cases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from oncotriage.serving import audit
+from oncotriage.serving.api.deps import CurrentSpecialist, SessionDep, SettingsDep
+from oncotriage.serving.api.schemas import ClaimPublic, Message, WorklistPublic
+from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.enums import AuditAction, Priority, StudyStatus
+from oncotriage.serving.studies import StudyNotFoundError
+from oncotriage.serving.worklist import ClaimConflictError, claim, release, worklist
+
+router = APIRouter(prefix="/v1/worklist", tags=["worklist"])
+
+CLAIM_RESPONSES: dict[int | str, dict[str, object]] = {
+    404: {"model": Message, "description": "No such study on your worklist."},
+    409: {"model": Message, "description": "Claimed by someone else, or already decided."},
+}
+
+
+@router.get("", response_model=WorklistPublic)
+def read_worklist(
+    session: SessionDep,
+    principal: CurrentSpecialist,
+    settings: SettingsDep,
+    hospital_id: int | None = None,
+    priority: Priority | None = None,
+    status_: Annotated[StudyStatus | None, Query(alias="status")] = None,
+    include_decided: bool = False,
+    skip: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> WorklistPublic:
+    """Flagged, undecided studies of the centre's hospitals.
+
+    Order: past their SLA first, then urgent, suspicious, needs_manual_review (and
+    routine when asked for with ``priority=routine``), then longest waiting first.
+    """
+    data, count = worklist(
+        session,
+        principal,
+        settings,
+        now=utcnow(),
+        hospital_id=hospital_id,
+        priority=priority,
+        status=status_,
+        include_decided=include_decided,
+        skip=skip,
+        limit=limit,
+    )
+    audit.record(session, principal, AuditAction.WORKLIST_READ, detail={"count": len(data)})
+    session.commit()
+    return WorklistPublic(data=data, count=count)
+
+
+@router.post("/{study_id}/claim", response_model=ClaimPublic, responses=CLAIM_RESPONSES)
+def claim_study(
+    study_id: str, session: SessionDep, principal: CurrentSpecialist, settings: SettingsDep
+) -> ClaimPublic:
+    """Take the case (a lease of ``claim_lease_s``); claiming again renews it. 409 when
+    another specialist holds it."""
+    try:
+        return claim(session, principal, study_id, lease_s=settings.claim_lease_s, now=utcnow())
+    except StudyNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
+    except ClaimConflictError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+
+
+@router.post(
+    "/{study_id}/release",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=CLAIM_RESPONSES,
+)
+def release_study(study_id: str, session: SessionDep, principal: CurrentSpecialist) -> None:
+    """Give the case back to the worklist."""
+    try:
+        release(session, principal, study_id, now=utcnow())
+    except StudyNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
+    except ClaimConflictError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None

@@ -1,0 +1,233 @@
+"""Request and response schemas, one family per resource (``XPublic``, ``XsPublic(data, count)``).
+
+Every route sets ``response_model`` to one of these, so internal columns (token hashes,
+webhook secrets, stored paths, lease owners) never reach a client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from oncotriage.serving.enums import (
+    Decision,
+    Priority,
+    ReferralStatus,
+    ReviewStatus,
+    StudyStatus,
+)
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class HospitalRef(BaseModel):
+    id: int
+    name: str
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class StudyPublic(BaseModel):
+    """A study as its hospital and the centre's specialists see it.
+
+    ``time_to_triage_s`` is from the first instance's arrival to the first triage.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    url: str
+    study_instance_uid: str
+    hospital: HospitalRef
+    modality: str
+    status: StudyStatus
+    priority: Priority | None
+    suspicion_score: float | None
+    model_name: str | None
+    model_version: str | None
+    failure_reason: str | None
+    review_status: ReviewStatus
+    decision: Decision | None
+    series_count: int
+    instance_count: int
+    received_at: datetime
+    queued_at: datetime | None
+    processing_started_at: datetime | None
+    triaged_at: datetime | None
+    time_to_triage_s: float | None
+    decided_at: datetime | None
+
+
+class StudiesPublic(BaseModel):
+    data: list[StudyPublic]
+    count: int
+
+
+class InstanceResultPublic(BaseModel):
+    """One object of a submission: kept or refused, with the reason."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    stored: bool
+    duplicate: bool = False
+    failure_reason: int | None = Field(
+        default=None, description="STOW-RS Failure Reason (e.g. 49152 = 0xC000)."
+    )
+    message: str = ""
+
+
+class SubmissionPublic(BaseModel):
+    """Answer to ``POST /v1/studies``: the studies that received instances, and each object."""
+
+    studies: list[StudyPublic]
+    instances: list[InstanceResultPublic]
+    stored: int
+    failed: int
+
+
+class FindingPublic(BaseModel):
+    """A detected box.
+
+    ``box_index``: source-image index space, ``xyxy`` (2D) or ``xyzxyz`` (3D), axis 0 = image
+    columns, axis 1 = rows, axis 2 = slices; integers are voxel centres.
+    ``box_world``: millimetres; LPS ``xyzxyz`` for volumes, detector-plane ``xyxy`` for
+    radiographs.
+    """
+
+    id: int
+    series_instance_uid: str
+    sop_instance_uid: str | None
+    label: int
+    score: float
+    box_mode: str
+    box_index: list[float]
+    box_world: list[float]
+    model_name: str
+    model_version: str
+
+
+class SeriesResultPublic(BaseModel):
+    series_instance_uid: str
+    modality: str
+    instance_count: int
+    is_volume: bool
+    suspicion_score: float | None
+    priority: Priority | None
+    status: str = Field(description="queued, running, done or failed (the latest inference).")
+    error: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+class StudyResultPublic(BaseModel):
+    study_id: str
+    status: StudyStatus
+    priority: Priority | None
+    suspicion_score: float | None
+    model_name: str | None
+    model_version: str | None
+    failure_reason: str | None
+    series: list[SeriesResultPublic]
+    findings: list[FindingPublic]
+
+
+class WorklistItemPublic(StudyPublic):
+    """A study on the specialists' worklist, with how long it has waited."""
+
+    waiting_minutes: float
+    sla_minutes: float
+    overdue: bool = Field(description="Waiting longer than its priority's SLA (moved up).")
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+
+
+class WorklistPublic(BaseModel):
+    data: list[WorklistItemPublic]
+    count: int
+
+
+class ClaimPublic(BaseModel):
+    study_id: str
+    claimed_by: str
+    claimed_at: datetime
+    expires_at: datetime
+
+
+class CorrectedBox(BaseModel):
+    """A box drawn or corrected by the specialist, in the source image's index space.
+
+    ``series_instance_uid`` and (for radiographs) ``sop_instance_uid`` say which image;
+    ``box_index`` is ``xyxy`` (2D) or ``xyzxyz`` (3D) like :class:`FindingPublic`.
+    """
+
+    series_instance_uid: str = Field(max_length=64)
+    sop_instance_uid: str | None = Field(default=None, max_length=64)
+    box_index: list[float]
+    label: int = Field(default=0, ge=0)
+
+    @field_validator("box_index")
+    @classmethod
+    def _box(cls, value: list[float]) -> list[float]:
+        if len(value) not in (4, 6):
+            raise ValueError("box_index has 4 (xyxy) or 6 (xyzxyz) numbers")
+        half = len(value) // 2
+        if any(value[i] > value[i + half] for i in range(half)):
+            raise ValueError("box_index minimum corner must not exceed its maximum corner")
+        return value
+
+
+class ReviewCreate(BaseModel):
+    decision: Decision
+    note: str = Field(default="", max_length=10_000)
+    corrected_boxes: list[CorrectedBox] | None = Field(default=None, max_length=500)
+
+
+class ReviewPublic(BaseModel):
+    id: int
+    study_id: str
+    decision: Decision
+    note: str
+    corrected_boxes: list[CorrectedBox] | None
+    reviewer: str
+    model_name: str | None
+    model_version: str | None
+    created_at: datetime
+    referral_id: int | None
+
+
+class ReviewsPublic(BaseModel):
+    data: list[ReviewPublic]
+    count: int
+
+
+class ReferralPublic(BaseModel):
+    id: int
+    study_id: str
+    study_url: str
+    from_hospital: HospitalRef
+    to_centre: HospitalRef
+    status: ReferralStatus
+    note: str
+    referred_by: str
+    created_at: datetime
+
+
+class ReferralsPublic(BaseModel):
+    data: list[ReferralPublic]
+    count: int
+
+
+class HealthPublic(BaseModel):
+    status: str
+
+
+class ReadinessPublic(BaseModel):
+    status: str = Field(description="ready or not_ready")
+    checks: dict[str, dict[str, Any]]

@@ -1,0 +1,223 @@
+"""The app factory: ``create_app(settings) -> FastAPI``.
+
+On startup (FastAPI lifespan) the schema is migrated to the latest revision, the image
+store folder is created, and, with ``embedded_workers > 0``, the model is loaded, the
+registry alias is followed and worker threads start. With ``embedded_workers = 0`` the
+process only serves the API and separate ``oncotriage worker`` processes do the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oncotriage import __version__
+from oncotriage.serving.api.routes import API_ROUTERS
+from oncotriage.serving.db.migrate import upgrade
+from oncotriage.serving.db.session import Database
+from oncotriage.serving.inference import ModelManager, ModelUnavailableError, RunnerFactory
+from oncotriage.serving.metrics import ServiceMetrics
+from oncotriage.serving.settings import Settings, get_settings
+from oncotriage.serving.storage import ContentStore
+from oncotriage.serving.worker import WebhookSender, WorkerPool
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+AI-assisted early cancer screening for a medical union. Community hospitals submit DICOM
+studies (DICOMweb STOW-RS or `POST /v1/studies`); a detector scores each one; flagged
+studies wait on the centre's worklist, where specialists claim and decide them.
+
+Authenticate with `Authorization: Bearer <token>` (`oncotriage admin issue-token`).
+Models here are trained on synthetic images: **not for clinical use**.
+"""
+
+
+class RequestTooLargeError(Exception):
+    """The request body passed ``max_request_bytes``."""
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413, by ``Content-Length`` or while streaming
+    (chunked uploads have no length up front)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._too_large(send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestTooLargeError()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runner_factory: RunnerFactory | None = None,
+    webhook_sender: WebhookSender | None = None,
+    migrate: bool = True,
+) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: default :func:`get_settings` (the environment).
+        runner_factory: network runner per model version (default from the settings).
+        webhook_sender: overrides how the embedded workers POST webhooks.
+        migrate: run Alembic migrations on startup.
+    """
+    settings = settings or get_settings()
+    db = Database(settings.database_url)
+    store = ContentStore(settings.image_store_dir)
+    models = ModelManager(settings, runner_factory)
+    metrics = ServiceMetrics(db, models)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if migrate:
+            await run_in_threadpool(upgrade, settings.database_url)
+        store.root.mkdir(parents=True, exist_ok=True)
+        pool: WorkerPool | None = None
+        if settings.embedded_workers > 0:
+            try:
+                await run_in_threadpool(models.refresh)
+            except ModelUnavailableError as error:
+                logger.error("no model yet (jobs wait for one; /readyz says why): %s", error)
+            models.start_polling()
+            pool = WorkerPool(
+                settings,
+                db,
+                store,
+                models,
+                settings.embedded_workers,
+                webhook_sender=webhook_sender,
+            )
+            pool.start()
+        logger.info(
+            "oncotriage %s serving (database %s, %d embedded workers)",
+            __version__,
+            db.engine.dialect.name,
+            settings.embedded_workers,
+        )
+        try:
+            yield
+        finally:
+            if pool is not None:
+                await run_in_threadpool(pool.stop)
+            models.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="oncotriage",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "dicomweb", "description": "DICOMweb STOW-RS intake and WADO-RS retrieval."},
+            {"name": "studies", "description": "Submitted studies, results and reports."},
+            {"name": "worklist", "description": "The specialists' flagged queue and claims."},
+            {"name": "reviews", "description": "Specialists' decisions."},
+            {"name": "referrals", "description": "Referrals from hospitals to their centre."},
+            {"name": "operations", "description": "Health, readiness, metrics."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.store = store
+    app.state.models = models
+    app.state.metrics = metrics
+
+    @app.exception_handler(RequestTooLargeError)
+    async def _too_large(request: Request, exc: RequestTooLargeError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"request body over {settings.max_request_bytes} bytes"}, status_code=413
+        )
+
+    app.middleware("http")(_access_log)
+    app.middleware("http")(metrics.middleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+
+    for router in API_ROUTERS:
+        app.include_router(router)
+    web_router = _web_router()
+    if web_router is not None:
+        app.include_router(web_router)
+
+    @app.get("/", include_in_schema=False)
+    def _root() -> RedirectResponse:
+        return RedirectResponse("/ui" if web_router is not None else "/docs")
+
+    return app
+
+
+def _web_router() -> Any:
+    """The browser pages' router (``serving/web``), when that package is present."""
+    try:
+        from oncotriage.serving.web.routes import router
+    except ModuleNotFoundError as error:
+        if error.name and error.name.startswith("oncotriage.serving.web"):
+            return None
+        raise
+    return router
+
+
+async def _access_log(request: Request, call_next: Any) -> Any:
+    """One log line per request, naming the route template (raw paths may hold UIDs)."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    logger.info(
+        "%s %s %d",
+        request.method,
+        getattr(route, "path", "unmatched"),
+        response.status_code,
+        extra={
+            "fields": {
+                "method": request.method,
+                "route": getattr(route, "path", "unmatched"),
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        },
+    )
+    return response

@@ -1,0 +1,298 @@
+"""The model the service scores with: resolved from the registry, swapped atomically.
+
+:class:`ModelManager` resolves ``settings.model_uri`` (``models:/NAME@ALIAS`` by
+default) through :mod:`oncotriage.models.registry`, builds a
+:class:`~oncotriage.models.pipeline.DetectionPipeline` around a network runner, and
+re-resolves the alias every ``model_poll_interval_s``: when the alias moves (promotion or
+rollback) the new version is loaded beside the old one and swapped in with one reference
+assignment. A job takes :meth:`ModelManager.current` once and keeps that
+:class:`LoadedModel` to the end, so it finishes on the version it started with and
+records that version.
+
+Runners are pluggable: ``runner_factory(resolved) -> NetworkRunner``. The default is ONNX
+Runtime in-process; ``inference_backend="triton"`` uses
+``oncotriage.serving.triton.backend.make_runner_factory(settings)``; ``settings.runner_factory``
+(``"module:attribute"``, a callable taking the settings) overrides both.
+
+First run: when the registry has no model of the URI's name at all, the demo bundle in
+``models/demo/`` is registered as version 1 and given the URI's alias.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oncotriage.serving.settings import Settings
+
+if TYPE_CHECKING:
+    from oncotriage.models.pipeline import DetectionPipeline, NetworkRunner
+    from oncotriage.models.registry import ResolvedModel
+    from oncotriage.models.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+RunnerFactory = Callable[["ResolvedModel"], "NetworkRunner"]
+
+#: Where the bundled demo model lives (``models/demo`` of the source tree).
+DEMO_BUNDLE_DIRNAME = "demo"
+
+
+class ModelUnavailableError(RuntimeError):
+    """No model can be loaded right now; the message says why. Workers wait (claiming
+    nothing) until one loads, so an outage does not use up the studies' attempts."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """The inference backend cannot be reached right now (e.g. Triton restarting).
+
+    A runner raises this (rather than any other error) to have the job put back in the
+    queue with backoff without using up one of its attempts.
+    """
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model version ready to score: what a job pins for its whole run."""
+
+    name: str
+    version: str
+    pipeline: DetectionPipeline
+    resolved: ResolvedModel
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.pipeline.spec
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def demo_bundle_dir() -> Path:
+    """``models/demo`` (beside :mod:`oncotriage.models`)."""
+    import oncotriage.models
+
+    return Path(oncotriage.models.__file__).resolve().parent / DEMO_BUNDLE_DIRNAME
+
+
+def ort_runner_factory(settings: Settings) -> RunnerFactory:
+    """ONNX Runtime in this process (CPU unless a GPU build of onnxruntime is installed)."""
+    from oncotriage.models.pipeline import OrtRunner, available_providers
+
+    def factory(resolved: ResolvedModel) -> NetworkRunner:
+        return OrtRunner(resolved.onnx_path, providers=available_providers())
+
+    return factory
+
+
+def _import_attribute(dotted: str) -> Any:
+    module_name, _, attribute = dotted.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"runner_factory must look like 'package.module:function', got {dotted!r}")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def make_runner_factory(settings: Settings) -> RunnerFactory:
+    """The runner factory the settings ask for (see the module docstring)."""
+    if settings.runner_factory:
+        return _import_attribute(settings.runner_factory)(settings)
+    if settings.inference_backend == "triton":
+        backend = importlib.import_module("oncotriage.serving.triton.backend")
+        return backend.make_runner_factory(settings)
+    return ort_runner_factory(settings)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (two first-run services must not both register)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ModelManager:
+    """Holds the current model version and follows the registry alias.
+
+    Args:
+        settings: ``model_uri``, ``mlflow_tracking_uri``, ``data_dir``,
+            ``model_poll_interval_s``, ``register_demo_model`` and the backend choice.
+        runner_factory: overrides :func:`make_runner_factory`.
+    """
+
+    def __init__(self, settings: Settings, runner_factory: RunnerFactory | None = None) -> None:
+        self.settings = settings
+        self._runner_factory = runner_factory
+        self._current: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.last_checked: float | None = None
+
+    # -- resolution ----------------------------------------------------------------------
+
+    @property
+    def tracking_uri(self) -> str:
+        from oncotriage.models.registry import default_tracking_uri
+
+        return self.settings.mlflow_tracking_uri or default_tracking_uri(
+            base_dir=self.settings.data_dir
+        )
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.settings.data_dir / "model-cache"
+
+    def _register_demo_if_missing(self) -> None:
+        """Register ``models/demo`` when the registry has never heard of the model's name."""
+        from oncotriage.models import registry
+
+        parsed = registry.parse_model_uri(self.settings.model_uri)
+        if parsed.kind != "models" or parsed.name is None or not self.settings.register_demo_model:
+            return
+        uri = self.tracking_uri
+        with _file_lock(self.settings.data_dir / ".model-registration.lock"):
+            known = {model.name for model in registry.list_models(tracking_uri=uri)}
+            if parsed.name in known:
+                return
+            bundle = demo_bundle_dir()
+            if not (bundle / "model.onnx").is_file():
+                raise ModelUnavailableError(
+                    f"model {parsed.name!r} is not registered in {uri} and the demo bundle "
+                    f"{bundle} is missing; register a model (oncotriage register) or point "
+                    "ONCOTRIAGE_MODEL_URI at a bundle folder"
+                )
+            version = registry.register_bundle(
+                bundle,
+                parsed.name,
+                tracking_uri=uri,
+                description="Demo model trained on synthetic images; not for clinical use.",
+            )
+            registry.set_alias(parsed.name, parsed.alias or "champion", version, tracking_uri=uri)
+            logger.info(
+                "first run: registered the demo model as %s version %d (alias %s)",
+                parsed.name,
+                version,
+                parsed.alias or "champion",
+            )
+
+    def resolve(self) -> ResolvedModel:
+        """Where ``model_uri`` points now (registering the demo model on first run)."""
+        from oncotriage.models import registry
+
+        self._register_demo_if_missing()
+        try:
+            return registry.resolve(
+                self.settings.model_uri, tracking_uri=self.tracking_uri, cache_dir=self.cache_dir
+            )
+        except registry.RegistryError as error:
+            raise ModelUnavailableError(str(error)) from error
+
+    # -- loading and swapping --------------------------------------------------------------
+
+    def _build(self, resolved: ResolvedModel) -> LoadedModel:
+        from oncotriage.models.pipeline import DetectionPipeline
+
+        factory = self._runner_factory or make_runner_factory(self.settings)
+        pipeline = DetectionPipeline(resolved.spec, factory(resolved))
+        version = str(resolved.version) if resolved.version is not None else resolved.spec.version
+        return LoadedModel(
+            name=resolved.name, version=version, pipeline=pipeline, resolved=resolved
+        )
+
+    def refresh(self) -> bool:
+        """Re-resolve ``model_uri``; load and swap in a new version if it moved.
+
+        Returns:
+            True when a different version is now current.
+
+        Raises:
+            ModelUnavailableError: when resolving or loading fails (the old version, if any,
+                stays current).
+        """
+        with self._load_lock:
+            self.last_checked = time.time()
+            try:
+                resolved = self.resolve()
+                version = (
+                    str(resolved.version) if resolved.version is not None else resolved.spec.version
+                )
+                current = self._current
+                if current is not None and (current.name, current.version) == (
+                    resolved.name,
+                    version,
+                ):
+                    self.last_error = None
+                    return False
+                loaded = self._build(resolved)
+            except ModelUnavailableError as error:
+                self.last_error = str(error)
+                raise
+            except Exception as error:
+                self.last_error = f"cannot load model {self.settings.model_uri}: {error}"
+                raise ModelUnavailableError(self.last_error) from error
+            previous, self._current = self._current, loaded  # the swap: one assignment
+            self.last_error = None
+        if previous is None:
+            logger.info("model %s loaded", loaded.label)
+        else:
+            logger.info("model swapped: %s -> %s", previous.label, loaded.label)
+        return True
+
+    def current(self) -> LoadedModel:
+        """The current model (loading it on first use).
+
+        Raises:
+            ModelUnavailableError: when no model could be loaded.
+        """
+        loaded = self._current
+        if loaded is not None:
+            return loaded
+        self.refresh()
+        loaded = self._current
+        if loaded is None:  # pragma: no cover - refresh raises instead
+            raise ModelUnavailableError(self.last_error or "no model loaded")
+        return loaded
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The current model without loading one."""
+        return self._current
+
+    # -- polling ---------------------------------------------------------------------------
+
+    def start_polling(self) -> None:
+        """Follow the alias in a daemon thread every ``model_poll_interval_s``."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.model_poll_interval_s):
+            try:
+                self.refresh()
+            except ModelUnavailableError as error:
+                logger.warning("model check failed, keeping the current version: %s", error)
+            except Exception:  # never let the poller die
+                logger.exception("model check failed")

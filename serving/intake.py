@@ -1,0 +1,462 @@
+"""Intake: validate each received DICOM instance, keep the good ones, queue inference.
+
+Used by STOW-RS (``POST /dicomweb/studies``) and by ``POST /v1/studies``. Per instance:
+
+1. parse it (:func:`oncotriage.datasets.reader.read_dataset`), refusing non-DICOM and
+   damaged files;
+2. check its UIDs (before they go anywhere near the database), the Study Instance UID
+   against the URL, its size against ``max_pixels`` (decompression bombs), and
+   everything the reader's :func:`validate_instance` checks;
+3. write the bytes to the content-addressed store;
+4. in one transaction: find or create the study (unique per hospital) and series, record
+   the instance (re-sending the same SOP Instance UID with the same bytes is a no-op; with
+   different bytes it is refused), and queue inference: one job per radiograph or
+   multi-frame object, one job per CT series (re-armed ``series_settle_s`` after its latest
+   slice, so a series sent in several requests is read once it is complete).
+
+Failures carry a STOW-RS :class:`~oncotriage.serving.dicomweb.FailureReason` and a message
+the hospital can act on; good instances are kept whatever happens to the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from pydicom.uid import CTImageStorage
+from sqlalchemy.orm import Session
+
+from oncotriage.serving import audit
+from oncotriage.serving.db.models import Instance, Job, Series, Study
+from oncotriage.serving.db.session import Database
+from oncotriage.serving.dicomweb import FailureReason, failure_reason_for
+from oncotriage.serving.enums import AuditAction, JobState
+from oncotriage.serving.security import Principal
+from oncotriage.serving.settings import Settings
+from oncotriage.serving.storage import ContentStore, StoreError
+from oncotriage.serving.triage import refresh_study
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InstanceOutcome:
+    """What happened to one received object.
+
+    Attributes:
+        index: position in the request (0-based).
+        sop_class_uid, sop_instance_uid, study_instance_uid, series_instance_uid: as read
+            ("" when the object could not be parsed or the UID was invalid).
+        stored: kept (newly, or already held with identical bytes).
+        duplicate: it was already held (idempotent re-send).
+        failure_reason: STOW-RS failure reason when not stored.
+        message: why it was refused, in words.
+        study_id: the service's study id, when stored.
+    """
+
+    index: int
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    stored: bool = False
+    duplicate: bool = False
+    failure_reason: FailureReason | None = None
+    message: str = ""
+    study_id: str | None = None
+
+
+@dataclass
+class _Candidate:
+    outcome: InstanceOutcome
+    modality: str
+    rows: int
+    columns: int
+    frames: int
+    is_volume: bool
+    content_hash: str
+    stored_path: str
+    size_bytes: int
+
+
+@dataclass
+class IntakeResult:
+    outcomes: list[InstanceOutcome] = field(default_factory=list)
+
+    @property
+    def study_ids(self) -> list[str]:
+        """Studies that received at least one instance, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for outcome in self.outcomes:
+            if outcome.stored and outcome.study_id:
+                seen.setdefault(outcome.study_id, None)
+        return list(seen)
+
+
+def _uid(ds: Any, keyword: str) -> str:
+    from oncotriage.datasets.reader import is_valid_uid
+
+    value = ds.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text if is_valid_uid(text) else ""
+
+
+def _int(ds: Any, keyword: str, default: int) -> int:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _fail(outcome: InstanceOutcome, reason: FailureReason, message: str) -> InstanceOutcome:
+    outcome.stored = False
+    outcome.failure_reason = reason
+    outcome.message = message
+    return outcome
+
+
+def _check_and_store(
+    index: int,
+    data: bytes,
+    *,
+    settings: Settings,
+    store: ContentStore,
+    expected_study_uid: str | None,
+) -> _Candidate | InstanceOutcome:
+    """Steps 1-3 of the module docstring for one object (no database)."""
+    from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.datasets.reader import read_dataset, validate_instance
+
+    outcome = InstanceOutcome(index=index)
+    try:
+        ds = read_dataset(data)
+    except UnsupportedImageError as error:
+        return _fail(outcome, failure_reason_for(error.code), str(error))
+    outcome.sop_class_uid = _uid(ds, "SOPClassUID")
+    outcome.sop_instance_uid = _uid(ds, "SOPInstanceUID")
+    outcome.study_instance_uid = _uid(ds, "StudyInstanceUID")
+    outcome.series_instance_uid = _uid(ds, "SeriesInstanceUID")
+    missing = [
+        label
+        for label, value in (
+            ("SOP Class UID", outcome.sop_class_uid),
+            ("SOP Instance UID", outcome.sop_instance_uid),
+            ("Study Instance UID", outcome.study_instance_uid),
+            ("Series Instance UID", outcome.series_instance_uid),
+        )
+        if not value
+    ]
+    if missing:
+        return _fail(
+            outcome,
+            FailureReason.CANNOT_UNDERSTAND,
+            f"missing or invalid {', '.join(missing)}; UIDs are digits and dots, at most 64 "
+            "characters",
+        )
+    if expected_study_uid is not None and outcome.study_instance_uid != expected_study_uid:
+        return _fail(
+            outcome,
+            FailureReason.DATASET_DOES_NOT_MATCH,
+            "the instance's Study Instance UID differs from the study in the request URL",
+        )
+    rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    frames = max(1, _int(ds, "NumberOfFrames", 1))
+    if rows * columns * frames > settings.max_pixels:
+        return _fail(
+            outcome,
+            FailureReason.OUT_OF_RESOURCES,
+            f"image of {rows}x{columns}x{frames} pixels exceeds this service's limit of "
+            f"{settings.max_pixels} pixels per object",
+        )
+    try:
+        validate_instance(ds)
+    except UnsupportedImageError as error:
+        return _fail(outcome, failure_reason_for(error.code), str(error))
+    try:
+        stored = store.put(data)
+    except StoreError as error:
+        logger.error("image store write failed: %s", error)
+        return _fail(outcome, FailureReason.PROCESSING_FAILURE, "could not store the image; retry")
+    return _Candidate(
+        outcome=outcome,
+        modality=str(ds.get("Modality") or "")[:16],
+        rows=rows,
+        columns=columns,
+        frames=frames,
+        is_volume=outcome.sop_class_uid == CTImageStorage and frames == 1,
+        content_hash=stored.content_hash,
+        stored_path=stored.relative_path,
+        size_bytes=stored.size_bytes,
+    )
+
+
+def _insert_ignore(
+    session: Session, model: type[Any], values: dict[str, Any], conflict: Sequence[str]
+) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING``; True when this call inserted the row.
+
+    Concurrent requests for the same study (PostgreSQL) then agree on one row.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement: Any = pg_insert(model).values(**values)
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(model).values(**values)
+    else:  # pragma: no cover - other databases are not supported
+        raise RuntimeError(f"unsupported database {dialect}; use PostgreSQL or SQLite")
+    result = session.execute(statement.on_conflict_do_nothing(index_elements=list(conflict)))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _study_for(
+    session: Session, principal: Principal, study_uid: str, modality: str, now: datetime
+) -> tuple[Study, bool]:
+    assert principal.hospital_id is not None
+    query = sa.select(Study).where(
+        Study.hospital_id == principal.hospital_id, Study.study_instance_uid == study_uid
+    )
+    study = session.scalar(query)
+    if study is not None:
+        return study, False
+    created = _insert_ignore(
+        session,
+        Study,
+        {
+            "hospital_id": principal.hospital_id,
+            "study_instance_uid": study_uid,
+            "modality": modality,
+            "received_at": now,
+            "updated_at": now,
+        },
+        ["hospital_id", "study_instance_uid"],
+    )
+    study = session.scalar(query)
+    assert study is not None
+    if created:
+        audit.record(session, principal, AuditAction.STUDY_CREATED, study_id=study.id)
+    return study, created
+
+
+def _series_for(session: Session, study: Study, candidate: _Candidate, now: datetime) -> Series:
+    uid = candidate.outcome.series_instance_uid
+    query = sa.select(Series).where(Series.study_id == study.id, Series.series_instance_uid == uid)
+    series = session.scalar(query)
+    if series is None:
+        _insert_ignore(
+            session,
+            Series,
+            {
+                "study_id": study.id,
+                "series_instance_uid": uid,
+                "modality": candidate.modality,
+                "is_volume": candidate.is_volume,
+                "created_at": now,
+                "updated_at": now,
+            },
+            ["study_id", "series_instance_uid"],
+        )
+        series = session.scalar(query)
+        assert series is not None
+    return series
+
+
+def _queue_jobs(
+    session: Session,
+    settings: Settings,
+    study: Study,
+    series: Series,
+    instance: Instance,
+    now: datetime,
+) -> None:
+    if not (series.is_volume and instance.frames == 1):
+        session.add(
+            Job(
+                study_id=study.id,
+                series_id=series.id,
+                instance_id=instance.id,
+                max_attempts=settings.job_max_attempts,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        return
+    due = now + timedelta(seconds=settings.series_settle_s)
+    pending = session.scalar(
+        sa.select(Job).where(
+            Job.series_id == series.id,
+            Job.instance_id.is_(None),
+            Job.state == JobState.QUEUED,
+            Job.attempts == 0,
+        )
+    )
+    if pending is not None:
+        pending.next_attempt_at = max(pending.next_attempt_at, due)
+        return
+    session.add(
+        Job(
+            study_id=study.id,
+            series_id=series.id,
+            instance_id=None,
+            max_attempts=settings.job_max_attempts,
+            next_attempt_at=due,
+            created_at=now,
+        )
+    )
+
+
+def _record(
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    candidates: list[_Candidate],
+    now: datetime,
+) -> None:
+    """Step 4 of the module docstring: one transaction for the whole request."""
+    assert principal.hospital_id is not None
+    touched: dict[str, Study] = {}
+    for candidate in candidates:
+        outcome = candidate.outcome
+        study, _ = _study_for(
+            session, principal, outcome.study_instance_uid, candidate.modality, now
+        )
+        existing = session.scalar(
+            sa.select(Instance).where(
+                Instance.hospital_id == principal.hospital_id,
+                Instance.sop_instance_uid == outcome.sop_instance_uid,
+            )
+        )
+        if existing is None:
+            series = _series_for(session, study, candidate, now)
+            inserted = _insert_ignore(
+                session,
+                Instance,
+                {
+                    "hospital_id": principal.hospital_id,
+                    "study_id": study.id,
+                    "series_id": series.id,
+                    "sop_instance_uid": outcome.sop_instance_uid,
+                    "sop_class_uid": outcome.sop_class_uid,
+                    "content_hash": candidate.content_hash,
+                    "stored_path": candidate.stored_path,
+                    "size_bytes": candidate.size_bytes,
+                    "rows": candidate.rows,
+                    "columns": candidate.columns,
+                    "frames": candidate.frames,
+                    "received_at": now,
+                },
+                ["hospital_id", "sop_instance_uid"],
+            )
+            instance = session.scalar(
+                sa.select(Instance).where(
+                    Instance.hospital_id == principal.hospital_id,
+                    Instance.sop_instance_uid == outcome.sop_instance_uid,
+                )
+            )
+            assert instance is not None
+            if instance.content_hash == candidate.content_hash and instance.study_id == study.id:
+                if inserted:
+                    _queue_jobs(session, settings, study, series, instance, now)
+                    study.queued_at = now
+                    touched[study.id] = study
+                outcome.stored, outcome.study_id = True, study.id
+                continue
+            existing = instance
+        if existing.study_id != study.id:
+            _fail(
+                outcome,
+                FailureReason.DUPLICATE_SOP_INSTANCE,
+                "this SOP Instance UID was already received in another study",
+            )
+        elif existing.content_hash != candidate.content_hash:
+            _fail(
+                outcome,
+                FailureReason.DUPLICATE_SOP_INSTANCE,
+                "a different object with this SOP Instance UID was already received; "
+                "a changed image needs a new SOP Instance UID",
+            )
+        else:
+            outcome.stored, outcome.duplicate, outcome.study_id = True, True, study.id
+    session.flush()
+    for study in touched.values():
+        refresh_study(session, study, now=now)
+
+
+def ingest(
+    db: Database,
+    store: ContentStore,
+    settings: Settings,
+    principal: Principal,
+    payloads: Sequence[bytes],
+    *,
+    expected_study_uid: str | None = None,
+    now: datetime,
+) -> IntakeResult:
+    """Take in the objects of one request for the hospital ``principal`` acts for.
+
+    Args:
+        payloads: DICOM Part 10 files, in request order.
+        expected_study_uid: the Study Instance UID from the URL, when the request named one.
+        now: the request time (recorded as arrival time).
+    """
+    if principal.hospital_id is None or not principal.is_hospital:
+        raise PermissionError("only a hospital's token can submit studies")
+    result = IntakeResult()
+    candidates: list[_Candidate] = []
+    first_copy: dict[str, _Candidate] = {}
+    for index, data in enumerate(payloads):
+        checked = _check_and_store(
+            index, data, settings=settings, store=store, expected_study_uid=expected_study_uid
+        )
+        if isinstance(checked, InstanceOutcome):
+            result.outcomes.append(checked)
+            continue
+        uid = checked.outcome.sop_instance_uid
+        earlier = first_copy.get(uid)
+        if earlier is not None:  # the same SOP Instance UID twice in one request
+            if earlier.content_hash == checked.content_hash:
+                checked.outcome.duplicate = True
+                result.outcomes.append(checked.outcome)
+                continue
+            result.outcomes.append(
+                _fail(
+                    checked.outcome,
+                    FailureReason.DUPLICATE_SOP_INSTANCE,
+                    "two different objects with the same SOP Instance UID in one request",
+                )
+            )
+            continue
+        first_copy[uid] = checked
+        candidates.append(checked)
+        result.outcomes.append(checked.outcome)
+    if candidates:
+        with db.session() as session:
+            _record(session, settings, principal, candidates, now)
+    # Copies inside the request share their first copy's fate.
+    for outcome in result.outcomes:
+        if outcome.duplicate and outcome.failure_reason is None and outcome.study_id is None:
+            first = first_copy[outcome.sop_instance_uid].outcome
+            outcome.stored, outcome.study_id = first.stored, first.study_id
+            outcome.failure_reason, outcome.message = first.failure_reason, first.message
+    stored = sum(1 for outcome in result.outcomes if outcome.stored)
+    logger.info(
+        "intake: %d of %d objects kept",
+        stored,
+        len(result.outcomes),
+        extra={
+            "fields": {
+                "hospital_id": principal.hospital_id,
+                "stored": stored,
+                "failed": len(result.outcomes) - stored,
+            }
+        },
+    )
+    return result

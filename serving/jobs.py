@@ -1,0 +1,234 @@
+"""The durable work queue: inference jobs and webhook deliveries, claimed under a lease.
+
+Both tables share :class:`~oncotriage.serving.db.models.LeasedWork`'s columns. A row is
+claimable when it is ``queued`` and due, or ``running`` with an expired lease (its
+worker died). Claiming is race-free on both backends:
+
+- PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks a row no other worker holds,
+  then ``UPDATE`` leases it, in one transaction;
+- SQLite: one conditional ``UPDATE ... WHERE id = (SELECT ...) AND <claimable>
+  RETURNING id``, atomic under SQLite's single writer.
+
+Every later write by the worker (heartbeat, completion, failure) is conditional on still
+holding the lease, so a worker that lost its lease (paused too long, or presumed dead)
+cannot overwrite the work of the worker that took over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from oncotriage.serving.db.models import Job, LeasedWork, WebhookDelivery
+from oncotriage.serving.enums import JobState
+
+WorkTable = type[Job] | type[WebhookDelivery]
+
+_MAX_ERROR_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimed row: its id, the attempt number this claim is, and who holds it."""
+
+    id: int
+    attempt: int
+    max_attempts: int
+    owner: str
+
+    @property
+    def exhausted(self) -> bool:
+        """True when earlier attempts used up the budget (e.g. the workers running it died)."""
+        return self.attempt > self.max_attempts
+
+
+def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
+    """Seconds to wait before retrying after failed attempt number ``attempt`` (1-based).
+
+    Exponential: ``base``, ``2 * base``, ``4 * base``, ... capped at ``max_s``.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt numbers start at 1, got {attempt}")
+    return float(min(max_s, base_s * 2 ** (attempt - 1)))
+
+
+def _claimable(table: WorkTable, now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        sa.and_(table.state == JobState.QUEUED, table.next_attempt_at <= now),
+        sa.and_(table.state == JobState.RUNNING, table.lease_expires_at < now),
+    )
+
+
+def claim_next(
+    session: Session, table: WorkTable, *, owner: str, lease_s: float, now: datetime
+) -> Lease | None:
+    """Lease the next due row of ``table`` to ``owner``; ``None`` when nothing is due.
+
+    The caller commits the session (the lease is only visible to others after that).
+    """
+    expires = now + timedelta(seconds=lease_s)
+    lease_values = {
+        "state": JobState.RUNNING,
+        "lease_owner": owner,
+        "lease_expires_at": expires,
+        "attempts": table.attempts + 1,
+        "started_at": sa.func.coalesce(table.started_at, now),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        row_id = session.scalar(
+            sa.select(table.id)
+            .where(_claimable(table, now))
+            .order_by(table.next_attempt_at, table.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if row_id is None:
+            return None
+        statement = (
+            sa.update(table)
+            .where(table.id == row_id)
+            .values(**lease_values)
+            .returning(table.id, table.attempts, table.max_attempts)
+        )
+    else:
+        candidate = (
+            sa.select(table.id)
+            .where(_claimable(table, now))
+            .order_by(table.next_attempt_at, table.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        statement = (
+            sa.update(table)
+            .where(table.id == candidate, _claimable(table, now))
+            .values(**lease_values)
+            .returning(table.id, table.attempts, table.max_attempts)
+        )
+    row = session.execute(statement, execution_options={"synchronize_session": False}).first()
+    if row is None:
+        return None
+    return Lease(id=row[0], attempt=row[1], max_attempts=row[2], owner=owner)
+
+
+def _held(table: WorkTable, lease: Lease) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        table.id == lease.id,
+        table.state == JobState.RUNNING,
+        table.lease_owner == lease.owner,
+    )
+
+
+def renew(
+    session: Session, table: WorkTable, lease: Lease, *, lease_s: float, now: datetime
+) -> bool:
+    """Extend a held lease (heartbeat); False when the lease was lost."""
+    result = session.execute(
+        sa.update(table)
+        .where(_held(table, lease))
+        .values(lease_expires_at=now + timedelta(seconds=lease_s)),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def complete(session: Session, table: WorkTable, lease: Lease, *, now: datetime) -> bool:
+    """Mark a held row done; False (and nothing written) when the lease was lost."""
+    result = session.execute(
+        sa.update(table)
+        .where(_held(table, lease))
+        .values(
+            state=JobState.DONE,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            last_error=None,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fail(
+    session: Session,
+    table: WorkTable,
+    lease: Lease,
+    *,
+    error: str,
+    now: datetime,
+    retry_in_s: float | None,
+) -> JobState | None:
+    """Record a failed attempt of a held row.
+
+    Args:
+        error: why it failed (kept in ``last_error``; no patient identifiers).
+        retry_in_s: seconds until the next attempt, or ``None`` for a permanent failure.
+            Retries stop when the attempts are used up.
+
+    Returns:
+        the row's new state (``queued`` for a retry, ``failed`` when final), or ``None``
+        when the lease was lost and nothing was written.
+    """
+    final = retry_in_s is None or lease.attempt >= lease.max_attempts
+    values: dict[str, object] = {
+        "last_error": error[:_MAX_ERROR_CHARS],
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+    if final:
+        values.update(state=JobState.FAILED, finished_at=now)
+    else:
+        assert retry_in_s is not None
+        values.update(state=JobState.QUEUED, next_attempt_at=now + timedelta(seconds=retry_in_s))
+    result = session.execute(
+        sa.update(table).where(_held(table, lease)).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return JobState.FAILED if final else JobState.QUEUED
+
+
+def requeue(
+    session: Session, table: WorkTable, lease: Lease, *, retry_in_s: float, now: datetime
+) -> bool:
+    """Put a held row back in the queue without counting this attempt (the failure was
+    not the work's fault, e.g. the inference backend is down); False when the lease was lost."""
+    result = session.execute(
+        sa.update(table)
+        .where(_held(table, lease))
+        .values(
+            state=JobState.QUEUED,
+            attempts=table.attempts - 1,
+            next_attempt_at=now + timedelta(seconds=retry_in_s),
+            lease_owner=None,
+            lease_expires_at=None,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def queue_depth(session: Session, table: WorkTable) -> dict[str, int]:
+    """Rows per state (``queued``, ``running``, ...), for metrics and readiness."""
+    rows = session.execute(sa.select(table.state, sa.func.count()).group_by(table.state)).all()
+    depth = {state.value: 0 for state in JobState}
+    for state, count in rows:
+        depth[JobState(state).value] = int(count)
+    return depth
+
+
+__all__ = [
+    "Lease",
+    "LeasedWork",
+    "backoff_s",
+    "claim_next",
+    "complete",
+    "fail",
+    "queue_depth",
+    "renew",
+    "requeue",
+]

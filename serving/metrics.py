@@ -1,0 +1,186 @@
+"""Prometheus metrics: request counters in this process, the rest read from the database.
+
+Queue depth, flags by priority and hospital, and the time-to-triage histogram are
+collected from the database at scrape time, so they are right however many API and
+worker processes there are (a worker process keeps no metrics of its own to lose).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from oncotriage.serving.db.models import Hospital, Job, Study, WebhookDelivery
+from oncotriage.serving.db.session import Database
+from oncotriage.serving.enums import JobState, Priority, StudyStatus
+from oncotriage.serving.inference import ModelManager
+
+logger = logging.getLogger(__name__)
+
+#: Time-to-triage buckets (seconds): sub-second embedded runs up to a day of backlog.
+TIME_TO_TRIAGE_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class DatabaseCollector(Collector):
+    """Gauges and a histogram computed from the database on every scrape."""
+
+    def __init__(self, db: Database, models: ModelManager | None) -> None:
+        self.db = db
+        self.models = models
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            yield from self._collect()
+        except Exception as error:  # a scrape must not fail the endpoint
+            logger.warning("metrics from the database unavailable: %s", error)
+
+    def _collect(self) -> Iterator[Any]:
+        with self.db.sessionmaker() as session:
+            queue = GaugeMetricFamily(
+                "oncotriage_queue_depth", "Inference jobs by state.", labels=["state"]
+            )
+            for state, count in _by_state(session, Job).items():
+                queue.add_metric([state], count)
+            yield queue
+            outbox = GaugeMetricFamily(
+                "oncotriage_webhook_outbox_depth", "Webhook deliveries by state.", labels=["state"]
+            )
+            for state, count in _by_state(session, WebhookDelivery).items():
+                outbox.add_metric([state], count)
+            yield outbox
+
+            flags = GaugeMetricFamily(
+                "oncotriage_studies_by_priority",
+                "Triaged studies by priority and hospital (flags: urgent, suspicious, "
+                "needs_manual_review).",
+                labels=["priority", "hospital"],
+            )
+            for priority, hospital, count in session.execute(
+                sa.select(Study.priority, Hospital.name, sa.func.count())
+                .join(Hospital, Hospital.id == Study.hospital_id)
+                .where(Study.priority.is_not(None))
+                .group_by(Study.priority, Hospital.name)
+            ):
+                flags.add_metric([str(Priority(str(priority))), hospital], int(count))
+            yield flags
+
+            statuses = GaugeMetricFamily(
+                "oncotriage_studies_by_status", "Studies by status.", labels=["status"]
+            )
+            counts = dict(
+                session.execute(
+                    sa.select(Study.status, sa.func.count()).group_by(Study.status)
+                ).all()
+            )
+            for status in StudyStatus:
+                statuses.add_metric([status.value], int(counts.get(status, 0)))
+            yield statuses
+
+            yield self._time_to_triage(session)
+
+            by_model = GaugeMetricFamily(
+                "oncotriage_studies_by_model",
+                "Studies triaged by each model version.",
+                labels=["model", "version"],
+            )
+            for name, version, count in session.execute(
+                sa.select(Study.model_name, Study.model_version, sa.func.count())
+                .where(Study.model_name.is_not(None))
+                .group_by(Study.model_name, Study.model_version)
+            ):
+                by_model.add_metric([str(name), str(version)], int(count))
+            yield by_model
+            session.rollback()
+
+        loaded = self.models.loaded if self.models is not None else None
+        info = GaugeMetricFamily(
+            "oncotriage_model_info",
+            "The model version this process serves.",
+            labels=["model", "version"],
+        )
+        if loaded is not None:
+            info.add_metric([loaded.name, loaded.version], 1)
+        yield info
+
+    @staticmethod
+    def _time_to_triage(session: Any) -> HistogramMetricFamily:
+        column = Study.time_to_triage_s
+        cumulative = [
+            sa.func.coalesce(sa.func.sum(sa.case((column <= bound, 1), else_=0)), 0)
+            for bound in TIME_TO_TRIAGE_BUCKETS
+        ]
+        row = session.execute(
+            sa.select(
+                sa.func.count(column), sa.func.coalesce(sa.func.sum(column), 0.0), *cumulative
+            )
+        ).one()
+        total, total_sum = int(row[0]), float(row[1])
+        buckets = [
+            (str(float(bound)), int(row[2 + i])) for i, bound in enumerate(TIME_TO_TRIAGE_BUCKETS)
+        ]
+        buckets.append(("+Inf", total))
+        histogram = HistogramMetricFamily(
+            "oncotriage_time_to_triage_seconds",
+            "From a study's first instance arriving to its first triage.",
+        )
+        histogram.add_metric([], buckets, total_sum)
+        return histogram
+
+
+def _by_state(session: Any, table: Any) -> dict[str, int]:
+    counts = {state.value: 0 for state in JobState}
+    for state, count in session.execute(
+        sa.select(table.state, sa.func.count()).group_by(table.state)
+    ):
+        counts[JobState(state).value] = int(count)
+    return counts
+
+
+class ServiceMetrics:
+    """The app's own registry (one per app, so several apps in one test process coexist)."""
+
+    def __init__(self, db: Database, models: ModelManager | None) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "oncotriage_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "oncotriage_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.registry.register(DatabaseCollector(db, models))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def middleware(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Count and time every request under its route template (never the raw path, which
+        may hold a Study Instance UID)."""
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.requests.labels(request.method, template, str(status)).inc()
+            self.latency.labels(request.method, template).observe(time.perf_counter() - started)

@@ -1,0 +1,68 @@
+"""Events for hospitals: rows in the webhook outbox, written in the same transaction as the
+change they announce (so an event is never lost nor sent for a change that rolled back)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from oncotriage.serving.db.models import Hospital, Review, Study, WebhookDelivery
+from oncotriage.serving.enums import JobState, WebhookEvent
+
+
+def study_payload(study: Study, event: WebhookEvent, *, now: datetime) -> dict[str, Any]:
+    """The JSON body announcing a study's status or decision (no patient identifiers)."""
+    return {
+        "type": event.value,
+        "occurred_at": now.isoformat(),
+        "study": {
+            "id": study.id,
+            "study_instance_uid": study.study_instance_uid,
+            "status": study.status.value,
+            "priority": study.priority.value if study.priority else None,
+            "suspicion_score": study.suspicion_score,
+            "model_name": study.model_name,
+            "model_version": study.model_version,
+            "failure_reason": study.failure_reason,
+            "review_status": study.review_status.value,
+            "decision": study.decision.value if study.decision else None,
+            "url": f"/v1/studies/{study.id}",
+        },
+    }
+
+
+def enqueue_webhook(
+    session: Session,
+    study: Study,
+    event: WebhookEvent,
+    *,
+    now: datetime,
+    max_attempts: int,
+    review: Review | None = None,
+) -> WebhookDelivery | None:
+    """Queue ``event`` for the study's hospital; ``None`` when it has no webhook URL."""
+    hospital = session.get(Hospital, study.hospital_id)
+    if hospital is None or not hospital.webhook_url:
+        return None
+    payload = study_payload(study, event, now=now)
+    if review is not None:
+        payload["review"] = {
+            "id": review.id,
+            "decision": review.decision.value,
+            "note": review.note,
+            "decided_at": review.created_at.isoformat() if review.created_at else None,
+        }
+    delivery = WebhookDelivery(
+        hospital_id=hospital.id,
+        study_id=study.id,
+        event=event,
+        payload=payload,
+        state=JobState.QUEUED,
+        max_attempts=max_attempts,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(delivery)
+    return delivery

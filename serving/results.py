@@ -1,0 +1,288 @@
+"""A study's result: findings as JSON, as a DICOM SR, and drawn on the image as PNG."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from oncotriage.serving.api.schemas import FindingPublic, SeriesResultPublic, StudyResultPublic
+from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
+from oncotriage.serving.enums import JobState, Priority, StudyStatus
+from oncotriage.serving.storage import ContentStore
+from oncotriage.serving.triage import most_urgent
+
+
+class ResultNotReadyError(Exception):
+    """The study has not been triaged yet."""
+
+
+class RenderRequestError(ValueError):
+    """The render request names a series, image or slice the study does not have."""
+
+
+def _box_mode(box: list[float]) -> str:
+    return "xyzxyz" if len(box) == 6 else "xyxy"
+
+
+def _series_status(jobs: list[Job]) -> tuple[str, str | None]:
+    states = {job.state for job in jobs}
+    if JobState.RUNNING in states:
+        return "running", None
+    if JobState.QUEUED in states:
+        return "queued", None
+    failed = [job for job in jobs if job.state is JobState.FAILED]
+    if failed:
+        return "failed", failed[-1].last_error
+    return ("done", None) if jobs else ("received", None)
+
+
+def study_result(session: Session, study: Study) -> StudyResultPublic:
+    """Findings (index and world boxes), per-series outcome and the study's triage."""
+    series_rows = list(
+        session.scalars(sa.select(Series).where(Series.study_id == study.id).order_by(Series.id))
+    )
+    series_uid = {row.id: row.series_instance_uid for row in series_rows}
+    instance_counts = dict(
+        session.execute(
+            sa.select(Instance.series_id, sa.func.count())
+            .where(Instance.study_id == study.id)
+            .group_by(Instance.series_id)
+        ).all()
+    )
+    jobs_by_series: dict[int, list[Job]] = defaultdict(list)
+    for job in session.scalars(
+        sa.select(Job)
+        .where(Job.study_id == study.id, Job.state != JobState.SUPERSEDED)
+        .order_by(Job.id)
+    ):
+        jobs_by_series[job.series_id].append(job)
+    series = []
+    for row in series_rows:
+        jobs = jobs_by_series.get(row.id, [])
+        status, error = _series_status(jobs)
+        done = [job for job in jobs if job.state is JobState.DONE]
+        best = max(done, key=lambda job: job.suspicion_score or 0.0, default=None)
+        series.append(
+            SeriesResultPublic(
+                series_instance_uid=row.series_instance_uid,
+                modality=row.modality,
+                instance_count=int(instance_counts.get(row.id, 0)),
+                is_volume=row.is_volume,
+                suspicion_score=best.suspicion_score if best else None,
+                priority=most_urgent(job.priority for job in done if job.priority is not None),
+                status=status,
+                error=error,
+                model_name=best.model_name if best else None,
+                model_version=best.model_version if best else None,
+            )
+        )
+    rows = session.execute(
+        sa.select(Finding, Instance.sop_instance_uid)
+        .outerjoin(Instance, Instance.id == Finding.instance_id)
+        .where(Finding.study_id == study.id)
+        .order_by(Finding.score.desc(), Finding.id)
+    ).all()
+    findings = [
+        FindingPublic(
+            id=finding.id,
+            series_instance_uid=series_uid.get(finding.series_id, ""),
+            sop_instance_uid=sop_uid,
+            label=finding.label,
+            score=finding.score,
+            box_mode=_box_mode(finding.box_index),
+            box_index=list(finding.box_index),
+            box_world=list(finding.box_world),
+            model_name=finding.model_name,
+            model_version=finding.model_version,
+        )
+        for finding, sop_uid in rows
+    ]
+    return StudyResultPublic(
+        study_id=study.id,
+        status=study.status,
+        priority=study.priority,
+        suspicion_score=study.suspicion_score,
+        model_name=study.model_name,
+        model_version=study.model_version,
+        failure_reason=study.failure_reason,
+        series=series,
+        findings=findings,
+    )
+
+
+def _detected(finding: Finding) -> object:
+    from oncotriage.models.findings import Finding as DetectedFinding
+
+    return DetectedFinding(
+        label=finding.label,
+        score=finding.score,
+        box_index=tuple(finding.box_index),
+        box_world=tuple(finding.box_world),
+    )
+
+
+@dataclass(frozen=True)
+class ReportPlan:
+    """What the SR needs, gathered in one short transaction (files are read afterwards)."""
+
+    stored_paths: tuple[str, ...]
+    findings_by_key: dict[str, list[object]]
+    model_name: str
+    model_version: str
+    suspicion_score: float
+    priority: Priority
+
+
+def plan_report(session: Session, study: Study) -> ReportPlan:
+    """Collect the SR's inputs.
+
+    Raises:
+        ResultNotReadyError: the study is not triaged yet.
+    """
+    if study.status not in (StudyStatus.TRIAGED, StudyStatus.FAILED):
+        raise ResultNotReadyError(f"study is {study.status.value}; the report follows triage")
+    paths = tuple(
+        session.scalars(
+            sa.select(Instance.stored_path)
+            .join(Series, Series.id == Instance.series_id)
+            .where(Instance.study_id == study.id)
+            .order_by(Series.id, Instance.id)
+        )
+    )
+    by_key: dict[str, list[object]] = defaultdict(list)
+    rows = session.execute(
+        sa.select(Finding, Series, Instance.sop_instance_uid)
+        .join(Series, Series.id == Finding.series_id)
+        .outerjoin(Instance, Instance.id == Finding.instance_id)
+        .where(Finding.study_id == study.id)
+        .order_by(Finding.score.desc(), Finding.id)
+    ).all()
+    for finding, series, sop_uid in rows:
+        # A CT finding belongs to its series; a radiograph finding to its image.
+        key = series.series_instance_uid if series.is_volume or sop_uid is None else sop_uid
+        by_key[key].append(_detected(finding))
+    return ReportPlan(
+        stored_paths=paths,
+        findings_by_key=dict(by_key),
+        model_name=study.model_name or "unknown",
+        model_version=study.model_version or "unknown",
+        suspicion_score=float(study.suspicion_score or 0.0),
+        priority=study.priority or Priority.NEEDS_MANUAL_REVIEW,
+    )
+
+
+def build_report(store: ContentStore, plan: ReportPlan) -> bytes:
+    """The DICOM Comprehensive 3D SR (TID 1500) as a Part 10 file."""
+    from oncotriage.datasets.reader import read_dataset
+    from oncotriage.serving.reports.sr import build_sr, sr_to_bytes
+
+    sources = [
+        read_dataset(store.path(path), stop_before_pixels=True) for path in plan.stored_paths
+    ]
+    sr = build_sr(
+        sources,
+        plan.findings_by_key,  # type: ignore[arg-type]
+        algorithm_name=plan.model_name,
+        algorithm_version=plan.model_version,
+        suspicion_score=plan.suspicion_score,
+        priority=plan.priority,
+    )
+    return sr_to_bytes(sr)
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    slice_index: int | None = None
+    window: str | tuple[float, float] | None = None
+    show_boxes: bool = True
+    max_size: int = 1024
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    stored_paths: tuple[str, ...]
+    findings: list[object]
+    request: RenderRequest
+
+
+def plan_render(session: Session, study: Study, request: RenderRequest) -> RenderPlan:
+    """Choose the image to draw and its findings.
+
+    Default: the series and image of the highest-scoring finding, else the first series.
+
+    Raises:
+        RenderRequestError: unknown series or instance.
+    """
+    series_rows = list(
+        session.scalars(sa.select(Series).where(Series.study_id == study.id).order_by(Series.id))
+    )
+    if not series_rows:
+        raise RenderRequestError("the study has no images yet")
+    top = session.scalar(
+        sa.select(Finding)
+        .where(Finding.study_id == study.id)
+        .order_by(Finding.score.desc())
+        .limit(1)
+    )
+    if request.series_instance_uid is not None:
+        chosen = next(
+            (row for row in series_rows if row.series_instance_uid == request.series_instance_uid),
+            None,
+        )
+        if chosen is None:
+            raise RenderRequestError("no such series in this study")
+    else:
+        chosen = next(
+            (row for row in series_rows if top is not None and row.id == top.series_id),
+            series_rows[0],
+        )
+    instances = list(
+        session.scalars(
+            sa.select(Instance).where(Instance.series_id == chosen.id).order_by(Instance.id)
+        )
+    )
+    if not chosen.is_volume:
+        if request.sop_instance_uid is not None:
+            instances = [i for i in instances if i.sop_instance_uid == request.sop_instance_uid]
+            if not instances:
+                raise RenderRequestError("no such instance in this series")
+        elif top is not None and top.series_id == chosen.id and top.instance_id is not None:
+            instances = [i for i in instances if i.id == top.instance_id] or instances[:1]
+        else:
+            instances = instances[:1]
+    if not instances:
+        raise RenderRequestError("the series has no images")
+    finding_query = sa.select(Finding).where(Finding.series_id == chosen.id)
+    if not chosen.is_volume:
+        finding_query = finding_query.where(Finding.instance_id == instances[0].id)
+    findings = [_detected(row) for row in session.scalars(finding_query)]
+    return RenderPlan(tuple(row.stored_path for row in instances), findings, request)
+
+
+def render(store: ContentStore, plan: RenderPlan) -> bytes:
+    """PNG bytes of the planned image with its boxes.
+
+    Raises:
+        RenderRequestError: a slice or window that does not apply to the image.
+    """
+    from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.datasets.reader import read_image
+    from oncotriage.serving.render import render_png
+
+    try:
+        image = read_image([store.path(path) for path in plan.stored_paths])
+        return render_png(
+            image,
+            plan.findings,  # type: ignore[arg-type]
+            slice_index=plan.request.slice_index,
+            window=plan.request.window,
+            max_size=plan.request.max_size,
+            show_boxes=plan.request.show_boxes,
+        )
+    except (UnsupportedImageError, ValueError) as error:
+        raise RenderRequestError(str(error)) from error

@@ -1,0 +1,568 @@
+"""Workers: claim a job, read the images, run the detector, triage, record; deliver webhooks.
+
+A :class:`Worker` runs in a thread of ``oncotriage serve`` (``embedded_workers``) or in an
+``oncotriage worker`` process; any number of either can share one database. Each claimed
+job is held under a lease renewed by a heartbeat thread; if the worker dies, the lease
+expires and another worker takes the job over (its attempt counts). Transient errors are
+retried with exponential backoff; an image the reader refuses fails at once; when the
+attempts are used up the study becomes ``needs_manual_review`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from oncotriage.serving import jobs
+from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.db.models import Finding, Hospital, Instance, Job, Study, WebhookDelivery
+from oncotriage.serving.db.session import Database
+from oncotriage.serving.enums import JobState, StudyStatus, WebhookEvent
+from oncotriage.serving.inference import (
+    BackendUnavailableError,
+    LoadedModel,
+    ModelManager,
+    ModelUnavailableError,
+)
+from oncotriage.serving.outbox import enqueue_webhook
+from oncotriage.serving.settings import Settings
+from oncotriage.serving.storage import ContentStore
+from oncotriage.serving.triage import priority_for, refresh_study, suspicion_score
+
+logger = logging.getLogger(__name__)
+
+
+def worker_name(suffix: str = "") -> str:
+    """``host:pid[:suffix]``: names the lease owner in the jobs table."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{name}:{suffix}" if suffix else name
+
+
+class PermanentJobError(Exception):
+    """An error retrying cannot fix (the images are unusable)."""
+
+
+@dataclass(frozen=True)
+class _JobInput:
+    job_id: int
+    study_id: str
+    series_id: int
+    instance_id: int | None
+    stored_paths: tuple[str, ...]
+
+
+class Heartbeat:
+    """Renews a lease every ``interval_s`` in a daemon thread while the work runs."""
+
+    def __init__(
+        self,
+        db: Database,
+        table: jobs.WorkTable,
+        lease: jobs.Lease,
+        *,
+        lease_s: float,
+        interval_s: float,
+    ) -> None:
+        self._db, self._table, self._lease = db, table, lease
+        self._lease_s, self._interval_s = lease_s, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.id}", daemon=True)
+        self.lost = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                with self._db.session() as session:
+                    held = jobs.renew(
+                        session, self._table, self._lease, lease_s=self._lease_s, now=utcnow()
+                    )
+                if not held:
+                    self.lost = True
+                    return
+            except Exception:  # a missed beat is not fatal; the next one may succeed
+                logger.warning("heartbeat for %s %d failed", self._table.__name__, self._lease.id)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+WebhookSender = Callable[[str, str, dict[str, object], float], int]
+"""``(url, secret, event, timeout_s) -> HTTP status``; raises :class:`WebhookDeliveryError`."""
+
+
+class WebhookDeliveryError(Exception):
+    """A webhook POST failed; ``permanent`` when the receiver refused it (4xx)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def default_webhook_sender(
+    url: str, secret: str, event: dict[str, object], timeout_s: float
+) -> int:
+    """One signed POST with :func:`oncotriage.serving.webhooks.deliver`.
+
+    Retries are the outbox's (durable, with backoff), so ``deliver`` makes one attempt.
+    """
+    from oncotriage.serving import webhooks
+
+    result = webhooks.deliver(url, secret, event, timeout_s=timeout_s, max_attempts=1)
+    if not result.delivered:
+        status = result.status_code
+        permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
+        raise WebhookDeliveryError(result.error or "not delivered", permanent=permanent)
+    return int(result.status_code or 200)
+
+
+class Worker:
+    """Processes inference jobs and webhook deliveries from the shared database.
+
+    Args:
+        settings: lease, retry and backoff settings.
+        db: the database.
+        store: the image store.
+        models: the model manager (each job pins ``models.current()`` for its whole run).
+        name: lease owner name (default ``host:pid``).
+        webhook_sender: overrides :func:`default_webhook_sender`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        store: ContentStore,
+        models: ModelManager,
+        *,
+        name: str | None = None,
+        webhook_sender: WebhookSender | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.models = models
+        self.name = name or worker_name()
+        self.webhook_sender = webhook_sender or default_webhook_sender
+        self._last_model_warning = -1e9
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def run_once(self) -> bool:
+        """Process at most one job and one webhook delivery; True when anything was done."""
+        did_job = self.process_next_job()
+        did_webhook = self.deliver_next_webhook()
+        return did_job or did_webhook
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set, sleeping ``worker_poll_interval_s`` when idle."""
+        logger.info("worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:
+                logger.exception("worker %s: unexpected error; continuing", self.name)
+                busy = False
+            if not busy:
+                stop.wait(self.settings.worker_poll_interval_s)
+        logger.info("worker %s stopped", self.name)
+
+    # -- inference jobs ----------------------------------------------------------------------
+
+    def _model_ready(self) -> bool:
+        """Whether a model is loaded; without one, jobs stay queued (attempts untouched)."""
+        try:
+            self.models.current()
+        except ModelUnavailableError as error:
+            now = time.monotonic()
+            if now - self._last_model_warning > 60:
+                logger.warning("no model loaded; jobs wait: %s", error)
+                self._last_model_warning = now
+            return False
+        return True
+
+    def process_next_job(self) -> bool:
+        if not self._model_ready():
+            return False
+        with self.db.session() as session:
+            lease = jobs.claim_next(
+                session, Job, owner=self.name, lease_s=self.settings.job_lease_s, now=utcnow()
+            )
+        if lease is None:
+            return False
+        log_fields = {"job_id": lease.id, "attempt": lease.attempt, "worker": self.name}
+        logger.info(
+            "job %d claimed (attempt %d)", lease.id, lease.attempt, extra={"fields": log_fields}
+        )
+        if lease.exhausted:
+            self._fail_job(
+                lease,
+                f"inference failed after {lease.max_attempts} attempts: the workers running it "
+                "stopped before finishing",
+                permanent=True,
+            )
+            return True
+        job_input = self._start_job(lease)
+        if job_input is None:
+            return True
+        heartbeat = Heartbeat(
+            self.db,
+            Job,
+            lease,
+            lease_s=self.settings.job_lease_s,
+            interval_s=self.settings.heartbeat_interval_s,
+        )
+        with heartbeat:
+            try:
+                model = self.models.current()
+                started = time.perf_counter()
+                findings = self._detect(model, job_input)
+                elapsed = time.perf_counter() - started
+            except PermanentJobError as error:
+                self._fail_job(lease, str(error), permanent=True)
+                return True
+            except (BackendUnavailableError, ModelUnavailableError) as error:
+                retry_in = jobs.backoff_s(
+                    lease.attempt, self.settings.job_backoff_base_s, self.settings.job_backoff_max_s
+                )
+                logger.warning(
+                    "job %d: backend unavailable, retrying in %.1f s: %s", lease.id, retry_in, error
+                )
+                with self.db.session() as session:
+                    jobs.requeue(session, Job, lease, retry_in_s=retry_in, now=utcnow())
+                return True
+            except Exception as error:
+                logger.warning(
+                    "job %d attempt %d failed: %s",
+                    lease.id,
+                    lease.attempt,
+                    error,
+                    extra={"fields": {**log_fields, "traceback": traceback.format_exc()}},
+                )
+                self._fail_job(lease, f"{type(error).__name__}: {error}", permanent=False)
+                return True
+        if heartbeat.lost:
+            logger.warning("job %d: lease lost while running; result discarded", lease.id)
+            return True
+        self._complete_job(lease, job_input, model, findings, elapsed)
+        return True
+
+    def _start_job(self, lease: jobs.Lease) -> _JobInput | None:
+        """Mark the study processing and collect the files the job reads."""
+        now = utcnow()
+        with self.db.session() as session:
+            job = session.get(Job, lease.id)
+            if job is None:  # deleted with its study
+                return None
+            if job.instance_id is not None:
+                instance_rows = [session.get(Instance, job.instance_id)]
+            else:
+                instance_rows = list(
+                    session.scalars(
+                        sa.select(Instance)
+                        .where(Instance.series_id == job.series_id)
+                        .order_by(Instance.id)
+                    )
+                )
+            paths = tuple(row.stored_path for row in instance_rows if row is not None)
+            study = session.get(Study, job.study_id)
+            if study is not None:
+                refresh_study(session, study, now=now)
+            return _JobInput(job.id, job.study_id, job.series_id, job.instance_id, paths)
+
+    def _detect(self, model: LoadedModel, job_input: _JobInput) -> list[object]:
+        from oncotriage.datasets.image import UnsupportedImageError
+        from oncotriage.datasets.reader import read_image
+
+        if not job_input.stored_paths:
+            raise PermanentJobError("the series has no stored instances")
+        try:
+            image = read_image([self.store.path(path) for path in job_input.stored_paths])
+        except UnsupportedImageError as error:
+            raise PermanentJobError(f"image cannot be used ({error.code}): {error}") from error
+        return list(model.pipeline.detect(image))
+
+    def _complete_job(
+        self,
+        lease: jobs.Lease,
+        job_input: _JobInput,
+        model: LoadedModel,
+        findings: list[object],
+        elapsed_s: float,
+    ) -> None:
+        from oncotriage.models.findings import Finding as DetectedFinding
+
+        detected = [f for f in findings if isinstance(f, DetectedFinding)]
+        score = suspicion_score(detected)
+        priority = priority_for(score, model.spec.thresholds)
+        now = utcnow()
+        with self.db.session() as session:
+            if not jobs.complete(session, Job, lease, now=now):
+                logger.warning("job %d: lease lost before completion; result discarded", lease.id)
+                return
+            job = session.get(Job, lease.id)
+            assert job is not None
+            job.model_name, job.model_version = model.name, model.version
+            job.suspicion_score, job.priority, job.inference_s = score, priority, elapsed_s
+            same_target = sa.and_(
+                Job.study_id == job.study_id,
+                Job.series_id == job.series_id,
+                Job.instance_id.is_(None)
+                if job.instance_id is None
+                else Job.instance_id == job.instance_id,
+                Job.state.in_([JobState.DONE, JobState.FAILED]),
+            )
+            newer = session.scalar(sa.select(Job.id).where(same_target, Job.id > job.id).limit(1))
+            if newer is not None:
+                # A later job over more of the same series finished first: it stands.
+                job.state = JobState.SUPERSEDED
+            else:
+                older_ids = list(
+                    session.scalars(sa.select(Job.id).where(same_target, Job.id < job.id))
+                )
+                if older_ids:
+                    session.execute(sa.delete(Finding).where(Finding.job_id.in_(older_ids)))
+                    session.execute(
+                        sa.update(Job)
+                        .where(Job.id.in_(older_ids))
+                        .values(state=JobState.SUPERSEDED),
+                        execution_options={"synchronize_session": False},
+                    )
+                instance_ids = self._instance_ids_by_uid(session, job)
+                for finding in detected:
+                    session.add(
+                        Finding(
+                            study_id=job.study_id,
+                            job_id=job.id,
+                            series_id=job.series_id,
+                            instance_id=job.instance_id
+                            if job.instance_id is not None
+                            else _instance_of(finding, instance_ids),
+                            label=int(finding.label),
+                            score=float(finding.score),
+                            box_index=[float(v) for v in finding.box_index],
+                            box_world=[float(v) for v in finding.box_world],
+                            model_name=model.name,
+                            model_version=model.version,
+                            created_at=now,
+                        )
+                    )
+            session.flush()
+            self._refresh_and_notify(session, job.study_id, now=now)
+        logger.info(
+            "job %d done: %d findings, score %.3f, %s, model %s, %.0f ms",
+            lease.id,
+            len(detected),
+            score,
+            priority.value,
+            model.label,
+            elapsed_s * 1000,
+            extra={
+                "fields": {
+                    "job_id": lease.id,
+                    "findings": len(detected),
+                    "score": score,
+                    "priority": priority.value,
+                    "model": model.label,
+                    "inference_ms": round(elapsed_s * 1000, 1),
+                }
+            },
+        )
+
+    @staticmethod
+    def _instance_ids_by_uid(session: Session, job: Job) -> dict[str, int]:
+        rows = session.execute(
+            sa.select(Instance.sop_instance_uid, Instance.id).where(
+                Instance.series_id == job.series_id
+            )
+        ).all()
+        return {str(uid): int(instance_id) for uid, instance_id in rows}
+
+    def _fail_job(self, lease: jobs.Lease, error: str, *, permanent: bool) -> None:
+        final = permanent or lease.attempt >= lease.max_attempts
+        if final and not permanent:
+            error = f"inference failed after {lease.attempt} attempts: {error}"
+        retry_in = (
+            None
+            if permanent
+            else jobs.backoff_s(
+                lease.attempt, self.settings.job_backoff_base_s, self.settings.job_backoff_max_s
+            )
+        )
+        now = utcnow()
+        with self.db.session() as session:
+            state = jobs.fail(session, Job, lease, error=error, now=now, retry_in_s=retry_in)
+            if state is None:
+                logger.warning("job %d: lease lost before recording the failure", lease.id)
+                return
+            job = session.get(Job, lease.id)
+            if state is JobState.FAILED and job is not None:
+                logger.error(
+                    "job %d failed for good; study flagged for manual review: %s", lease.id, error
+                )
+                self._refresh_and_notify(session, job.study_id, now=now)
+            else:
+                logger.info("job %d will be retried in %.1f s", lease.id, retry_in or 0.0)
+
+    def _refresh_and_notify(self, session: Session, study_id: str, *, now: datetime) -> None:
+        study = session.get(
+            Study, study_id, with_for_update=session.get_bind().dialect.name == "postgresql"
+        )
+        if study is None:
+            return
+        before = (study.status, study.priority)
+        status = refresh_study(session, study, now=now)
+        if status in (StudyStatus.TRIAGED, StudyStatus.FAILED) and before != (
+            status,
+            study.priority,
+        ):
+            enqueue_webhook(
+                session,
+                study,
+                WebhookEvent.STUDY_STATUS,
+                now=now,
+                max_attempts=self.settings.webhook_max_attempts,
+            )
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def deliver_next_webhook(self) -> bool:
+        with self.db.session() as session:
+            lease = jobs.claim_next(
+                session,
+                WebhookDelivery,
+                owner=self.name,
+                lease_s=max(self.settings.webhook_timeout_s * 2, 10.0),
+                now=utcnow(),
+            )
+            if lease is None:
+                return False
+            delivery = session.get(WebhookDelivery, lease.id)
+            hospital = session.get(Hospital, delivery.hospital_id) if delivery else None
+            url = hospital.webhook_url if hospital else None
+            secret = hospital.webhook_secret if hospital else None
+            payload = dict(delivery.payload) if delivery else {}
+        if not url or not secret:
+            with self.db.session() as session:
+                jobs.fail(
+                    session,
+                    WebhookDelivery,
+                    lease,
+                    error="the hospital has no webhook URL or secret any more",
+                    now=utcnow(),
+                    retry_in_s=None,
+                )
+            return True
+        payload["delivery_id"] = lease.id
+        try:
+            status = self.webhook_sender(url, secret, payload, self.settings.webhook_timeout_s)
+        except Exception as error:
+            permanent = isinstance(error, WebhookDeliveryError) and error.permanent
+            retry_in = (
+                None
+                if permanent
+                else jobs.backoff_s(
+                    lease.attempt,
+                    self.settings.webhook_backoff_base_s,
+                    self.settings.webhook_backoff_max_s,
+                )
+            )
+            with self.db.session() as session:
+                state = jobs.fail(
+                    session,
+                    WebhookDelivery,
+                    lease,
+                    error=f"{type(error).__name__}: {error}",
+                    now=utcnow(),
+                    retry_in_s=retry_in,
+                )
+            logger.warning("webhook delivery %d failed (%s): %s", lease.id, state, error)
+            return True
+        with self.db.session() as session:
+            if jobs.complete(session, WebhookDelivery, lease, now=utcnow()):
+                row = session.get(WebhookDelivery, lease.id)
+                if row is not None:
+                    row.response_status = status
+                    row.delivered_at = utcnow()
+        logger.info("webhook delivery %d delivered (HTTP %d)", lease.id, status)
+        return True
+
+
+def _instance_of(finding: object, instance_ids: dict[str, int]) -> int | None:
+    """The instance a volume finding lies on, when the finding names one (else the series)."""
+    uid = getattr(finding, "sop_instance_uid", None)
+    return instance_ids.get(uid) if isinstance(uid, str) else None
+
+
+class WorkerPool:
+    """``n`` worker threads sharing one model manager (``oncotriage serve`` and ``worker``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        store: ContentStore,
+        models: ModelManager,
+        n: int,
+        *,
+        webhook_sender: WebhookSender | None = None,
+    ) -> None:
+        self._stop = threading.Event()
+        self.workers = [
+            Worker(
+                settings,
+                db,
+                store,
+                models,
+                name=worker_name(f"w{index}"),
+                webhook_sender=webhook_sender,
+            )
+            for index in range(n)
+        ]
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for worker in self.workers:
+            thread = threading.Thread(
+                target=worker.run, args=(self._stop,), name=worker.name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the jobs in hand finish (their leases protect them if we time out)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    def wait(self) -> None:
+        """Block until stopped (for the ``oncotriage worker`` process)."""
+        while any(thread.is_alive() for thread in self._threads):
+            for thread in self._threads:
+                thread.join(timeout=1.0)
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._stop
