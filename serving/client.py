@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pydicom
 import requests
@@ -244,8 +245,8 @@ class StowClient:
         last = self._last_response
         location = last.headers.get("Location") if last is not None else None
         warning = last.headers.get("Warning") if last is not None else None
-        if location:
-            result.status_urls[study_uid] = location
+        if location and last is not None:
+            result.status_urls[study_uid] = urljoin(last.url, location)  # may be relative
         _merge_answer(answer, sent, study_uid, result, _warning_texts(warning))
 
 

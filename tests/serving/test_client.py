@@ -111,7 +111,7 @@ def _stow_app(state: StowServer) -> FastAPI:
             content=answer.to_json(),
             status_code=status,
             media_type="application/dicom+json",
-            headers={"Location": f"{state.url}/v1/studies/{study}"},
+            headers={"Location": f"/v1/studies/{study}"},  # relative, as a service may send
         )
         for item in failed:  # failure reasons in words (PS3.18 8.4.3)
             response.headers.append(
