@@ -99,6 +99,7 @@ def write_case(
     out: Path,
     include_nodules: bool = True,
     case_id: str | None = None,
+    case: CxrCase | CtCase | None = None,
 ) -> dict[str, Any]:
     """Render one case, write its DICOM under ``out`` and return its datalist entry.
 
@@ -110,6 +111,8 @@ def write_case(
         out: the set's folder; the case goes to ``out/<case_id>``.
         include_nodules: ``False`` writes the same case without nodules (for tests).
         case_id: folder name; ``<kind>_<case_index:04d>`` by default.
+        case: the already rendered case (from :func:`render_case` with the same
+            arguments), to avoid rendering it twice.
 
     Returns:
         The datalist entry: ``image`` (relative to ``out``), ``box`` (world mm, ``ccwh``
@@ -119,7 +122,10 @@ def write_case(
     case_dir = out / case_id
     _clear_dicom(case_dir)
     identity = make_identity(kind, seed, case_index)
-    case = render_case(kind, seed, case_index, positive=positive, include_nodules=include_nodules)
+    if case is None:
+        case = render_case(
+            kind, seed, case_index, positive=positive, include_nodules=include_nodules
+        )
     extra: dict[str, Any]
     if isinstance(case, CxrCase):
         image_path = case_dir / "image.dcm"

@@ -19,8 +19,10 @@ from oncotriage.datasets.synth import (
 )
 
 CXR_SEED = 11
-# Seeds whose first CT case is small (128 x 128 x ~57), to keep the tests fast.
+# Seeds whose first CT case is small (128-144 px, ~50-57 slices), to keep the tests fast;
+# seed 4 draws a part-solid nodule, seed 72 a part-solid and two ground-glass ones.
 CT_SEED_POSITIVE = 4
+CT_SEED_GROUND_GLASS = 72
 CT_SEED_NEGATIVE = 6
 
 
@@ -102,11 +104,14 @@ def test_cxr_world_boxes_read_back_cover_exactly_the_nodules(
         assert difference[region].mean() > 0.01
 
 
-def test_ct_world_boxes_read_back_cover_exactly_the_nodules(tmp_path: Path) -> None:
-    entry = write_case("ldct", CT_SEED_POSITIVE, 0, positive=True, out=tmp_path / "with")
+@pytest.mark.parametrize("seed", [CT_SEED_POSITIVE, CT_SEED_GROUND_GLASS])
+def test_ct_world_boxes_read_back_cover_exactly_the_nodules(tmp_path: Path, seed: int) -> None:
+    entry = write_case("ldct", seed, 0, positive=True, out=tmp_path / "with")
     plain = write_case(
-        "ldct", CT_SEED_POSITIVE, 0, positive=True, out=tmp_path / "without", include_nodules=False
+        "ldct", seed, 0, positive=True, out=tmp_path / "without", include_nodules=False
     )
+    if seed == CT_SEED_GROUND_GLASS:
+        assert "ground-glass" in entry["nodule_type"]
     volume = _read(tmp_path / "with" / entry["image"])
     without = _read(tmp_path / "without" / plain["image"])
     assert volume.modality == "CT" and volume.series_uid == entry["series_uid"]
