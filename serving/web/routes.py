@@ -4,6 +4,11 @@ The pages hold no patient data when served: each page's script fetches what it s
 the JSON API (``/v1/...``) with the bearer token kept in the tab's ``sessionStorage``, so the
 same authorisation rules apply to a person in a browser as to any API client. Every asset is
 served from ``serving/web/static`` (nothing is loaded from the internet).
+
+Two small JSON routes under ``/ui-api`` give the pages what the public API does not carry:
+who the token belongs to (to pick the page and show the name) and, for the image viewer, each
+series' geometry (columns, rows, slices) and the live claim on a case. They authenticate and
+check visibility exactly as ``/v1`` does.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
 
 from oncotriage import __version__
+from oncotriage.serving.api.deps import CurrentPrincipal, SessionDep
+from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.db.models import Instance, Series, User
 from oncotriage.serving.enums import Priority
+from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
 
 router = APIRouter(tags=["web pages"], include_in_schema=False)
 
@@ -118,4 +129,124 @@ def static_asset(asset_path: str) -> FileResponse:
         target,
         media_type=media_type or "application/octet-stream",
         headers={"Cache-Control": "no-cache"},
+    )
+
+
+# ---------------------------------------------------------------- JSON for the pages
+
+
+class WhoAmI(BaseModel):
+    """Who a token stands for.
+
+    ``role`` is ``specialist``, ``admin`` or ``hospital``; ``username`` is what worklist
+    claims name (``claimed_by``); ``name`` is for display.
+    """
+
+    role: str
+    name: str
+    username: str | None
+    hospital: str | None
+
+
+class ImageGeometry(BaseModel):
+    """One picture the viewer can ask ``render.png`` for (a radiograph instance)."""
+
+    sop_instance_uid: str
+    columns: int
+    rows: int
+
+
+class SeriesGeometry(BaseModel):
+    """A series as the viewer needs it.
+
+    ``columns``/``rows`` are the source image's size (index space of the findings' boxes);
+    ``slices`` is the volume depth (axis 2, ``render.png?slice=``) or 1; ``images`` lists a
+    radiograph series' instances (``render.png?instance=``).
+    """
+
+    series_instance_uid: str
+    modality: str
+    is_volume: bool
+    columns: int
+    rows: int
+    slices: int
+    images: list[ImageGeometry]
+
+
+class ClaimState(BaseModel):
+    claimed_by: str | None
+    claimed_by_me: bool
+    expires_at: str | None
+
+
+class ViewerInfo(BaseModel):
+    study_id: str
+    series: list[SeriesGeometry]
+    claim: ClaimState
+
+
+@router.get("/ui-api/me", response_model=WhoAmI)
+def who_am_i(principal: CurrentPrincipal, session: SessionDep) -> WhoAmI:
+    """The signed-in principal, so the sign-in page can send a person to the right page."""
+    if principal.is_hospital:
+        return WhoAmI(role="hospital", name=principal.name, username=None, hospital=principal.name)
+    user = session.get(User, principal.user_id) if principal.user_id is not None else None
+    hospital = user.hospital.name if user is not None and user.hospital is not None else None
+    name = (user.display_name or user.username) if user is not None else principal.name
+    role = str(principal.role) if principal.role is not None else "user"
+    username = user.username if user is not None else None
+    session.rollback()
+    return WhoAmI(role=role, name=name, username=username, hospital=hospital)
+
+
+@router.get("/ui-api/studies/{study_id}/viewer", response_model=ViewerInfo)
+def viewer_info(study_id: str, principal: CurrentPrincipal, session: SessionDep) -> ViewerInfo:
+    """Series geometry and the live claim of one study the caller may see (404 otherwise)."""
+    try:
+        study = get_visible_study(session, principal, study_id)
+    except StudyNotFoundError:
+        raise HTTPException(status_code=404, detail="study not found") from None
+    series_rows = session.scalars(
+        sa.select(Series).where(Series.study_id == study.id).order_by(Series.id)
+    ).all()
+    series = [_series_geometry(session, row) for row in series_rows]
+    now = utcnow()
+    live = (
+        study.claimed_by_id is not None
+        and study.claim_expires_at is not None
+        and study.claim_expires_at > now
+    )
+    holder = study.claimed_by.username if live and study.claimed_by is not None else None
+    claim = ClaimState(
+        claimed_by=holder,
+        claimed_by_me=bool(live and study.claimed_by_id == principal.user_id),
+        expires_at=study.claim_expires_at.isoformat() if live and study.claim_expires_at else None,
+    )
+    session.rollback()
+    return ViewerInfo(study_id=study.id, series=series, claim=claim)
+
+
+def _series_geometry(session: Any, row: Series) -> SeriesGeometry:
+    instances = session.scalars(
+        sa.select(Instance).where(Instance.series_id == row.id).order_by(Instance.id)
+    ).all()
+    first = instances[0] if instances else None
+    if row.is_volume:
+        # One instance per slice, or one multi-frame object holding them all.
+        slices = len(instances) if len(instances) > 1 else (first.frames if first else 1)
+        images: list[ImageGeometry] = []
+    else:
+        slices = 1
+        images = [
+            ImageGeometry(sop_instance_uid=i.sop_instance_uid, columns=i.columns, rows=i.rows)
+            for i in instances
+        ]
+    return SeriesGeometry(
+        series_instance_uid=row.series_instance_uid,
+        modality=row.modality,
+        is_volume=row.is_volume,
+        columns=first.columns if first else 0,
+        rows=first.rows if first else 0,
+        slices=max(1, int(slices)),
+        images=images,
     )

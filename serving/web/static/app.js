@@ -4,6 +4,7 @@
 const TOKEN_KEY = "oncotriage.token";
 const ROLE_KEY = "oncotriage.role";
 const NAME_KEY = "oncotriage.name";
+const USER_KEY = "oncotriage.username";
 const QUEUE_KEY = "oncotriage.queue";
 
 export const config = JSON.parse(document.getElementById("page-config").textContent);
@@ -18,13 +19,16 @@ export class ApiError extends Error {
 
 export function getToken() { return sessionStorage.getItem(TOKEN_KEY); }
 export function getRole() { return sessionStorage.getItem(ROLE_KEY); }
-export function setSession(token, role, name) {
+/** The username that worklist claims name (`claimed_by`), for specialists. */
+export function getUsername() { return sessionStorage.getItem(USER_KEY) || ""; }
+export function setSession(token, role, name, username) {
   sessionStorage.setItem(TOKEN_KEY, token);
   sessionStorage.setItem(ROLE_KEY, role);
   sessionStorage.setItem(NAME_KEY, name || "");
+  sessionStorage.setItem(USER_KEY, username || "");
 }
 export function clearSession() {
-  for (const key of [TOKEN_KEY, ROLE_KEY, NAME_KEY, QUEUE_KEY]) sessionStorage.removeItem(key);
+  for (const key of [TOKEN_KEY, ROLE_KEY, NAME_KEY, USER_KEY, QUEUE_KEY]) sessionStorage.removeItem(key);
 }
 
 /** The study ids of the worklist as last shown, for j/k in the case view. */

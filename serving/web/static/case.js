@@ -1,7 +1,7 @@
 // The case view: the study's image with the model's boxes, claim/release, the decision.
 import {
   ApiError, api, config, decisionLabel, formatDuration, formatScore, formatTime, getToken,
-  hasModifier, isTyping, itemsOf, minutesSince, pick, priorityBadge, rememberedQueue,
+  hasModifier, isTyping, minutesSince, priorityBadge, rememberedQueue,
   requireSignIn, setupChrome, shortId, toast,
 } from "./app.js";
 import { Viewer, attachPointer } from "./viewer.js";
@@ -20,6 +20,9 @@ const DECISION_ACTIONS = {
   more_imaging: "Ask the hospital for more imaging",
 };
 
+/** Claims are leases (15 min by default); renew well before they lapse. */
+const RENEW_CLAIM_MS = 4 * 60 * 1000;
+
 const studyId = config.study_id;
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -35,11 +38,11 @@ const els = {
 
 const state = {
   study: null,
-  series: [], // {id, uid, modality, isVolume, slices}
+  series: [], // {uid, modality, isVolume, frames, cols, rows, images}
   seriesIndex: 0,
-  slice: 0,
   preset: "default",
-  boxes: [], // {key, source, findingId, seriesId, score, box: [...], deleted}
+  slice: 0, // the slice of a volume, or the image of a radiograph series
+  boxes: [], // {key, source, findingId, seriesUid, sopUid, score, box: [...], deleted}
   drawnCount: 0,
   claimedByMe: false,
   claimedBy: null,
@@ -58,44 +61,59 @@ window.oncotriageCase = state;
 
 // ---------------------------------------------------------------- loading
 
-function normaliseSeries(raw, index) {
-  const modality = pick(raw, "modality") ?? pick(state.study, "modality") ?? "";
-  const slices = Number(pick(raw, "num_slices", "slices", "n_slices", "depth", "number_of_slices",
-    "instance_count", "num_instances", "frames") ?? 1);
-  const isVolume = Boolean(pick(raw, "is_volume")) || (modality === "CT" && slices > 1);
+/**
+ * A series from `/ui-api/studies/{id}/viewer`. A volume steps through slices (axis 2); a
+ * radiograph series steps through its images (one or more instances). `frames` counts either.
+ */
+function normaliseSeries(raw) {
+  const isVolume = Boolean(raw.is_volume);
+  const images = (raw.images || []).map((image) => ({
+    sopUid: image.sop_instance_uid, cols: image.columns, rows: image.rows,
+  }));
   return {
-    id: pick(raw, "id", "series_id") ?? index,
-    uid: pick(raw, "series_instance_uid", "uid") ?? "",
-    modality,
+    uid: raw.series_instance_uid,
+    modality: raw.modality || state.study?.modality || "",
     isVolume,
-    slices: isVolume ? Math.max(1, slices) : 1,
-    cols: Number(pick(raw, "columns", "cols", "width", "shape.0")) || null,
-    rows: Number(pick(raw, "rows", "height", "shape.1")) || null,
+    frames: isVolume ? Math.max(1, raw.slices || 1) : Math.max(1, images.length),
+    cols: raw.columns || null,
+    rows: raw.rows || null,
+    images,
   };
 }
 
 function normaliseFinding(raw, index) {
-  const box = (pick(raw, "box_index", "box", "box_pixel", "pixel_box") || []).map(Number);
   return {
-    key: `m${pick(raw, "id") ?? index}`,
+    key: `m${raw.id ?? index}`,
     source: "model",
-    findingId: pick(raw, "id"),
-    seriesId: pick(raw, "series_id"),
-    seriesUid: pick(raw, "series_instance_uid"),
-    label: pick(raw, "label") ?? 0,
-    score: pick(raw, "score"),
-    box,
-    boxWorld: (pick(raw, "box_world") || []).map(Number),
+    findingId: raw.id,
+    seriesUid: raw.series_instance_uid,
+    sopUid: raw.sop_instance_uid ?? null,
+    label: raw.label ?? 0,
+    score: raw.score,
+    box: (raw.box_index || []).map(Number),
+    boxWorld: (raw.box_world || []).map(Number),
     deleted: false,
   };
 }
 
 function currentSeries() { return state.series[state.seriesIndex]; }
 
+/** The radiograph shown now (null for volumes). */
+function currentImage(series = currentSeries()) {
+  return series && !series.isVolume ? series.images[state.slice] ?? series.images[0] ?? null : null;
+}
+
 function boxOnSeries(box, series) {
-  if (box.seriesId != null && series.id != null) return String(box.seriesId) === String(series.id);
-  if (box.seriesUid && series.uid) return box.seriesUid === series.uid;
-  return true;
+  return !box.seriesUid || !series.uid || box.seriesUid === series.uid;
+}
+
+/** Whether a box belongs to the picture on screen: its series, and its image or slice. */
+function boxOnScreen(box) {
+  const series = currentSeries();
+  if (!series || box.deleted || !boxOnSeries(box, series)) return false;
+  if (box.box.length === 6) return onSlice(box.box, state.slice);
+  const image = currentImage(series);
+  return !box.sopUid || !image || box.sopUid === image.sopUid;
 }
 
 /**
@@ -112,9 +130,9 @@ export function centreSlice(box) {
 }
 
 /**
- * Index-space (voxel centres at integers) -> displayed-picture coordinates (a pixel covers
+ * Index space (voxel centres at integers) -> displayed-picture coordinates (a pixel covers
  * [u, u+1)). The server may resample the picture (square pixels, longest side capped), so the
- * factor is the picture's size over the source's columns/rows when those are known.
+ * factor is the picture's size over the source's columns and rows.
  */
 function indexToPicture(series, x, y) {
   const [fx, fy] = pictureScale(series);
@@ -128,80 +146,70 @@ function pictureToIndex(series, u, v) {
 
 function pictureScale(series) {
   const image = viewer.image;
-  if (!image || !series?.cols || !series?.rows) return [1, 1];
-  return [image.width / series.cols, image.height / series.rows];
+  const source = currentImage(series) ?? series;
+  if (!image || !source?.cols || !source?.rows) return [1, 1];
+  return [image.width / source.cols, image.height / source.rows];
 }
 
-/** Boxes of the current series visible on the current slice, as viewer rectangles. */
+/** Boxes on the picture on screen, as viewer rectangles in picture coordinates. */
 function visibleBoxes() {
   const series = currentSeries();
   if (!series) return [];
-  return state.boxes
-    .filter((b) => !b.deleted && boxOnSeries(b, series))
-    .filter((b) => b.box.length !== 6 || onSlice(b.box, state.slice))
-    .map((b) => {
-      const [x0, y0, x1, y1] = b.box.length === 6 ? [b.box[0], b.box[1], b.box[3], b.box[4]] : b.box;
-      return {
-        key: b.key,
-        source: b.source,
-        rect: [...indexToPicture(series, x0, y0), ...indexToPicture(series, x1, y1)],
-        label: b.source === "model" ? formatScore(b.score) : "added",
-      };
-    });
+  return state.boxes.filter(boxOnScreen).map((b) => {
+    const [x0, y0, x1, y1] = b.box.length === 6 ? [b.box[0], b.box[1], b.box[3], b.box[4]] : b.box;
+    return {
+      key: b.key,
+      source: b.source,
+      rect: [...indexToPicture(series, x0, y0), ...indexToPicture(series, x1, y1)],
+      label: b.source === "model" ? formatScore(b.score) : "added",
+    };
+  });
+}
+
+/** Put the series and slice/image of a box on screen (without loading). */
+function focusBox(box) {
+  const index = state.series.findIndex((s) => boxOnSeries(box, s));
+  if (index >= 0) state.seriesIndex = index;
+  const series = currentSeries();
+  if (box.box.length === 6) state.slice = centreSlice(box.box);
+  else if (box.sopUid) state.slice = Math.max(0, series.images.findIndex((i) => i.sopUid === box.sopUid));
 }
 
 async function loadStudy() {
-  const [study, result] = await Promise.all([
-    api(`/v1/studies/${encodeURIComponent(studyId)}`),
-    api(`/v1/studies/${encodeURIComponent(studyId)}/result`).catch((error) => {
-      if (error instanceof ApiError && [404, 409].includes(error.status)) return null;
-      throw error;
-    }),
+  const id = encodeURIComponent(studyId);
+  const [study, result, info] = await Promise.all([
+    api(`/v1/studies/${id}`),
+    api(`/v1/studies/${id}/result`),
+    api(`/ui-api/studies/${id}/viewer`),
   ]);
-  state.study = { ...(result || {}), ...study };
-  const seriesRaw = itemsOf(study.series ?? result?.series ?? [], "series");
-  state.series = seriesRaw.map(normaliseSeries);
-  if (!state.series.length) state.series = [normaliseSeries({ modality: study.modality }, 0)];
-  state.boxes = itemsOf(result?.findings ?? study.findings ?? [], "findings").map(normaliseFinding);
-  readClaim(study);
+  state.study = { ...result, ...study };
+  state.series = info.series.map(normaliseSeries);
+  if (!state.series.length) throw new Error("this study has no images yet");
+  state.boxes = (result.findings || []).map(normaliseFinding);
+  readClaim(info.claim);
+  state.decided = study.review_status === "decided" ? study.decision : null;
   renderFacts();
-  renderSeriesControls();
   renderFindings();
   renderClaim();
-  // Start on the slice of the highest-scoring finding.
+  // Start on the highest-scoring finding; a volume without one on its middle slice.
   const top = [...state.boxes].sort((a, b) => (b.score ?? 0) - (a.score ?? 0))[0];
-  if (top) {
-    const index = state.series.findIndex((s) => boxOnSeries(top, s));
-    if (index >= 0) state.seriesIndex = index;
-    if (top.box.length === 6) state.slice = centreSlice(top.box);
-  } else if (currentSeries().isVolume) {
-    state.slice = Math.floor(currentSeries().slices / 2);
-  }
+  if (top) focusBox(top);
+  else if (currentSeries().isVolume) state.slice = Math.floor(currentSeries().frames / 2);
   renderSeriesControls();
   await showImage();
+  if (!state.decided) state.renewTimer = setInterval(renewClaim, RENEW_CLAIM_MS);
 }
 
-function readClaim(study) {
-  const claimedBy = pick(study, "claimed_by_name", "claimed_by.display_name", "claimed_by.username", "claimed_by", "claim.user");
-  const expires = pick(study, "claim_expires_at", "claim.expires_at");
-  const active = claimedBy && (!expires || minutesSince(expires) < 0);
-  state.claimedBy = active ? claimedBy : null;
-  state.claimedByMe = Boolean(active && pick(study, "claimed_by_me", "claim.mine"));
-  const decision = pick(study, "decision", "review.decision");
-  const reviewStatus = pick(study, "review_status");
-  state.decided = decision && (reviewStatus ? reviewStatus === "decided" : true) ? decision : null;
+function readClaim(claim) {
+  state.claimedBy = claim?.claimed_by ?? null;
+  state.claimedByMe = Boolean(claim?.claimed_by_me);
 }
 
-function imageUrl(series, slice, preset) {
-  const params = new URLSearchParams();
-  if (series.uid) params.set("series", series.uid); else if (series.id != null) params.set("series", series.id);
-  if (series.isVolume) params.set("slice", String(slice));
-  const window = WINDOW_PRESETS[preset];
-  if (window) {
-    params.set("window", preset);
-    params.set("wc", String(window[0]));
-    params.set("ww", String(window[1]));
-  }
+function imageUrl(series, frame, preset) {
+  const params = new URLSearchParams({ series: series.uid });
+  if (series.isVolume) params.set("slice", String(frame));
+  else if (series.images[frame]) params.set("instance", series.images[frame].sopUid);
+  if (WINDOW_PRESETS[preset]) params.set("window", preset);
   params.set("boxes", "false");
   return `/v1/studies/${encodeURIComponent(studyId)}/render.png?${params}`;
 }
@@ -230,10 +238,8 @@ async function showImage() {
     els.viewport.dataset.ready = "true";
     $("image-canvas").setAttribute("aria-label", describeImage(series));
     // Prefetch the neighbours so scrolling stays smooth.
-    if (series.isVolume) {
-      for (const s of [state.slice + 1, state.slice - 1]) {
-        if (s >= 0 && s < series.slices) fetchImage(imageUrl(series, s, state.preset)).catch(() => {});
-      }
+    for (const s of [state.slice + 1, state.slice - 1]) {
+      if (s >= 0 && s < series.frames) fetchImage(imageUrl(series, s, state.preset)).catch(() => {});
     }
   } catch (error) {
     if (seq !== state.imageSeq) return;
@@ -242,7 +248,8 @@ async function showImage() {
 }
 
 function describeImage(series) {
-  const where = series.isVolume ? `, slice ${state.slice + 1} of ${series.slices}` : "";
+  const unit = series.isVolume ? "slice" : "image";
+  const where = series.frames > 1 ? `, ${unit} ${state.slice + 1} of ${series.frames}` : "";
   const n = visibleBoxes().length;
   return `${series.modality || "Study"} image${where}, ${state.preset} window, ${n} box${n === 1 ? "" : "es"} shown`;
 }
@@ -261,24 +268,22 @@ function renderFacts() {
   const s = state.study;
   els.title.textContent = `Case ${shortId(studyId)}`;
   document.title = `Case ${shortId(studyId)} · oncotriage`;
-  const badge = priorityBadge(pick(s, "priority"));
-  els.priority.replaceWith(badge);
+  const badge = priorityBadge(s.priority);
   badge.id = "case-priority";
+  els.priority.replaceWith(badge);
   els.priority = badge;
   els.facts.replaceChildren();
-  fact("Hospital", pick(s, "hospital_name", "hospital.name", "hospital"));
-  fact("Modality", pick(s, "modality"));
-  fact("Received", formatTime(pick(s, "received_at")));
-  fact("Waiting", formatDuration(minutesSince(pick(s, "triaged_at", "received_at"))));
-  fact("Score", formatScore(pick(s, "suspicion_score", "score")));
-  const model = [pick(s, "model_name"), pick(s, "model_version")].filter(Boolean).join(" v");
-  fact("Model", model || "—");
-  fact("Status", pick(s, "status"));
-  const reason = pick(s, "failure_reason");
-  if (reason) fact("Why flagged", reason);
+  fact("Hospital", s.hospital?.name);
+  fact("Modality", s.modality);
+  fact("Received", formatTime(s.received_at));
+  fact("Waiting", formatDuration(minutesSince(s.triaged_at ?? s.received_at)));
+  fact("Score", formatScore(s.suspicion_score));
+  fact("Model", [s.model_name, s.model_version].filter(Boolean).join(" v") || "—");
+  fact("Status", s.status);
+  if (s.failure_reason) fact("Why flagged", s.failure_reason);
   const uid = document.createElement("span");
   uid.className = "mono";
-  uid.textContent = pick(s, "study_instance_uid") ?? studyId;
+  uid.textContent = s.study_instance_uid ?? studyId;
   fact("Study UID", uid);
 }
 
@@ -286,14 +291,18 @@ function renderSeriesControls() {
   const series = currentSeries();
   els.seriesGroup.hidden = state.series.length < 2;
   if (state.series.length > 1 && els.series.options.length !== state.series.length) {
-    els.series.replaceChildren(...state.series.map((s, i) => new Option(`${i + 1}: ${s.modality} (${s.slices} slice${s.slices === 1 ? "" : "s"})`, String(i))));
+    els.series.replaceChildren(...state.series.map((s, i) => {
+      const unit = s.isVolume ? "slice" : "image";
+      return new Option(`${i + 1}: ${s.modality} (${s.frames} ${unit}${s.frames === 1 ? "" : "s"})`, String(i));
+    }));
   }
   els.series.value = String(state.seriesIndex);
-  els.sliceGroup.hidden = !series.isVolume;
-  els.slice.max = String(series.slices - 1);
-  state.slice = Math.min(Math.max(0, state.slice), series.slices - 1);
+  els.sliceGroup.hidden = series.frames < 2;
+  els.sliceGroup.querySelector("label").textContent = series.isVolume ? "Slice" : "Image";
+  els.slice.max = String(series.frames - 1);
+  state.slice = Math.min(Math.max(0, state.slice), series.frames - 1);
   els.slice.value = String(state.slice);
-  els.sliceLabel.textContent = `${state.slice + 1} / ${series.slices}`;
+  els.sliceLabel.textContent = `${state.slice + 1} / ${series.frames}`;
   const ct = series.modality === "CT";
   for (const button of document.querySelectorAll("[data-preset]")) {
     const preset = button.dataset.preset;
@@ -383,9 +392,7 @@ function redrawBoxes() {
 }
 
 function goToBox(box) {
-  const index = state.series.findIndex((s) => boxOnSeries(box, s));
-  if (index >= 0 && index !== state.seriesIndex) state.seriesIndex = index;
-  if (box.box.length === 6) state.slice = centreSlice(box.box);
+  focusBox(box);
   viewer.selectedKey = box.key;
   const [x0, y0, x1, y1] = box.box.length === 6 ? [box.box[0], box.box[1], box.box[3], box.box[4]] : box.box;
   renderSeriesControls();
@@ -418,7 +425,8 @@ function addDrawnBox(rect) {
   const [x1, y1] = pictureToIndex(series, rect[2], rect[3]).map(round);
   const box = series.isVolume ? [x0, y0, state.slice, x1, y1, state.slice] : [x0, y0, x1, y1];
   const key = `d${state.drawnCount}`;
-  state.boxes.push({ key, source: "drawn", seriesId: series.id, seriesUid: series.uid, label: 0, score: null, box, boxWorld: [], deleted: false });
+  const sopUid = currentImage(series)?.sopUid ?? null;
+  state.boxes.push({ key, source: "drawn", seriesUid: series.uid, sopUid, label: 0, score: null, box, boxWorld: [], deleted: false });
   viewer.selectedKey = key;
   redrawBoxes();
   toast("Box added: it will be sent as a correction.");
@@ -431,26 +439,20 @@ function boxesChanged() {
 /** The boxes the specialist endorses: the model's minus deleted ones, plus drawn ones. */
 export function correctedBoxes() {
   return state.boxes.filter((b) => !b.deleted).map((b) => {
-    const series = state.series.find((s) => boxOnSeries(b, s)) ?? currentSeries();
-    const out = {
-      box_index: b.box,
-      label: b.label ?? 0,
-      source: b.source === "model" ? "model" : "specialist",
-      series_instance_uid: b.seriesUid ?? series.uid ?? undefined,
-    };
-    if (b.findingId != null) out.finding_id = b.findingId;
+    const out = { series_instance_uid: b.seriesUid, box_index: b.box, label: b.label ?? 0 };
+    if (b.sopUid) out.sop_instance_uid = b.sopUid;
     return out;
   });
 }
 
 function setSlice(slice) {
   const series = currentSeries();
-  if (!series.isVolume) return;
-  const next = Math.min(series.slices - 1, Math.max(0, slice));
+  if (series.frames < 2) return;
+  const next = Math.min(series.frames - 1, Math.max(0, slice));
   if (next === state.slice) return;
   state.slice = next;
   els.slice.value = String(next);
-  els.sliceLabel.textContent = `${next + 1} / ${series.slices}`;
+  els.sliceLabel.textContent = `${next + 1} / ${series.frames}`;
   showImage();
 }
 
@@ -470,10 +472,21 @@ function setDrawMode(on) {
 }
 
 async function refreshClaimFromServer() {
-  const study = await api(`/v1/studies/${encodeURIComponent(studyId)}`);
-  state.study = { ...state.study, ...study };
-  readClaim(study);
+  const info = await api(`/ui-api/studies/${encodeURIComponent(studyId)}/viewer`);
+  readClaim(info.claim);
   renderClaim();
+}
+
+/** Claiming again renews the lease, so an open case does not slip back to the queue. */
+async function renewClaim() {
+  if (!state.claimedByMe || state.decided || document.hidden) return;
+  try {
+    await api(`/v1/worklist/${encodeURIComponent(studyId)}/claim`, { method: "POST" });
+  } catch (error) {
+    state.claimedByMe = false;
+    refreshClaimFromServer().catch(() => {});
+    els.error.textContent = `Your claim could not be renewed: ${error.message}`;
+  }
 }
 
 async function claim() {
@@ -481,7 +494,7 @@ async function claim() {
   try {
     const response = await api(`/v1/worklist/${encodeURIComponent(studyId)}/claim`, { method: "POST" });
     state.claimedByMe = true;
-    state.claimedBy = pick(response || {}, "claimed_by_name", "claimed_by") ?? "you";
+    state.claimedBy = response?.claimed_by ?? "you";
     renderClaim();
     toast("Case claimed.");
     return true;
@@ -610,10 +623,10 @@ function onKey(event) {
     "=": () => viewer.zoom(1.25),
     "-": () => viewer.zoom(0.8),
     f: () => viewer.fit(),
-    ArrowDown: () => series?.isVolume && setSlice(state.slice + 1),
-    ArrowUp: () => series?.isVolume && setSlice(state.slice - 1),
-    PageDown: () => series?.isVolume && setSlice(state.slice + 10),
-    PageUp: () => series?.isVolume && setSlice(state.slice - 10),
+    ArrowDown: () => setSlice(state.slice + 1),
+    ArrowUp: () => setSlice(state.slice - 1),
+    PageDown: () => setSlice(state.slice + 10),
+    PageUp: () => setSlice(state.slice - 10),
     Delete: () => viewer.selectedKey && deleteBox(viewer.selectedKey),
     Backspace: () => viewer.selectedKey && deleteBox(viewer.selectedKey),
   };
@@ -632,7 +645,7 @@ function wire() {
   els.slice.addEventListener("input", () => setSlice(Number(els.slice.value)));
   els.series.addEventListener("change", () => {
     state.seriesIndex = Number(els.series.value);
-    state.slice = currentSeries().isVolume ? Math.floor(currentSeries().slices / 2) : 0;
+    state.slice = currentSeries().isVolume ? Math.floor(currentSeries().frames / 2) : 0;
     renderSeriesControls();
     viewer.fitted = false;
     showImage();

@@ -1,6 +1,6 @@
 // A hospital's own studies (status, priority, result, decision, SR download) and its referrals.
 import {
-  ApiError, api, config, decisionLabel, downloadWithToken, formatScore, formatTime, itemsOf, pick,
+  api, config, decisionLabel, downloadWithToken, formatScore, formatTime,
   poll, priorityBadge, requireSignIn, setUpdated, setupChrome, shortId, toast,
 } from "./app.js";
 
@@ -31,22 +31,31 @@ function badge(text, className) {
   return span;
 }
 
+/** One item of `GET /v1/studies` (StudyPublic), as the table shows it. */
 export function normaliseStudy(raw) {
   return {
-    id: String(pick(raw, "study_id", "id")),
-    uid: pick(raw, "study_instance_uid"),
-    received: pick(raw, "received_at", "created_at"),
-    modality: pick(raw, "modality") ?? "—",
-    status: pick(raw, "status") ?? "—",
-    priority: pick(raw, "priority"),
-    score: pick(raw, "suspicion_score", "score"),
-    findings: pick(raw, "finding_count", "num_findings", "n_findings"),
-    decision: pick(raw, "decision", "review.decision"),
-    reviewStatus: pick(raw, "review_status"),
-    decidedAt: pick(raw, "decided_at", "review.created_at"),
-    note: pick(raw, "note", "review.note", "decision_note"),
-    failure: pick(raw, "failure_reason"),
+    id: String(raw.id),
+    uid: raw.study_instance_uid,
+    received: raw.received_at,
+    modality: raw.modality || "—",
+    status: raw.status,
+    priority: raw.priority,
+    score: raw.suspicion_score,
+    decision: raw.review_status === "decided" ? raw.decision : null,
+    decidedAt: raw.decided_at,
+    failure: raw.failure_reason,
   };
+}
+
+/** The specialist's note on a decided study (from its reviews); decisions never change. */
+const notes = new Map();
+function noteOf(studyId) {
+  if (!notes.has(studyId)) {
+    notes.set(studyId, api(`/v1/studies/${encodeURIComponent(studyId)}/reviews`)
+      .then((reviews) => reviews.data.at(-1)?.note ?? "")
+      .catch(() => { notes.delete(studyId); return ""; }));
+  }
+  return notes.get(studyId);
 }
 
 function renderStudies(studies) {
@@ -67,13 +76,22 @@ function renderStudies(studies) {
     cell(row, status);
     cell(row, study.priority ? priorityBadge(study.priority) : "—");
     cell(row, formatScore(study.score), "num");
-    const decided = study.decision && (!study.reviewStatus || study.reviewStatus === "decided");
+    const decided = Boolean(study.decision);
+    const waiting = study.status === "triaged" && study.priority && study.priority !== "routine";
     const decisionCell = decided
       ? badge(decisionLabel(study.decision), "badge-decided")
-      : study.priority && study.priority !== "routine" ? "Awaiting specialist" : "—";
+      : waiting ? "Awaiting specialist" : "—";
     const td = cell(row, decisionCell);
-    if (decided) td.dataset.decision = study.decision;
-    if (decided && study.note) td.title = study.note;
+    if (decided) {
+      td.dataset.decision = study.decision;
+      noteOf(study.id).then((note) => {
+        if (!note) return;
+        const text = document.createElement("div");
+        text.className = "decision-note";
+        text.textContent = note;
+        td.appendChild(text);
+      });
+    }
     if (study.status === "triaged") {
       const button = document.createElement("button");
       button.type = "button";
@@ -92,15 +110,16 @@ function renderStudies(studies) {
   }));
 }
 
+/** One item of `GET /v1/referrals` (ReferralPublic). */
 export function normaliseReferral(raw) {
   return {
-    id: pick(raw, "id"),
-    studyId: String(pick(raw, "study_id", "study.id") ?? ""),
-    created: pick(raw, "created_at", "decided_at"),
-    decision: pick(raw, "decision") ?? "refer",
-    status: pick(raw, "status") ?? "—",
-    note: pick(raw, "note") ?? "",
-    centre: pick(raw, "to_centre_name", "to_centre.name", "centre_name"),
+    id: raw.id,
+    studyId: String(raw.study_id),
+    created: raw.created_at,
+    status: raw.status,
+    note: raw.note || "",
+    centre: raw.to_centre?.name,
+    by: raw.referred_by,
   };
 }
 
@@ -114,7 +133,7 @@ function renderReferrals(referrals) {
     id.className = "mono";
     id.textContent = shortId(referral.studyId);
     cell(row, id);
-    cell(row, decisionLabel(referral.decision) + (referral.centre ? ` (${referral.centre})` : ""));
+    cell(row, referral.centre ? `${referral.centre}${referral.by ? `, by ${referral.by}` : ""}` : "—");
     cell(row, referral.status);
     cell(row, referral.note || "—", "note");
     return row;
@@ -125,13 +144,10 @@ async function refresh() {
   try {
     const [studies, referrals] = await Promise.all([
       api("/v1/studies?limit=200"),
-      api("/v1/referrals").catch((error) => {
-        if (error instanceof ApiError && [403, 404].includes(error.status)) return [];
-        throw error;
-      }),
+      api("/v1/referrals?limit=200"),
     ]);
-    renderStudies(itemsOf(studies, "studies").map(normaliseStudy));
-    renderReferrals(itemsOf(referrals, "referrals").map(normaliseReferral));
+    renderStudies(studies.data.map(normaliseStudy));
+    renderReferrals(referrals.data.map(normaliseReferral));
     errorEl.textContent = "";
     setUpdated(document.getElementById("last-updated"));
   } catch (error) {

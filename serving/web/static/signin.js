@@ -1,6 +1,6 @@
 // Sign-in: check the token against the API, learn whether it is a specialist's or a hospital's,
 // keep it in sessionStorage and go to that person's page.
-import { ApiError, api, getRole, getToken, pick, setSession, setupChrome } from "./app.js";
+import { ApiError, api, getRole, getToken, setSession, setupChrome } from "./app.js";
 
 const HOME = { specialist: "/ui/worklist", hospital: "/ui/hospital" };
 
@@ -14,25 +14,12 @@ function nextUrl(role) {
   return HOME[role];
 }
 
-/** Whose token is it? A specialist can read the worklist; a hospital can list its own studies. */
+/** Whose token is it? Specialists (and administrators) work the worklist; hospitals see
+ * their studies. */
 async function identify(token) {
-  try {
-    const me = await api("/v1/me", { token, signIn: false });
-    const role = pick(me, "role", "kind", "principal_kind");
-    const name = pick(me, "display_name", "name", "username", "hospital.name");
-    if (role === "specialist" || role === "admin") return { role: "specialist", name };
-    if (role === "hospital" || role === "community" || role === "centre") return { role: "hospital", name };
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 401) throw error;
-  }
-  try {
-    await api("/v1/worklist?limit=1", { token, signIn: false });
-    return { role: "specialist", name: "" };
-  } catch (error) {
-    if (!(error instanceof ApiError) || error.status === 401) throw error;
-  }
-  await api("/v1/studies?limit=1", { token, signIn: false });
-  return { role: "hospital", name: "" };
+  const me = await api("/ui-api/me", { token, signIn: false });
+  const role = me.role === "hospital" ? "hospital" : "specialist";
+  return { role, name: me.name, username: me.username };
 }
 
 function init() {
@@ -60,8 +47,8 @@ function init() {
     button.disabled = true;
     error.textContent = "";
     try {
-      const { role, name } = await identify(token);
-      setSession(token, role, name);
+      const { role, name, username } = await identify(token);
+      setSession(token, role, name, username);
       window.location.assign(nextUrl(role));
     } catch (err) {
       input.setAttribute("aria-invalid", "true");

@@ -1,6 +1,6 @@
 // The flagged queue: polls GET /v1/worklist, keeps the selection across refreshes, j/k/Enter.
 import {
-  api, config, formatDuration, formatScore, hasModifier, isTyping, itemsOf, minutesSince, pick,
+  api, config, formatDuration, formatScore, getUsername, hasModifier, isTyping, minutesSince,
   poll, priorityBadge, rememberQueue, requireSignIn, setUpdated, setupChrome, shortId, slaState,
 } from "./app.js";
 
@@ -14,28 +14,20 @@ const filters = document.getElementById("filters");
 let entries = [];
 let selectedId = null;
 
-/** One worklist entry, normalised from the API's shape. */
-export function normaliseEntry(raw) {
-  const study = raw.study && typeof raw.study === "object" ? raw.study : {};
-  const merged = { ...study, ...raw };
-  const waitingS = pick(merged, "waiting_s", "waiting_seconds");
-  const waitingMin = pick(merged, "waiting_minutes")
-    ?? (waitingS != null ? waitingS / 60 : minutesSince(pick(merged, "triaged_at", "queued_at", "received_at")));
-  const priority = pick(merged, "priority");
+/** One item of `GET /v1/worklist` (WorklistItemPublic), as the table shows it. */
+export function normaliseEntry(raw, username = getUsername()) {
   return {
-    id: String(pick(merged, "study_id", "id")),
-    priority,
-    escalated: Boolean(pick(merged, "escalated", "sla_escalated", "overdue", "sla_breached")),
-    overdue: pick(merged, "overdue", "sla_breached", "sla_overdue"),
-    waitingMin,
-    slaMin: pick(merged, "sla_minutes") ?? config.sla_minutes[priority],
-    hospital: pick(merged, "hospital_name", "hospital.name", "hospital") ?? "—",
-    modality: pick(merged, "modality") ?? "—",
-    score: pick(merged, "suspicion_score", "score"),
-    model: [pick(merged, "model_name"), pick(merged, "model_version")].filter(Boolean).join(" v") || "—",
-    claimedBy: pick(merged, "claimed_by_name", "claimed_by.display_name", "claimed_by.username", "claimed_by"),
-    claimedByMe: pick(merged, "claimed_by_me"),
-    studyUid: pick(merged, "study_instance_uid"),
+    id: String(raw.id),
+    priority: raw.priority,
+    overdue: Boolean(raw.overdue),
+    waitingMin: raw.waiting_minutes ?? minutesSince(raw.triaged_at ?? raw.received_at),
+    slaMin: raw.sla_minutes ?? config.sla_minutes[raw.priority],
+    hospital: raw.hospital?.name ?? "—",
+    modality: raw.modality || "—",
+    score: raw.suspicion_score,
+    model: [raw.model_name, raw.model_version].filter(Boolean).join(" v") || "—",
+    claimedBy: raw.claimed_by,
+    claimedByMe: Boolean(raw.claimed_by && username && raw.claimed_by === username),
   };
 }
 
@@ -52,13 +44,11 @@ async function refresh() {
   const f = currentFilters();
   const params = new URLSearchParams();
   if (f.priority) params.set("priority", f.priority);
-  if (f.modality) params.set("modality", f.modality);
-  if (f.mine) params.set("mine", "true");
+  params.set("limit", "500");
   try {
     const payload = await api(`/v1/worklist${params.size ? `?${params}` : ""}`);
-    let list = itemsOf(payload, "entries", "worklist").map(normaliseEntry);
-    // The API filters; filtering again here keeps the page right whatever it ignores.
-    if (f.priority) list = list.filter((e) => e.priority === f.priority);
+    let list = payload.data.map((raw) => normaliseEntry(raw));
+    // The API filters by priority; modality and "mine" are filtered here.
     if (f.modality) list = list.filter((e) => e.modality === f.modality);
     if (f.mine) list = list.filter((e) => e.claimedByMe);
     entries = list;
@@ -88,7 +78,7 @@ function render() {
     row.dataset.studyId = entry.id;
     row.setAttribute("aria-selected", String(entry.id === selectedId));
     const badge = priorityBadge(entry.priority);
-    if (entry.escalated) badge.title = "Waiting past its SLA: moved up";
+    if (entry.overdue) badge.title = "Waiting past its SLA: moved up";
     cell(row, badge);
     const state = slaState(entry.waitingMin, entry.slaMin, entry.overdue);
     const wait = document.createElement("span");

@@ -1,0 +1,284 @@
+"""Fixtures of the browser tests: the real service on 127.0.0.1 and headless Chromium.
+
+The service is ``oncotriage serve`` in a subprocess (real uvicorn, SQLite and image store in a
+temporary folder, one embedded worker running ONNX Runtime). Its model is a tiny 2D RetinaNet
+exported with random weights whose spec is set to flag every study and keep its three best
+boxes: the pages are under test here, not the model (``intended_use`` says it is not a model).
+Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright (``scripts/install-browser.sh``
+installs both). Without them the browser tests skip, except under CI (``CI=true``), where
+they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("ONCOTRIAGE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1366, "height": 768}
+AXE_JS = Path(__file__).parent / "vendor" / "axe.min.js"
+SCREENSHOT_DIR = REPO / "docs" / "screenshots"
+
+
+def _missing(reason: str) -> None:
+    """Skip on a developer machine without the browser; fail under CI, where it must be."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason}: run ./scripts/install-browser.sh", pytrace=False)
+    pytest.skip(f"{reason} (./scripts/install-browser.sh installs it)")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (Playwright ``Browser``) for the session."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed")
+    if not CHROMIUM.is_file():
+        _missing(f"{CHROMIUM} is missing")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context (own sessionStorage) at 1366x768; page errors fail the test."""
+    context = chromium.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_flagging_bundle(out: Path) -> Path:
+    """Export the tiny 2D test detector with triage thresholds of 0 (every study is flagged)
+    and a post-processing that keeps its three best boxes whatever their score."""
+    pytest.importorskip("torch")
+    pytest.importorskip("monai")
+    from oncotriage.models.export import export_from_config
+    from oncotriage.models.spec import ModelSpec, Thresholds
+
+    export_from_config(
+        REPO / "configs" / "detector_tiny_2d.yaml",
+        out,
+        overrides=["postprocess.score_thresh=0.0", "postprocess.detections_per_img=3"],
+        model_name="web-e2e-tiny-2d",
+        version="1",
+    )
+    spec = ModelSpec.load(out)
+    spec = spec.model_copy(update={"thresholds": Thresholds(operating=0.0, urgent=1.0)})
+    spec.save(out)
+    return out
+
+
+@dataclass(frozen=True)
+class LiveService:
+    """The running service and the accounts made for the tests."""
+
+    base_url: str
+    specialist_token: str
+    specialist_username: str
+    hospital_token: str
+    hospital_name: str
+    data_dir: Path
+    log_path: Path
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def _create_accounts(database_url: str) -> tuple[str, str]:
+    from oncotriage.serving.accounts import create_hospital, create_user, issue_token
+    from oncotriage.serving.db.migrate import upgrade
+    from oncotriage.serving.db.session import Database
+
+    upgrade(database_url)
+    db = Database(database_url)
+    try:
+        with db.session() as session:
+            create_hospital(session, "Lakeside Cancer Centre", "centre")
+            create_hospital(
+                session, "Riverside Community", "community", centre="Lakeside Cancer Centre"
+            )
+            create_user(
+                session,
+                "dr.ada",
+                "specialist",
+                hospital="Lakeside Cancer Centre",
+                display_name="Dr Ada Lovelace",
+            )
+            specialist = issue_token(session, user="dr.ada", label="browser tests").token
+            hospital = issue_token(
+                session, hospital="Riverside Community", label="browser tests"
+            ).token
+        return specialist, hospital
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(scope="module")
+def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """``oncotriage serve`` on a free 127.0.0.1 port with a fresh database and the test model."""
+    root = tmp_path_factory.mktemp("web-service")
+    bundle = make_flagging_bundle(root / "bundle")
+    data_dir = root / "var"
+    data_dir.mkdir()
+    database_url = f"sqlite:///{data_dir / 'oncotriage.db'}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ONCOTRIAGE_")}
+    env.update(
+        {
+            "ONCOTRIAGE_ENVIRONMENT": "development",
+            "ONCOTRIAGE_DATA_DIR": str(data_dir),
+            "ONCOTRIAGE_DATABASE_URL": database_url,
+            "ONCOTRIAGE_MODEL_URI": str(bundle),
+            "ONCOTRIAGE_REGISTER_DEMO_MODEL": "false",
+            "ONCOTRIAGE_EMBEDDED_WORKERS": "1",
+            "ONCOTRIAGE_WORKER_POLL_INTERVAL_S": "0.2",
+            "ONCOTRIAGE_SERIES_SETTLE_S": "0.5",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow.db'}",
+        }
+    )
+    specialist_token, hospital_token = _create_accounts(database_url)
+    port = _free_port()
+    log_path = root / "service.log"
+    command = [
+        sys.executable, "-c", "from oncotriage.cli import main; main()",
+        "serve", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    service = LiveService(
+        base_url=f"http://127.0.0.1:{port}",
+        specialist_token=specialist_token,
+        specialist_username="dr.ada",
+        hospital_token=hospital_token,
+        hospital_name="Riverside Community",
+        data_dir=data_dir,
+        log_path=log_path,
+    )
+    try:
+        _wait_until_ready(service, process)
+        yield service
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _wait_until_ready(service: LiveService, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    last = ""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"oncotriage serve exited ({process.returncode}):\n{service.log_tail()}"
+            )
+        try:
+            response = httpx.get(f"{service.base_url}/readyz", timeout=2)
+            last = response.text
+            if response.status_code == 200:
+                return
+        except httpx.HTTPError as error:
+            last = str(error)
+        time.sleep(0.3)
+    raise RuntimeError(f"service not ready after 60 s ({last}):\n{service.log_tail()}")
+
+
+def submit_synthetic_study(service: LiveService, out: Path, seed: int) -> str:
+    """Write one synthetic chest radiograph with a nodule, POST it as the hospital, wait until
+    it is triaged; returns the study id."""
+    from oncotriage.datasets.synth import write_example_study
+
+    dicom = write_example_study(out, "cxr", seed=seed)
+    with service.client(service.hospital_token) as client:
+        response = client.post(
+            "/v1/studies",
+            files=[("files", (dicom.name, dicom.read_bytes(), "application/dicom"))],
+        )
+        assert response.status_code == 202, response.text
+        study_id = str(response.json()["studies"][0]["id"])
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            study = client.get(f"/v1/studies/{study_id}").json()
+            if study["status"] in ("triaged", "failed"):
+                assert study["status"] == "triaged", f"{study}\n{service.log_tail()}"
+                return study_id
+            time.sleep(0.25)
+    raise AssertionError(f"study {study_id} not triaged in 90 s:\n{service.log_tail()}")
+
+
+def sign_in(page: Any, service: LiveService, token: str) -> None:
+    """Sign in through the sign-in form."""
+    page.goto(f"{service.base_url}/ui/")
+    page.get_by_label("Access token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def axe_violations(page: Any, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict]:
+    """Run axe-core (vendored, served to the page by the test) and return the violations of
+    the given impacts, each with the offending elements."""
+    page.add_script_tag(content=AXE_JS.read_text())
+    violations: list[dict] = page.evaluate(
+        """async () => {
+            const result = await axe.run(document, {resultTypes: ["violations"]});
+            return result.violations.map((v) => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map((n) => n.target.join(" ") + " :: " + n.failureSummary),
+            }));
+        }"""
+    )
+    return [v for v in violations if v["impact"] in impacts]
+
+
+def save_screenshot(page: Any, name: str, tmp_path: Path) -> Path:
+    """Screenshot to ``tmp_path``; also to ``docs/screenshots`` when
+    ``ONCOTRIAGE_UPDATE_SCREENSHOTS=1`` (how the README's pictures are refreshed)."""
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    if os.environ.get("ONCOTRIAGE_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOT_DIR / name)
+    return path

@@ -1,0 +1,265 @@
+"""End to end in a real browser: a hospital's study is flagged, a specialist works it from the
+worklist page, the hospital page shows the decision.
+
+Everything runs for real: ``oncotriage serve`` (uvicorn, SQLite, one embedded ONNX Runtime
+worker), the pages' scripts in headless Chromium, axe-core in the page.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import LiveService, axe_violations, save_screenshot, sign_in, submit_synthetic_study
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+MODEL_YELLOW = (255, 212, 0)
+
+
+def _api(service: LiveService, token: str, path: str) -> Any:
+    with service.client(token) as client:
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def _overlay_pixels(page: Any, points: list[tuple[float, float]]) -> list[list[int]]:
+    """RGBA of the overlay canvas at picture coordinates (through the viewer's transform)."""
+    return page.evaluate(
+        """(points) => {
+            const viewer = window.oncotriageViewer;
+            const ctx = viewer.overlayCanvas.getContext("2d");
+            return points.map(([u, v]) => {
+                const [x, y] = viewer.imageToCanvasPixel(u, v);
+                return Array.from(ctx.getImageData(x, y, 1, 1).data);
+            });
+        }""",
+        points,
+    )
+
+
+def _near(rgba: list[int], rgb: tuple[int, int, int], tolerance: int = 40) -> bool:
+    return rgba[3] > 200 and all(abs(a - b) <= tolerance for a, b in zip(rgba, rgb, strict=False))
+
+
+def _edge_points(box: list[float], scale: tuple[float, float]) -> dict[str, list]:
+    """Picture coordinates on the left edge of an index-space ``xyxy`` box (3 points along
+    it, so a label or a neighbouring box cannot decide the check) and at its centre."""
+    fx, fy = scale
+    x0, y0, x1, y1 = box
+    u0 = (x0 + 0.5) * fx
+    v_top, v_bottom = (y0 + 0.5) * fy, (y1 + 0.5) * fy
+    u_centre, v_centre = (x0 + x1 + 1) / 2 * fx, (y0 + y1 + 1) / 2 * fy
+    return {
+        "edge": [(u0, v_top + (v_bottom - v_top) * t) for t in (0.3, 0.5, 0.7)],
+        "centre": [(u_centre, v_centre)],
+    }
+
+
+def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
+    page: Any, live_service: LiveService, tmp_path: Path
+) -> None:
+    service = live_service
+    study_id = submit_synthetic_study(service, tmp_path / "study", seed=11)
+    study = _api(service, service.specialist_token, f"/v1/studies/{study_id}")
+    result = _api(service, service.specialist_token, f"/v1/studies/{study_id}/result")
+    assert study["priority"] == "suspicious" and result["findings"], "the test model flags all"
+
+    # --- sign in; the worklist shows the study with its facts
+    sign_in(page, service, service.specialist_token)
+    page.wait_for_url("**/ui/worklist")
+    row = page.locator(f'tr[data-study-id="{study_id}"]')
+    row.wait_for()
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0].lower() == "suspicious"
+    assert re.fullmatch(r"\d+ min", cells[1]), cells[1]  # waiting time, within its SLA
+    assert row.locator(".wait").get_attribute("class") == "wait wait-ok"
+    assert cells[2] == service.hospital_name
+    assert cells[3] == "DX"
+    assert cells[5] == f"{study['suspicion_score']:.2f}"
+    assert cells[6] == "web-e2e-tiny-2d v1"
+    assert page.locator("#who").inner_text() == "Dr Ada Lovelace (specialist)"
+    assert axe_violations(page) == []
+    save_screenshot(page, "worklist.png", tmp_path)
+
+    # --- open the case: the image and the model's boxes are drawn
+    row.get_by_role("link").click()
+    page.wait_for_url(f"**/ui/cases/{study_id}")
+    page.locator('#viewport[data-ready="true"]').wait_for()
+    geometry = _api(service, service.specialist_token, f"/ui-api/studies/{study_id}/viewer")
+    image = geometry["series"][0]["images"][0]
+    picture = page.evaluate(
+        "[window.oncotriageViewer.image.width, window.oncotriageViewer.image.height]"
+    )
+    scale = (picture[0] / image["columns"], picture[1] / image["rows"])
+    top = max(result["findings"], key=lambda f: f["score"])
+    points = _edge_points(top["box_index"], scale)
+    edge = _overlay_pixels(page, points["edge"])
+    assert any(_near(rgba, MODEL_YELLOW) for rgba in edge), edge
+    assert page.locator("#findings-list li").count() == len(result["findings"])
+    # The image itself is on the image canvas (not black everywhere).
+    grey = page.evaluate(
+        """() => {
+            const c = document.getElementById("image-canvas");
+            const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+            let lit = 0;
+            for (let i = 0; i < d.length; i += 4 * 97) if (d[i] > 30) lit++;
+            return lit;
+        }"""
+    )
+    assert grey > 500
+    # Hiding the boxes clears the overlay; showing them draws them again.
+    page.keyboard.press("h")
+    assert not page.locator("#show-boxes").is_checked()
+    assert all(rgba[3] == 0 for rgba in _overlay_pixels(page, points["edge"]))
+    page.keyboard.press("h")
+    assert any(_near(rgba, MODEL_YELLOW) for rgba in _overlay_pixels(page, points["edge"]))
+    assert axe_violations(page) == []
+    save_screenshot(page, "case.png", tmp_path)
+
+    # --- correct the model: delete the lowest-scoring box, draw one
+    lowest = min(result["findings"], key=lambda f: f["score"])
+    lowest_index = result["findings"].index(lowest)
+    page.locator("#findings-list li").nth(lowest_index).get_by_role(
+        "button", name=re.compile("^Delete")
+    ).click()
+    page.keyboard.press("b")
+    assert page.locator("#draw-mode").get_attribute("aria-pressed") == "true"
+    viewport = page.locator("#viewport").bounding_box()
+    start = (viewport["x"] + viewport["width"] * 0.45, viewport["y"] + viewport["height"] * 0.45)
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(start[0] + 60, start[1] + 40, steps=6)
+    page.mouse.up()
+    assert page.locator("#findings-list li", has_text="Added box").count() == 1
+
+    # --- claim, write a note, refer (r, then Enter to confirm)
+    page.keyboard.press("Escape")  # leaves draw mode
+    page.keyboard.press("c")
+    page.locator("#claim-state", has_text="You hold this case.").wait_for()
+    worklist = _api(service, service.specialist_token, "/v1/worklist")
+    assert [i["claimed_by"] for i in worklist["data"] if i["id"] == study_id] == ["dr.ada"]
+    page.locator("#note").fill("Solitary nodule, please see in clinic.")
+    page.locator("#note").blur()
+    page.keyboard.press("r")
+    assert page.locator("#confirm").is_visible()
+    page.keyboard.press("Enter")
+    page.locator("#decision-state", has_text="Referred to the centre").wait_for()
+
+    reviews = _api(service, service.specialist_token, f"/v1/studies/{study_id}/reviews")["data"]
+    assert len(reviews) == 1
+    review = reviews[0]
+    assert review["decision"] == "refer"
+    assert review["note"] == "Solitary nodule, please see in clinic."
+    assert review["reviewer"] in ("dr.ada", "Dr Ada Lovelace")
+    kept = {
+        tuple(round(v, 3) for v in f["box_index"]) for f in result["findings"] if f is not lowest
+    }
+    sent = [tuple(round(v, 3) for v in b["box_index"]) for b in review["corrected_boxes"]]
+    assert kept <= set(sent) and len(sent) == len(kept) + 1
+    drawn = next(
+        b
+        for b in review["corrected_boxes"]
+        if tuple(round(v, 3) for v in b["box_index"]) not in kept
+    )
+    assert drawn["series_instance_uid"] == geometry["series"][0]["series_instance_uid"]
+    assert drawn["sop_instance_uid"] == image["sop_instance_uid"]
+    x0, y0, x1, y1 = drawn["box_index"]
+    # 60 x 40 screen pixels at the viewer's zoom, in source pixels.
+    zoom = page.evaluate("window.oncotriageViewer.scale")
+    assert x1 - x0 == pytest.approx(60 / zoom / scale[0], abs=1.5)
+    assert y1 - y0 == pytest.approx(40 / zoom / scale[1], abs=1.5)
+    assert 0 <= x0 < x1 <= image["columns"] and 0 <= y0 < y1 <= image["rows"]
+
+    # --- the case has left the queue (the page moves on by itself)
+    page.wait_for_url(re.compile(r".*/ui/(worklist|cases/.*)$"))
+    page.goto(f"{service.base_url}/ui/worklist")
+    page.locator("#last-updated", has_text="updated").wait_for()
+    assert page.locator(f'tr[data-study-id="{study_id}"]').count() == 0
+
+    # --- the hospital sees the decision, the referral and can download the SR
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/ui/")
+    sign_in(page, service, service.hospital_token)
+    page.wait_for_url("**/ui/hospital")
+    hospital_row = page.locator(f'#studies-body tr[data-study-id="{study_id}"]')
+    hospital_row.wait_for()
+    decision = hospital_row.locator("td[data-decision]")
+    assert decision.get_attribute("data-decision") == "refer"
+    assert "Referred to the centre" in decision.inner_text()
+    decision.locator(".decision-note", has_text="Solitary nodule").wait_for()
+    referral = page.locator(f'#referrals-body tr[data-study-id="{study_id}"]')
+    assert "Lakeside Cancer Centre" in referral.inner_text()
+    assert "open" in referral.inner_text()
+    with page.expect_download() as download_info:
+        hospital_row.get_by_role("button", name=re.compile("Download SR")).click()
+    report = Path(download_info.value.path()).read_bytes()
+    assert report[128:132] == b"DICM"
+    assert axe_violations(page) == []
+    save_screenshot(page, "hospital.png", tmp_path)
+
+
+def test_keyboard_moves_claims_releases_and_returns(
+    page: Any, live_service: LiveService, tmp_path: Path
+) -> None:
+    service = live_service
+    first = submit_synthetic_study(service, tmp_path / "a", seed=21)
+    second = submit_synthetic_study(service, tmp_path / "b", seed=22)
+    sign_in(page, service, service.specialist_token)
+    page.wait_for_url("**/ui/worklist")
+    page.locator(f'tr[data-study-id="{second}"]').wait_for()
+    order = page.locator("#worklist-body tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.studyId)"
+    )
+    assert {first, second} <= set(order)
+    selected = page.locator('#worklist-body tr[aria-selected="true"]')
+    assert selected.get_attribute("data-study-id") == order[0]
+    page.keyboard.press("j")
+    assert selected.get_attribute("data-study-id") == order[1]
+    page.keyboard.press("k")
+    assert selected.get_attribute("data-study-id") == order[0]
+    target = order.index(first)
+    for _ in range(target):
+        page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/ui/cases/{first}")
+    page.locator('#viewport[data-ready="true"]').wait_for()
+    # A radiograph has no Hounsfield windows.
+    assert page.get_by_role("button", name="Lung").is_disabled()
+
+    def claimed_by(study_id: str) -> str | None:
+        items = _api(service, service.specialist_token, "/v1/worklist")["data"]
+        return next(i["claimed_by"] for i in items if i["id"] == study_id)
+
+    page.keyboard.press("c")
+    page.locator("#claim-state", has_text="You hold this case.").wait_for()
+    assert claimed_by(first) == "dr.ada"
+    page.keyboard.press("Escape")
+    page.locator("#claim-state", has_text="Not claimed.").wait_for()
+    assert claimed_by(first) is None
+
+    # t asks to return the case; the confirmation claims it first; Enter confirms.
+    page.keyboard.press("t")
+    assert "Claim this case and return" in page.locator("#confirm-text").inner_text()
+    page.keyboard.press("Enter")
+    page.locator("#decision-state", has_text="Returned to hospital").wait_for()
+    study = _api(service, service.specialist_token, f"/v1/studies/{first}")
+    assert (study["review_status"], study["decision"]) == ("decided", "return")
+    # ... and the page opens the next case still waiting.
+    deadline = time.monotonic() + 10
+    while f"/ui/cases/{first}" in page.url and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert f"/ui/cases/{first}" not in page.url
+
+
+def test_a_refused_token_is_explained(page: Any, live_service: LiveService) -> None:
+    sign_in(page, live_service, "otk_000000000000_not-a-real-token-at-all")
+    alert = page.get_by_role("alert")
+    alert.filter(has_text="not accepted").wait_for()
+    assert page.url.endswith("/ui/")
+    assert page.evaluate("sessionStorage.getItem('oncotriage.token')") is None
