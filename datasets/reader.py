@@ -322,6 +322,11 @@ class SeriesGroups:
     ignored: dict[Path, str] = field(default_factory=dict)
 
 
+NON_DICOM_SUFFIXES = frozenset(
+    {".json", ".csv", ".txt", ".md", ".yaml", ".yml", ".png", ".jpg", ".jpeg", ".pdf", ".xml"}
+)
+
+
 def group_series(paths: Sequence[Path]) -> SeriesGroups:
     """Find DICOM files (folders are searched recursively) and group them by series.
 
@@ -337,6 +342,10 @@ def group_series(paths: Sequence[Path]) -> SeriesGroups:
             for file in files:
                 if any(part.startswith(".") for part in file.relative_to(root).parts):
                     groups.ignored[file] = "hidden file"
+                elif file.suffix.lower() in NON_DICOM_SUFFIXES:
+                    # Datalists, reports and pictures beside the images, found only when a
+                    # folder is searched; a file named on the command line is still read.
+                    groups.ignored[file] = f"not an image file ({file.suffix.lower()})"
             files = [f for f in files if f not in groups.ignored]
         elif root.is_file():
             files = [root]

@@ -38,6 +38,7 @@ def _row(output: str, needle: str) -> str:
 
 def test_a_good_series_folder(tmp_path: Path) -> None:
     _write_series(tmp_path / "case1")
+    (tmp_path / "datalist.json").write_text("{}")  # beside the images, as synth writes it
     code, output = _inspect(tmp_path)
     assert code == 0
     row = _row(output, "case1")
