@@ -81,7 +81,8 @@ def test_a_mixed_folder(tmp_path: Path) -> None:
     _write_series(tmp_path / "ct" / "gappy", count=20, skip=(9, 10))
     (tmp_path / "dx.dcm").write_bytes(to_bytes(radiograph(np.ones((4, 5), np.uint16))))
     shutil.copy(bundled("MR_small.dcm"), tmp_path / "mr.dcm")
-    (tmp_path / "readme.txt").write_text("images for the screening service")
+    (tmp_path / "readme.txt").write_text("images for the screening service")  # ignored
+    (tmp_path / "scan0001").write_text("not an image")  # no suffix: must be read, and refused
     code, output = _inspect(tmp_path, tmp_path / "missing.dcm")
     assert code == 2
     assert "ok" in _row(output, "good")
@@ -89,7 +90,8 @@ def test_a_mixed_folder(tmp_path: Path) -> None:
     assert "refused" in _row(output, "gappy")
     assert "missing slices: gap of 3.75 mm where spacing is 1.25 mm" in output
     assert "MR Image Storage is not a screening modality" in output
-    assert "readme.txt: not a DICOM file" in output
+    assert "scan0001: not a DICOM file" in output
+    assert "readme.txt" not in output
     assert "missing.dcm: no such file or folder [not_found]" in output
     assert "2 readable, 4 refused" in output
 
