@@ -91,7 +91,7 @@ def test_a_mixed_folder(tmp_path: Path) -> None:
     assert "missing slices: gap of 3.75 mm where spacing is 1.25 mm" in output
     assert "MR Image Storage is not a screening modality" in output
     assert "scan0001: not a DICOM file" in output
-    assert "readme.txt" not in output
+    assert "readme.txt: not an image file (.txt)" in output
     assert "missing.dcm: no such file or folder [not_found]" in output
     assert "2 readable, 4 refused" in output
 
