@@ -1,9 +1,70 @@
-"""Commands of this subpackage; see ``register``."""
+"""``oncotriage export``: a detector config (+ checkpoint) to an ONNX model bundle."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
+def export_command(
+    config: Annotated[
+        Path, typer.Option(help="Detector config, e.g. configs/detector_ct3d.yaml.", exists=True)
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Bundle folder to write (model.onnx, model_spec.json).")
+    ],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trained weights (state_dict .pt). Without it: random weights, NOT a model."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Config override key.sub=value (YAML value); repeatable."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name (default: the config's).")] = None,
+    version: Annotated[str, typer.Option(help="Model version recorded in the spec.")] = "0",
+    opset: Annotated[int | None, typer.Option(min=17, help="ONNX opset (default 17).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random initialisation and checks.")] = 0,
+) -> None:
+    """Export a MONAI RetinaNet detector to ONNX with its model_spec.json."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from oncotriage.models.export import export_from_config
+
+    if checkpoint is None:
+        typer.secho(
+            "WARNING: no --checkpoint given: exporting RANDOM weights. The result is NOT A MODEL "
+            "and its scores mean nothing; use it only to test the plumbing.",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True
+    ) as progress:
+        progress.add_task("building, tracing and checking the ONNX graph", total=None)
+        try:
+            onnx_path = export_from_config(
+                config,
+                out,
+                checkpoint=checkpoint,
+                overrides=set_ or [],
+                model_name=name,
+                version=version,
+                opset=opset,
+                seed=seed,
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            typer.secho(f"export failed: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from exc
+    typer.echo(f"model: {onnx_path}")
+    typer.echo(f"spec:  {onnx_path.parent / 'model_spec.json'}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add this subpackage's commands to the root ``oncotriage`` app."""
+    """Add ``oncotriage export`` to the root app."""
+    app.command("export")(export_command)

@@ -15,6 +15,7 @@ import copy
 import logging
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from oncotriage.models.config import DetectorConfig
 from oncotriage.models.spec import MODEL_FILENAME, ModelSpec, Thresholds
 
-__all__ = ["ExportCheckError", "export_onnx"]
+__all__ = ["ExportCheckError", "export_from_config", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,3 +230,57 @@ def export_onnx(
         info["max_abs_diff_vs_torch"],
     )
     return onnx_path
+
+
+#: Intended use recorded for exports of trained weights unless the caller says more.
+TRAINED_INTENDED_USE = (
+    "Research use only: flags studies for specialist review, never a diagnosis. "
+    "Not for clinical use until validated on local data."
+)
+
+
+def export_from_config(
+    config_path: Path,
+    out_dir: Path,
+    *,
+    checkpoint: Path | None = None,
+    overrides: Sequence[str] = (),
+    model_name: str | None = None,
+    version: str = "0",
+    opset: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Build the network of a config file, load weights, export the bundle (``oncotriage export``).
+
+    Without ``checkpoint`` the weights are MONAI's random initialisation (seeded): such a bundle
+    runs end to end but is **not a model**; its spec says so in ``intended_use``.
+
+    Returns:
+        Path of ``model.onnx``.
+    """
+    from oncotriage.models.build import build_network, load_network_weights
+    from oncotriage.models.config import load_config
+    from oncotriage.models.spec import UNTRAINED_INTENDED_USE
+
+    cfg = load_config(Path(config_path), overrides)
+    torch.manual_seed(seed)
+    network = build_network(cfg)
+    if checkpoint is not None:
+        load_network_weights(network, Path(checkpoint))
+        intended_use = TRAINED_INTENDED_USE
+    else:
+        logger.warning(
+            "NO CHECKPOINT: exporting randomly initialised weights. This bundle is NOT A MODEL; "
+            "its scores are meaningless. Use it only to test the plumbing."
+        )
+        intended_use = UNTRAINED_INTENDED_USE
+    return export_onnx(
+        network,
+        cfg,
+        Path(out_dir),
+        opset=opset,
+        model_name=model_name,
+        version=version,
+        intended_use=intended_use,
+        training_run_id=None,
+    )
