@@ -185,6 +185,34 @@ class TritonDeployer:
             version,
         )
 
+    def retire(self, name: str, version: int) -> tuple[int, ...]:
+        """Unload one version now, once this process has no request in flight on it.
+
+        Normally unnecessary (promotions keep ``keep_versions`` live); for an explicit
+        "load new, switch, unload old" sequence or to withdraw a bad version.
+
+        Returns:
+            The versions still live.
+
+        Raises:
+            ValueError: if ``version`` is the only live version, or no repository is managed.
+        """
+        from oncotriage.serving.triton.repository import set_live_versions
+
+        if self.repository is None:
+            raise ValueError("this deployer manages no repository (triton_model_repository unset)")
+        with self._lock:
+            live = tuple(v for v in live_versions(self.repository, name) if v != version)
+            if not live:
+                raise ValueError(f"{name!r} version {version} is the only live version")
+            if not self.in_flight.wait_idle(name, str(version), self.drain_timeout_s):
+                logger.warning("retiring %s version %d with requests in flight", name, version)
+            set_live_versions(self.repository, name, live)
+            for control_url in self.control_urls:
+                self.load(control_url, name)
+        logger.info("retired %s version %d; live versions %s", name, version, list(live))
+        return live
+
     def load(self, control_url: str, name: str) -> None:
         """``load_model`` on one instance, retrying while it is unreachable."""
         import tritonclient.grpc as grpcclient
