@@ -1,9 +1,9 @@
 """Fixtures of the browser tests: the real service on 127.0.0.1 and headless Chromium.
 
 The service is ``oncotriage serve`` in a subprocess (real uvicorn, SQLite and image store in a
-temporary folder, one embedded worker running ONNX Runtime). Its model is a tiny 2D RetinaNet
-exported with random weights whose spec is set to flag every study and keep its three best
-boxes: the pages are under test here, not the model (``intended_use`` says it is not a model).
+temporary folder, one embedded worker running ONNX Runtime). Its model is a fixture with the
+tiny 2D detector's inputs and outputs that reports the same three boxes for every image
+(:func:`make_fixture_bundle`): the pages are under test here, not the model.
 Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright (``scripts/install-browser.sh``
 installs both). Without them the browser tests skip, except under CI (``CI=true``), where
 they fail.
@@ -85,23 +85,83 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_flagging_bundle(out: Path) -> Path:
-    """Export the tiny 2D test detector with triage thresholds of 0 (every study is flagged)
-    and a post-processing that keeps its three best boxes whatever their score."""
-    pytest.importorskip("torch")
-    pytest.importorskip("monai")
-    from oncotriage.models.export import export_from_config
+#: (level, anchor, x cell, y cell, logit) of the fixture model's boxes: scores 0.88, 0.60 and
+#: 0.40, in the lungs of the synthetic radiographs (network axes are x then y).
+FIXTURE_BOXES = ((1, 1, 2, 3, 2.0), (1, 1, 5, 4, 0.4), (1, 0, 5, 2, -0.4))
+FIXTURE_THRESHOLDS = {"operating": 0.5, "urgent": 0.8}
+
+
+def make_fixture_bundle(out: Path) -> Path:
+    """A model bundle whose ONNX network ignores the image and always reports the same three
+    boxes (see ``FIXTURE_BOXES``): every study is ``urgent`` (0.88) with boxes at known places.
+
+    It is a real ONNX file with the tiny 2D detector's input and outputs (per level
+    ``cls_logits`` ``(B, A*K, H_l, W_l)`` and ``box_regression`` ``(B, A*4, H_l, W_l)``), run
+    by the service's real pipeline (anchors, decoding, NMS) under ONNX Runtime; built with
+    ``onnx.helper`` in milliseconds, so the browser tests need neither torch nor an export.
+    Its spec says it is a test fixture, not a model.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from oncotriage.models.config import load_config
     from oncotriage.models.spec import ModelSpec, Thresholds
 
-    export_from_config(
-        REPO / "configs" / "detector_tiny_2d.yaml",
-        out,
-        overrides=["postprocess.score_thresh=0.0", "postprocess.detections_per_img=3"],
-        model_name="web-e2e-tiny-2d",
+    cfg = load_config(REPO / "configs" / "detector_tiny_2d.yaml")
+    spec = ModelSpec.from_config(
+        cfg,
         version="1",
+        name="web-e2e-fixture",
+        thresholds=Thresholds(**FIXTURE_THRESHOLDS),
+        intended_use="Test fixture for the browser tests: constant boxes, NOT A MODEL.",
     )
-    spec = ModelSpec.load(out)
-    spec = spec.model_copy(update={"thresholds": Thresholds(operating=0.0, urgent=1.0)})
+    size = spec.input_shape[2:]
+    anchors, classes = spec.num_anchors, spec.num_classes
+    base_stride = 4  # the tiny detector's first level is 1/4 of the input
+    nodes, initializers, outputs = [], [], []
+    levels = spec.num_levels
+    for level, scale in enumerate(spec.anchors.feature_map_scales):
+        stride = int(base_stride * scale)
+        grid = [n // stride for n in size]
+        logits = np.full((1, anchors * classes, *grid), -12.0, dtype=np.float32)
+        for box_level, anchor, x_cell, y_cell, logit in FIXTURE_BOXES:
+            if box_level == level:
+                logits[0, anchor * classes, x_cell, y_cell] = logit
+        for kind, channels, constant in (
+            ("cls", anchors * classes, logits),
+            ("box", anchors * 4, np.zeros((1, anchors * 4, *grid), dtype=np.float32)),
+        ):
+            name = spec.output_names[level if kind == "cls" else levels + level]
+            weight = numpy_helper.from_array(
+                np.zeros((channels, 1, stride, stride), dtype=np.float32), f"{kind}{level}_w"
+            )
+            offset = numpy_helper.from_array(constant, f"{kind}{level}_c")
+            initializers += [weight, offset]
+            nodes.append(
+                helper.make_node(
+                    "Conv", ["image", weight.name], [f"{kind}{level}_zero"],
+                    kernel_shape=[stride, stride], strides=[stride, stride],
+                )
+            )  # fmt: skip
+            nodes.append(helper.make_node("Add", [f"{kind}{level}_zero", offset.name], [name]))
+            outputs.append(
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", channels, *grid])
+            )
+    order = {name: index for index, name in enumerate(spec.output_names)}
+    outputs.sort(key=lambda value: order[value.name])
+    graph = helper.make_graph(
+        nodes,
+        "web_e2e_fixture",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, *size])],
+        outputs,
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, out / "model.onnx")
     spec.save(out)
     return out
 
@@ -160,7 +220,7 @@ def _create_accounts(database_url: str) -> tuple[str, str]:
 def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """``oncotriage serve`` on a free 127.0.0.1 port with a fresh database and the test model."""
     root = tmp_path_factory.mktemp("web-service")
-    bundle = make_flagging_bundle(root / "bundle")
+    bundle = make_fixture_bundle(root / "bundle")
     data_dir = root / "var"
     data_dir.mkdir()
     database_url = f"sqlite:///{data_dir / 'oncotriage.db'}"

@@ -28,18 +28,25 @@ def _api(service: LiveService, token: str, path: str) -> Any:
         return response.json()
 
 
-def _overlay_pixels(page: Any, points: list[tuple[float, float]]) -> list[list[int]]:
-    """RGBA of the overlay canvas at picture coordinates (through the viewer's transform)."""
+def _overlay_pixels(
+    page: Any, points: list[tuple[float, float]], across: int = 0
+) -> list[list[int]]:
+    """RGBA of the overlay canvas at picture coordinates (through the viewer's transform);
+    with ``across`` > 0, every pixel from ``x - across`` to ``x + across`` of each point (a
+    2-pixel line at a fractional position is anti-aliased over its neighbours)."""
     return page.evaluate(
-        """(points) => {
+        """([points, across]) => {
             const viewer = window.oncotriageViewer;
             const ctx = viewer.overlayCanvas.getContext("2d");
-            return points.map(([u, v]) => {
+            return points.flatMap(([u, v]) => {
                 const [x, y] = viewer.imageToCanvasPixel(u, v);
-                return Array.from(ctx.getImageData(x, y, 1, 1).data);
+                const data = ctx.getImageData(x - across, y, 2 * across + 1, 1).data;
+                const out = [];
+                for (let i = 0; i < data.length; i += 4) out.push(Array.from(data.slice(i, i + 4)));
+                return out;
             });
         }""",
-        points,
+        [points, across],
     )
 
 
@@ -68,7 +75,9 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     study_id = submit_synthetic_study(service, tmp_path / "study", seed=11)
     study = _api(service, service.specialist_token, f"/v1/studies/{study_id}")
     result = _api(service, service.specialist_token, f"/v1/studies/{study_id}/result")
-    assert study["priority"] == "suspicious" and result["findings"], "the test model flags all"
+    # The fixture model reports the same three boxes everywhere; its best scores 0.88: urgent.
+    assert study["priority"] == "urgent"
+    assert sorted(round(f["score"], 2) for f in result["findings"]) == [0.4, 0.6, 0.88]
 
     # --- sign in; the worklist shows the study with its facts
     sign_in(page, service, service.specialist_token)
@@ -76,13 +85,13 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     row = page.locator(f'tr[data-study-id="{study_id}"]')
     row.wait_for()
     cells = row.locator("td").all_inner_texts()
-    assert cells[0].lower() == "suspicious"
+    assert cells[0].lower() == "urgent"
     assert re.fullmatch(r"\d+ min", cells[1]), cells[1]  # waiting time, within its SLA
     assert row.locator(".wait").get_attribute("class") == "wait wait-ok"
     assert cells[2] == service.hospital_name
     assert cells[3] == "DX"
     assert cells[5] == f"{study['suspicion_score']:.2f}"
-    assert cells[6] == "web-e2e-tiny-2d v1"
+    assert cells[6] == "web-e2e-fixture v1"
     assert page.locator("#who").inner_text() == "Dr Ada Lovelace (specialist)"
     assert axe_violations(page) == []
     save_screenshot(page, "worklist.png", tmp_path)
@@ -99,8 +108,11 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     scale = (picture[0] / image["columns"], picture[1] / image["rows"])
     top = max(result["findings"], key=lambda f: f["score"])
     points = _edge_points(top["box_index"], scale)
-    edge = _overlay_pixels(page, points["edge"])
-    assert any(_near(rgba, MODEL_YELLOW) for rgba in edge), edge
+    for finding in result["findings"]:
+        edge = _overlay_pixels(page, _edge_points(finding["box_index"], scale)["edge"], across=2)
+        assert any(_near(rgba, MODEL_YELLOW) for rgba in edge), (finding, edge)
+    # Inside a box (away from its label) the overlay is transparent: the image shows through.
+    assert _overlay_pixels(page, points["centre"])[0][3] == 0
     assert page.locator("#findings-list li").count() == len(result["findings"])
     # The image itself is on the image canvas (not black everywhere).
     grey = page.evaluate(
@@ -116,18 +128,22 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     # Hiding the boxes clears the overlay; showing them draws them again.
     page.keyboard.press("h")
     assert not page.locator("#show-boxes").is_checked()
-    assert all(rgba[3] == 0 for rgba in _overlay_pixels(page, points["edge"]))
+    assert all(rgba[3] == 0 for rgba in _overlay_pixels(page, points["edge"], across=3))
     page.keyboard.press("h")
-    assert any(_near(rgba, MODEL_YELLOW) for rgba in _overlay_pixels(page, points["edge"]))
+    assert any(_near(rgba, MODEL_YELLOW) for rgba in _overlay_pixels(page, points["edge"], 2))
     assert axe_violations(page) == []
     save_screenshot(page, "case.png", tmp_path)
 
     # --- correct the model: delete the lowest-scoring box, draw one
+    # The list is sorted by score; delete the lowest-scoring box.
+    texts = page.locator("#findings-list li .what").all_inner_texts()
+    assert [text.split(" · ")[0] for text in texts] == ["Score 0.88", "Score 0.60", "Score 0.40"]
     lowest = min(result["findings"], key=lambda f: f["score"])
-    lowest_index = result["findings"].index(lowest)
-    page.locator("#findings-list li").nth(lowest_index).get_by_role(
-        "button", name=re.compile("^Delete")
-    ).click()
+    item = page.locator(f'#findings-list li[data-key="m{lowest["id"]}"]')
+    item.get_by_role("button", name=re.compile("^Delete")).click()
+    assert "(deleted)" in item.inner_text()
+    lowest_edge = _edge_points(lowest["box_index"], scale)["edge"]
+    assert all(rgba[3] == 0 for rgba in _overlay_pixels(page, lowest_edge, across=3))
     page.keyboard.press("b")
     assert page.locator("#draw-mode").get_attribute("aria-pressed") == "true"
     viewport = page.locator("#viewport").bounding_box()

@@ -185,7 +185,7 @@ async function loadStudy() {
   state.study = { ...result, ...study };
   state.series = info.series.map(normaliseSeries);
   if (!state.series.length) throw new Error("this study has no images yet");
-  state.boxes = (result.findings || []).map(normaliseFinding);
+  state.boxes = (result.findings || []).map(normaliseFinding).sort((a, b) => b.score - a.score);
   readClaim(info.claim);
   state.decided = study.review_status === "decided" ? study.decision : null;
   renderFacts();
