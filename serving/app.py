@@ -63,6 +63,7 @@ class BodySizeLimitMiddleware:
                 await self._too_large(send)
                 return
         received = 0
+        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -73,7 +74,18 @@ class BodySizeLimitMiddleware:
                     raise RequestTooLargeError()
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except RequestTooLargeError:
+            if started:
+                raise
+            await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
@@ -89,6 +101,50 @@ class BodySizeLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class ObservabilityMiddleware:
+    """Counts, times and logs every request under its route template (never the raw path,
+    which may hold a Study Instance UID)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope.get("method", "")
+            self.metrics.observe(method, route, status, elapsed)
+            logger.info(
+                "%s %s %d",
+                method,
+                route,
+                status,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 1),
+                    }
+                },
+            )
 
 
 def create_app(
@@ -173,9 +229,8 @@ def create_app(
             {"detail": f"request body over {settings.max_request_bytes} bytes"}, status_code=413
         )
 
-    app.middleware("http")(_access_log)
-    app.middleware("http")(metrics.middleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
 
     for router in API_ROUTERS:
         app.include_router(router)
@@ -199,25 +254,3 @@ def _web_router() -> Any:
             return None
         raise
     return router
-
-
-async def _access_log(request: Request, call_next: Any) -> Any:
-    """One log line per request, naming the route template (raw paths may hold UIDs)."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    logger.info(
-        "%s %s %d",
-        request.method,
-        getattr(route, "path", "unmatched"),
-        response.status_code,
-        extra={
-            "fields": {
-                "method": request.method,
-                "route": getattr(route, "path", "unmatched"),
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-            }
-        },
-    )
-    return response

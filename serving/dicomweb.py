@@ -243,6 +243,6 @@ def _xml_attributes(parent: ElementTree.Element, ds: Dataset) -> None:
             if isinstance(element.value, list | pydicom.multival.MultiValue)
             else [element.value]
         )
-        for number, value in enumerate(values, start=1):
+        for number, value in enumerate((v for v in values if v not in (None, "")), start=1):
             value_element = ElementTree.SubElement(attribute, "Value", {"number": str(number)})
             value_element.text = str(value)

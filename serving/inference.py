@@ -89,7 +89,11 @@ def ort_runner_factory(settings: Settings) -> RunnerFactory:
     from oncotriage.models.pipeline import OrtRunner, available_providers
 
     def factory(resolved: ResolvedModel) -> NetworkRunner:
-        return OrtRunner(resolved.onnx_path, providers=available_providers())
+        return OrtRunner(
+            resolved.onnx_path,
+            providers=available_providers(),
+            intra_op_threads=settings.ort_intra_op_threads,
+        )
 
     return factory
 

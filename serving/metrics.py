@@ -8,16 +8,13 @@ worker processes there are (a worker process keeps no metrics of its own to lose
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
 from oncotriage.serving.db.models import Hospital, Job, Study, WebhookDelivery
 from oncotriage.serving.db.session import Database
@@ -168,19 +165,7 @@ class ServiceMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Count and time every request under its route template (never the raw path, which
-        may hold a Study Instance UID)."""
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.requests.labels(request.method, template, str(status)).inc()
-            self.latency.labels(request.method, template).observe(time.perf_counter() - started)
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one HTTP request (``route`` is the template, e.g. ``/v1/studies/{study_id}``)."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)

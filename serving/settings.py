@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         description="'module:attribute' of a callable(settings) -> runner_factory, overriding "
         "the backend's default (ONNX Runtime for embedded, Triton for triton).",
     )
+    ort_intra_op_threads: int | None = Field(
+        default=None, ge=1, description="ONNX Runtime threads per operator (default: its own)."
+    )
     triton_url: str = "127.0.0.1:8001"
     triton_model_repository: Path | None = None
     triton_timeout_s: float = Field(default=30.0, gt=0)

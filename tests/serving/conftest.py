@@ -8,8 +8,10 @@ thresholds are set per test, so outcomes are known without hard-coding any score
 
 from __future__ import annotations
 
+import hashlib
 import shutil
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +22,43 @@ from oncotriage.models.spec import ModelSpec
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _export(config: str, out: Path) -> Path:
+#: Exported test bundles are kept here between runs (``build/`` is not tracked), keyed by
+#: the config and the exporter's source, so a change to either exports afresh.
+BUNDLE_CACHE = REPO / "build" / "test-bundles"
+
+
+def _export(config: str) -> Path:
+    """The bundle of ``configs/<config>`` exported with seed 0 (cached, see BUNDLE_CACHE)."""
+    key_parts = [REPO / "configs" / config, *sorted((REPO / "models").glob("*.py"))]
+    digest = hashlib.sha256()
+    for path in key_parts:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    target = BUNDLE_CACHE / f"{Path(config).stem}-{digest.hexdigest()[:16]}"
+    if (target / "model_spec.json").is_file() and (target / "model.onnx").is_file():
+        return target
     pytest.importorskip("torch")
     pytest.importorskip("monai")
     from oncotriage.models.export import export_from_config
 
-    export_from_config(REPO / "configs" / config, out, seed=0)
-    return out
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=BUNDLE_CACHE.parent))
+    try:
+        export_from_config(REPO / "configs" / config, staging / "bundle", seed=0)
+        BUNDLE_CACHE.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            (staging / "bundle").replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 @pytest.fixture(scope="session")
-def base_bundle_2d(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _export("detector_tiny_2d.yaml", tmp_path_factory.mktemp("tiny2d") / "bundle")
+def base_bundle_2d() -> Path:
+    return _export("detector_tiny_2d.yaml")
 
 
 @pytest.fixture(scope="session")
-def base_bundle_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _export("detector_tiny_3d.yaml", tmp_path_factory.mktemp("tiny3d") / "bundle")
+def base_bundle_3d() -> Path:
+    return _export("detector_tiny_3d.yaml")
 
 
 def derive_bundle(
@@ -90,9 +112,7 @@ def flagging_bundle(make_bundle: BundleFactory) -> Path:
     return make_bundle(operating=0.0, urgent=1.0)
 
 
-@pytest.fixture
-def service_factory(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """``service_factory(model_uri=..., **settings)`` -> a context manager of a running service."""
+def _service_factory(database_url: str, tmp_path: Path) -> Callable[..., Any]:
     from service_utils.server import running_service, service_settings
 
     def factory(**overrides: Any) -> Any:
@@ -102,7 +122,20 @@ def service_factory(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]
             if key in overrides
         }
         data_dir = overrides.pop("data_dir", tmp_path / "var")
-        settings = service_settings(db_url, data_dir, **overrides)
+        settings = service_settings(database_url, data_dir, **overrides)
         return running_service(settings, **create_kwargs)
 
-    yield factory
+    return factory
+
+
+@pytest.fixture
+def service_factory(db_url: str, tmp_path: Path) -> Callable[..., Any]:
+    """``service_factory(model_uri=..., **settings)``: a context manager of a running service,
+    once on SQLite and once on PostgreSQL (for behaviour that depends on the database)."""
+    return _service_factory(db_url, tmp_path)
+
+
+@pytest.fixture
+def sqlite_service_factory(tmp_path: Path) -> Callable[..., Any]:
+    """As ``service_factory``, on SQLite only (behaviour the database does not change)."""
+    return _service_factory(f"sqlite:///{tmp_path / 'oncotriage.db'}", tmp_path)

@@ -74,6 +74,7 @@ def service_settings(db_url: str, data_dir: Path, **overrides: Any) -> Settings:
         "webhook_backoff_base_s": 0.05,
         "webhook_backoff_max_s": 0.2,
         "register_demo_model": False,
+        "ort_intra_op_threads": 1,
     }
     values.update(overrides)
     return Settings(**values)
