@@ -19,13 +19,13 @@ from oncotriage.serving.dicomweb import FailureReason, parse_multipart
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 
 
-def _dicomweb_client(service, who: str) -> DICOMwebClient:  # type: ignore[no-untyped-def]
+def _dicomweb_client(service, who: str) -> DICOMwebClient:
     return DICOMwebClient(
         url=f"{service.url}/dicomweb", headers={"Authorization": f"Bearer {service.tokens[who]}"}
     )
 
 
-def test_dicomweb_client_stores_a_study_that_gets_triaged(service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_dicomweb_client_stores_a_study_that_gets_triaged(service_factory, flagging_bundle) -> None:
     first, second = dx_instance(1), dx_instance(2)
     second.StudyInstanceUID = first.StudyInstanceUID  # two radiographs of one study
     with service_factory(model_uri=str(flagging_bundle)) as service:
@@ -55,7 +55,7 @@ def test_dicomweb_client_stores_a_study_that_gets_triaged(service_factory, flagg
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
-def test_partial_failure_lists_each_reason(service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_partial_failure_lists_each_reason(service_factory, flagging_bundle) -> None:
     good = dx_instance(3)
     foreign = dx_instance(4)  # another study than the one in the URL
     ultrasound = dx_instance(5)
@@ -99,7 +99,7 @@ def test_partial_failure_lists_each_reason(service_factory, flagging_bundle) -> 
             assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 1
 
 
-def test_nothing_stored_is_409_and_xml_when_asked(sqlite_service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_stored_is_409_and_xml_when_asked(sqlite_service_factory, flagging_bundle) -> None:
     with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
         response = stow(service, "A", [b"junk", b"more junk"], accept="application/dicom+xml")
         assert response.status_code == 409
@@ -117,7 +117,7 @@ def test_nothing_stored_is_409_and_xml_when_asked(sqlite_service_factory, flaggi
         )
 
 
-def test_resending_the_same_instance_is_idempotent(service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_resending_the_same_instance_is_idempotent(service_factory, flagging_bundle) -> None:
     instance = dx_instance(8)
     data = to_bytes(instance)
     with service_factory(model_uri=str(flagging_bundle)) as service:
@@ -140,7 +140,7 @@ def test_resending_the_same_instance_is_idempotent(service_factory, flagging_bun
         assert stow(service, "B", [data]).status_code == 200
 
 
-def test_limits_on_size_count_and_pixels(sqlite_service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_limits_on_size_count_and_pixels(sqlite_service_factory, flagging_bundle) -> None:
     """Each request trips one limit: body bytes (413), instances per request (413), pixels
     per instance (refused as 0xA700, so 409 when it is the only one)."""
     from oncotriage.serving.dicomweb import encode_multipart
@@ -161,7 +161,7 @@ def test_limits_on_size_count_and_pixels(sqlite_service_factory, flagging_bundle
         # a chunked body (no Content-Length) is cut off while it streams
         body = encode_multipart([large, large, large], "application/dicom", "b")
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks():
             for start in range(0, len(body), 4096):
                 yield body[start : start + 4096]
 
@@ -188,7 +188,7 @@ MALFORMED = [
 ]
 
 
-def test_malformed_requests(sqlite_service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_requests(sqlite_service_factory, flagging_bundle) -> None:
     with (
         sqlite_service_factory(model_uri=str(flagging_bundle)) as service,
         service.client("A") as client,
@@ -202,7 +202,7 @@ def test_malformed_requests(sqlite_service_factory, flagging_bundle) -> None:  #
 
 def test_only_hospitals_submit_and_tokens_are_checked(
     sqlite_service_factory, flagging_bundle
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     data = to_bytes(dx_instance(31))
     with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
         assert stow(service, "spec1", [data]).status_code == 403
@@ -214,7 +214,7 @@ def test_only_hospitals_submit_and_tokens_are_checked(
 
 def test_post_v1_studies_answers_202_with_the_study_url(
     sqlite_service_factory, flagging_bundle
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     instance = dx_instance(32)
     with (
         sqlite_service_factory(model_uri=str(flagging_bundle)) as service,
@@ -242,7 +242,7 @@ def test_post_v1_studies_answers_202_with_the_study_url(
         assert nothing.json()["studies"] == []
 
 
-def test_retrieved_instance_is_byte_identical(sqlite_service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_retrieved_instance_is_byte_identical(sqlite_service_factory, flagging_bundle) -> None:
     instance = dx_instance(33)
     data = to_bytes(instance)
     with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:

@@ -26,7 +26,7 @@ def _push_and_triage(service: Service, who: str, *cases: int) -> list[str]:
     return ids
 
 
-def test_hospitals_see_only_their_studies(service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_hospitals_see_only_their_studies(service_factory, flagging_bundle) -> None:
     with service_factory(model_uri=str(flagging_bundle)) as service:
         [study_a] = _push_and_triage(service, "A", 1)
         [study_c] = _push_and_triage(service, "C", 2)
@@ -59,24 +59,27 @@ def test_hospitals_see_only_their_studies(service_factory, flagging_bundle) -> N
         assert not any(actor == "Hospital B" for actor, _ in reads)
 
 
+def _claim(
+    service: Service, who: str, study_id: str, barrier: threading.Barrier, statuses: dict[str, int]
+) -> None:
+    with service.client(who) as client:  # its own connection
+        client.get("/healthz")
+        barrier.wait()
+        statuses[who] = client.post(f"/v1/worklist/{study_id}/claim").status_code
+
+
 def test_two_specialists_claim_at_once_and_exactly_one_wins(
     service_factory, flagging_bundle
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with service_factory(model_uri=str(flagging_bundle)) as service:
         studies = _push_and_triage(service, "A", 10, 11, 12, 13)
         for study_id in studies:
             barrier = threading.Barrier(2)
             statuses: dict[str, int] = {}
-
-            def claim(
-                who: str, study_id: str = study_id, barrier: threading.Barrier = barrier
-            ) -> None:
-                with service.client(who) as client:  # its own connection
-                    client.get("/healthz")
-                    barrier.wait()
-                    statuses[who] = client.post(f"/v1/worklist/{study_id}/claim").status_code
-
-            threads = [threading.Thread(target=claim, args=(who,)) for who in ("spec1", "spec2")]
+            threads = [
+                threading.Thread(target=_claim, args=(service, who, study_id, barrier, statuses))
+                for who in ("spec1", "spec2")
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -96,7 +99,7 @@ def test_two_specialists_claim_at_once_and_exactly_one_wins(
 
 def test_claim_release_decide_refer_and_both_sides_see_the_referral(
     service_factory, flagging_bundle
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with service_factory(model_uri=str(flagging_bundle)) as service:
         referred, returned = _push_and_triage(service, "A", 20, 21)
         with service.client("spec1") as spec1, service.client("spec2") as spec2:
@@ -168,7 +171,7 @@ def test_claim_release_decide_refer_and_both_sides_see_the_referral(
         )
 
 
-def test_claim_lease_expires(sqlite_service_factory, flagging_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_claim_lease_expires(sqlite_service_factory, flagging_bundle) -> None:
     with sqlite_service_factory(model_uri=str(flagging_bundle), claim_lease_s=0.5) as service:
         [study_id] = _push_and_triage(service, "A", 30)
         with service.client("spec1") as spec1, service.client("spec2") as spec2:
@@ -198,7 +201,7 @@ def _study(hospital_id: int, priority: Priority, age: timedelta, uid: str) -> St
     )
 
 
-def test_worklist_order_sla_escalation_and_filters(service_factory) -> None:  # type: ignore[no-untyped-def]
+def test_worklist_order_sla_escalation_and_filters(service_factory) -> None:
     minutes = timedelta(minutes=1)
     with service_factory(embedded_workers=0, sla_suspicious_minutes=30) as service:
         a, b = service.hospital_ids["A"], service.hospital_ids["B"]
@@ -249,7 +252,7 @@ def test_worklist_order_sla_escalation_and_filters(service_factory) -> None:  # 
 
 
 @pytest.mark.parametrize("decision", ["refer", "return", "more_imaging"])
-def test_review_schema_rejects_bad_input(sqlite_service_factory, decision: str) -> None:  # type: ignore[no-untyped-def]
+def test_review_schema_rejects_bad_input(sqlite_service_factory, decision: str) -> None:
     with sqlite_service_factory(embedded_workers=0) as service, service.client("spec1") as client:
         bad_box = {"series_instance_uid": "1.2", "box_index": [5, 5, 1, 1]}
         responses = [
