@@ -235,6 +235,7 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
             "ONCOTRIAGE_EMBEDDED_WORKERS": "1",
             "ONCOTRIAGE_WORKER_POLL_INTERVAL_S": "0.2",
             "ONCOTRIAGE_SERIES_SETTLE_S": "0.5",
+            "ONCOTRIAGE_JOB_BACKOFF_BASE_S": "0.2",
             "MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow.db'}",
         }
     )
@@ -287,24 +288,23 @@ def _wait_until_ready(service: LiveService, process: subprocess.Popen[bytes]) ->
     raise RuntimeError(f"service not ready after 60 s ({last}):\n{service.log_tail()}")
 
 
-def submit_synthetic_study(service: LiveService, out: Path, seed: int) -> str:
-    """Write one synthetic chest radiograph with a nodule, POST it as the hospital, wait until
-    it is triaged; returns the study id."""
+def submit_synthetic_study(service: LiveService, out: Path, seed: int, kind: str = "cxr") -> str:
+    """Write one synthetic study with a nodule (``cxr``: a chest radiograph; ``ldct``: a
+    low-dose CT series), POST it as the hospital and wait until the service is done with it
+    (``triaged``, or ``failed`` for what the model cannot read); returns the study id."""
     from oncotriage.datasets.synth import write_example_study
 
-    dicom = write_example_study(out, "cxr", seed=seed)
+    written = write_example_study(out, kind, seed=seed)
+    paths = sorted(written.glob("*.dcm")) if written.is_dir() else [written]
+    files = [("files", (path.name, path.read_bytes(), "application/dicom")) for path in paths]
     with service.client(service.hospital_token) as client:
-        response = client.post(
-            "/v1/studies",
-            files=[("files", (dicom.name, dicom.read_bytes(), "application/dicom"))],
-        )
+        response = client.post("/v1/studies", files=files)
         assert response.status_code == 202, response.text
         study_id = str(response.json()["studies"][0]["id"])
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             study = client.get(f"/v1/studies/{study_id}").json()
-            if study["status"] in ("triaged", "failed"):
-                assert study["status"] == "triaged", f"{study}\n{service.log_tail()}"
+            if study["status"] in ("triaged", "failed") and study["priority"] is not None:
                 return study_id
             time.sleep(0.25)
     raise AssertionError(f"study {study_id} not triaged in 90 s:\n{service.log_tail()}")

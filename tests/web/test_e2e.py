@@ -74,6 +74,7 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     service = live_service
     study_id = submit_synthetic_study(service, tmp_path / "study", seed=11)
     study = _api(service, service.specialist_token, f"/v1/studies/{study_id}")
+    assert study["status"] == "triaged"
     result = _api(service, service.specialist_token, f"/v1/studies/{study_id}/result")
     # The fixture model reports the same three boxes everywhere; its best scores 0.88: urgent.
     assert study["priority"] == "urgent"
@@ -279,3 +280,115 @@ def test_a_refused_token_is_explained(page: Any, live_service: LiveService) -> N
     alert.filter(has_text="not accepted").wait_for()
     assert page.url.endswith("/ui/")
     assert page.evaluate("sessionStorage.getItem('oncotriage.token')") is None
+
+
+def _image_checksum(page: Any) -> int:
+    """A checksum of what the image canvas shows (to tell slices and windows apart)."""
+    return int(
+        page.evaluate(
+            """() => {
+                const c = document.getElementById("image-canvas");
+                const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+                let sum = 0;
+                for (let i = 0; i < d.length; i += 4) sum = (sum * 31 + d[i]) % 2147483647;
+                return sum;
+            }"""
+        )
+    )
+
+
+def _wait_ready(page: Any) -> None:
+    page.locator('#viewport[data-ready="true"]').wait_for()
+
+
+def test_ct_case_scrolls_slices_changes_windows_and_sends_a_drawn_box(
+    page: Any, live_service: LiveService, tmp_path: Path
+) -> None:
+    """A CT series the 2D model cannot read is flagged for manual review (never silently
+    routine); the specialist pages through it with windows and marks a nodule by hand."""
+    service = live_service
+    study_id = submit_synthetic_study(service, tmp_path / "ct", seed=31, kind="ldct")
+    study = _api(service, service.specialist_token, f"/v1/studies/{study_id}")
+    assert study["priority"] == "needs_manual_review"
+    geometry = _api(service, service.specialist_token, f"/ui-api/studies/{study_id}/viewer")
+    (series,) = geometry["series"]
+    assert series["is_volume"] and series["modality"] == "CT"
+    depth = series["slices"]
+    assert depth == len(list((tmp_path / "ct").rglob("*.dcm")))
+
+    sign_in(page, service, service.specialist_token)
+    page.wait_for_url("**/ui/worklist")
+    row = page.locator(f'tr[data-study-id="{study_id}"]')
+    assert row.locator(".badge").inner_text().lower() == "manual review"
+    row.get_by_role("link").click()
+    _wait_ready(page)
+
+    # Slices: the middle one first; arrow keys and the mouse wheel move through them.
+    middle = depth // 2
+    assert page.locator("#slice-label").inner_text() == f"{middle + 1} / {depth}"
+    assert page.locator("#slice").get_attribute("max") == str(depth - 1)
+    first = _image_checksum(page)
+    page.keyboard.press("ArrowDown")
+    page.locator("#slice-label", has_text=f"{middle + 2} / {depth}").wait_for()
+    _wait_ready(page)
+    assert _image_checksum(page) != first
+    box = page.locator("#viewport").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(3):
+        page.mouse.wheel(0, -120)
+        page.wait_for_timeout(50)
+    page.locator("#slice-label", has_text=f"{middle - 1} / {depth}").wait_for()
+    _wait_ready(page)
+    slice_index = middle - 2
+    assert page.evaluate("window.oncotriageCase.slice") == slice_index
+
+    # Windows: the server's CT default is the lung window; mediastinum and bone differ.
+    checksums = {}
+    for key, preset in (("1", "lung"), ("2", "mediastinum"), ("3", "bone")):
+        page.keyboard.press(key)
+        assert (
+            page.get_by_role("button", name=preset.capitalize()).get_attribute("aria-pressed")
+            == "true"
+        )
+        _wait_ready(page)
+        checksums[preset] = _image_checksum(page)
+    assert len(set(checksums.values())) == 3
+    page.keyboard.press("0")
+    _wait_ready(page)
+    assert _image_checksum(page) == checksums["lung"]
+    save_screenshot(page, "case-ct.png", tmp_path)
+
+    # Zoom and pan.
+    scale = page.evaluate("window.oncotriageViewer.scale")
+    page.keyboard.press("+")
+    assert page.evaluate("window.oncotriageViewer.scale") == pytest.approx(scale * 1.25)
+    tx = page.evaluate("window.oncotriageViewer.tx")
+    page.mouse.move(box["x"] + 100, box["y"] + 100)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 160, box["y"] + 100, steps=5)
+    page.mouse.up()
+    assert page.evaluate("window.oncotriageViewer.tx") == pytest.approx(tx + 60, abs=1)
+    page.keyboard.press("f")
+    assert page.evaluate("window.oncotriageViewer.scale") == pytest.approx(scale)
+    assert axe_violations(page) == []
+
+    # Mark a nodule on this slice, ask for more imaging.
+    page.get_by_role("button", name="Draw box").click()
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.move(*centre)
+    page.mouse.down()
+    page.mouse.move(centre[0] + 30, centre[1] + 30, steps=5)
+    page.mouse.up()
+    added = page.locator("#findings-list li", has_text="Added box")
+    assert f"on slice {slice_index + 1}" in added.inner_text()
+    page.get_by_role("button", name=re.compile("^More imaging")).click()
+    page.get_by_role("button", name=re.compile("^Confirm")).click()
+    page.locator("#decision-state", has_text="More imaging requested").wait_for()
+    (review,) = _api(service, service.specialist_token, f"/v1/studies/{study_id}/reviews")["data"]
+    assert review["decision"] == "more_imaging"
+    (drawn,) = review["corrected_boxes"]
+    assert drawn["series_instance_uid"] == series["series_instance_uid"]
+    assert drawn["sop_instance_uid"] is None
+    x0, y0, z0, x1, y1, z1 = drawn["box_index"]
+    assert z0 == z1 == slice_index
+    assert 0 <= x0 < x1 <= series["columns"] and 0 <= y0 < y1 <= series["rows"]

@@ -136,7 +136,8 @@ export class Viewer {
     ctx.fillRect(0, 0, this.imageCanvas.width, this.imageCanvas.height);
     if (this.image) {
       ctx.setTransform(this.scale * this.dpr, 0, 0, this.scale * this.dpr, this.tx * this.dpr, this.ty * this.dpr);
-      ctx.imageSmoothingEnabled = this.scale < 3;
+      ctx.imageSmoothingEnabled = true;
+      ctx.imageSmoothingQuality = "high";
       ctx.drawImage(this.image, 0, 0);
     }
     this.drawOverlay();
