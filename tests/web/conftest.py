@@ -236,6 +236,8 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
             "ONCOTRIAGE_WORKER_POLL_INTERVAL_S": "0.2",
             "ONCOTRIAGE_SERIES_SETTLE_S": "0.5",
             "ONCOTRIAGE_JOB_BACKOFF_BASE_S": "0.2",
+            # Manual-review cases are overdue after 1.2 s, so the pages' SLA colours show.
+            "ONCOTRIAGE_SLA_NEEDS_MANUAL_REVIEW_MINUTES": "0.02",
             "MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow.db'}",
         }
     )
