@@ -172,7 +172,7 @@ class ModelManager:
             known = {model.name for model in registry.list_models(tracking_uri=uri)}
             if parsed.name in known:
                 return
-            bundle = demo_bundle_dir()
+            bundle = self.settings.demo_model_dir or demo_bundle_dir()
             if not (bundle / "model.onnx").is_file():
                 raise ModelUnavailableError(
                     f"model {parsed.name!r} is not registered in {uri} and the demo bundle "

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         description="On first run, register models/demo as version 1 (alias champion) when "
         "the registry has no model under model_uri's name.",
     )
+    demo_model_dir: Path | None = Field(
+        default=None, description="Bundle registered on first run; default models/demo."
+    )
     model_poll_interval_s: float = Field(default=30.0, gt=0)
     inference_backend: Literal["embedded", "triton"] = "embedded"
     runner_factory: str | None = Field(
