@@ -95,7 +95,6 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     assert cells[6] == "web-e2e-fixture v1"
     assert page.locator("#who").inner_text() == "Dr Ada Lovelace (specialist)"
     assert axe_violations(page) == []
-    save_screenshot(page, "worklist.png", tmp_path)
 
     # --- open the case: the image and the model's boxes are drawn
     row.get_by_role("link").click()
@@ -349,6 +348,7 @@ def test_ct_case_scrolls_slices_changes_windows_and_sends_a_drawn_box(
     assert wait.get_attribute("class") == "wait wait-over"
     assert wait.inner_text().endswith("overdue")
     assert page.locator("#worklist-body tr").first.get_attribute("data-study-id") == study_id
+    save_screenshot(page, "worklist.png", tmp_path)
     row.get_by_role("link").click()
     _wait_ready(page)
 

@@ -77,7 +77,7 @@ function renderStudies(studies) {
     cell(row, study.priority ? priorityBadge(study.priority) : "—");
     cell(row, formatScore(study.score), "num");
     const decided = Boolean(study.decision);
-    const waiting = study.status === "triaged" && study.priority && study.priority !== "routine";
+    const waiting = study.priority && study.priority !== "routine";
     const decisionCell = decided
       ? badge(decisionLabel(study.decision), "badge-decided")
       : waiting ? "Awaiting specialist" : "—";

@@ -23,6 +23,7 @@ export function normaliseEntry(raw, username = getUsername()) {
     waitingMin: raw.waiting_minutes ?? minutesSince(raw.triaged_at ?? raw.received_at),
     slaMin: raw.sla_minutes ?? config.sla_minutes[raw.priority],
     hospital: raw.hospital?.name ?? "—",
+    hospitalId: raw.hospital ? String(raw.hospital.id) : "",
     modality: raw.modality || "—",
     score: raw.suspicion_score,
     model: [raw.model_name, raw.model_version].filter(Boolean).join(" v") || "—",
@@ -37,6 +38,7 @@ function currentFilters() {
     priority: data.get("priority") || "",
     modality: data.get("modality") || "",
     mine: data.get("mine") === "on",
+    hospital: data.get("hospital") || "",
   };
 }
 
@@ -44,6 +46,7 @@ async function refresh() {
   const f = currentFilters();
   const params = new URLSearchParams();
   if (f.priority) params.set("priority", f.priority);
+  if (f.hospital) params.set("hospital_id", f.hospital);
   params.set("limit", "500");
   try {
     const payload = await api(`/v1/worklist${params.size ? `?${params}` : ""}`);
@@ -51,6 +54,8 @@ async function refresh() {
     // The API filters by priority; modality and "mine" are filtered here.
     if (f.modality) list = list.filter((e) => e.modality === f.modality);
     if (f.mine) list = list.filter((e) => e.claimedByMe);
+    updateHospitalChoices(payload.data);
+    if (f.hospital) list = list.filter((e) => e.hospitalId === f.hospital);
     entries = list;
     errorEl.textContent = "";
     render();
@@ -58,6 +63,24 @@ async function refresh() {
   } catch (error) {
     errorEl.textContent = `Could not load the worklist: ${error.message}`;
   }
+}
+
+/** Offer every hospital seen on the worklist in the hospital filter (keeping the choice). */
+const hospitals = new Map();
+function updateHospitalChoices(items) {
+  const select = document.getElementById("filter-hospital");
+  let changed = false;
+  for (const item of items) {
+    if (item.hospital && !hospitals.has(String(item.hospital.id))) {
+      hospitals.set(String(item.hospital.id), item.hospital.name);
+      changed = true;
+    }
+  }
+  if (!changed) return;
+  const chosen = select.value;
+  const options = [...hospitals].sort((a, b) => a[1].localeCompare(b[1])).map(([id, name]) => new Option(name, id));
+  select.replaceChildren(new Option("All", ""), ...options);
+  select.value = chosen;
 }
 
 function cell(row, content, className) {
