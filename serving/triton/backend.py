@@ -23,6 +23,7 @@ models.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -269,21 +270,26 @@ def make_runner_factory(
 ) -> Callable[[ResolvedModel], NetworkRunner]:
     """The ``runner_factory`` for ``inference_backend == "triton"``.
 
-    Reads ``triton_url``, ``triton_model_repository`` and ``triton_timeout_s``; also, when the
-    settings have them, ``triton_control_urls`` (comma-separated instances for model control)
-    and ``triton_flavor`` (``gpu``/``portable`` for a model new to the repository).
-    ``overrides`` go to :class:`TritonDeployer` (tests pass ``flavor="portable"``...).
+    Reads ``triton_url``, ``triton_model_repository`` and ``triton_timeout_s``; also
+    ``triton_control_urls`` (comma-separated instances to send model control to) and
+    ``triton_flavor`` (``gpu``/``portable`` for a model new to the repository) from the settings
+    when they have such fields, else from ``ONCOTRIAGE_TRITON_CONTROL_URLS`` /
+    ``ONCOTRIAGE_TRITON_FLAVOR``. ``overrides`` go to :class:`TritonDeployer` (tests pass
+    ``flavor="portable"``, ``retries=``...).
 
     Returns:
         ``factory(resolved) -> TritonRunner`` pinned to ``resolved``'s version; the deployer is
         reachable as ``factory.deployer``.
     """
-    control = getattr(settings, "triton_control_urls", None)
+    control = getattr(settings, "triton_control_urls", None) or os.environ.get(
+        "ONCOTRIAGE_TRITON_CONTROL_URLS"
+    )
     if isinstance(control, str):
         control = [url.strip() for url in control.split(",") if url.strip()]
+    flavor = getattr(settings, "triton_flavor", None) or os.environ.get("ONCOTRIAGE_TRITON_FLAVOR")
     options: dict[str, Any] = {
         "control_urls": control or None,
-        "flavor": getattr(settings, "triton_flavor", None) or Flavor.GPU,
+        "flavor": flavor or Flavor.GPU,
         "timeout_s": float(settings.triton_timeout_s),
     } | overrides
     deployer = TritonDeployer(settings.triton_url, settings.triton_model_repository, **options)

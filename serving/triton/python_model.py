@@ -47,6 +47,11 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_thread_count", "0") or 0)
         if threads > 0:
             options.intra_op_num_threads = threads
+        # Idle ONNX Runtime threads spin by default; here they would take the CPU that the
+        # server's gRPC and batching threads need between requests.
+        spinning = params.get("allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]

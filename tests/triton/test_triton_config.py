@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -263,3 +264,55 @@ def test_cli_deploy_triton_from_bundle_folder(tmp_path: Path, bundle: Path) -> N
     refused = runner.invoke(app, [*args, "--name", "head", "--version", "4", "--flavor", "gpu"])
     assert refused.exit_code == 2
     assert "portable repository" in refused.output
+
+
+EXAMPLES = sorted((TINY_2D.parent / "triton").glob("*.config.pbtxt"))
+
+
+def description_of(config: object) -> TritonModelDescription:
+    """Rebuild the one description a parsed ``ModelConfig`` was rendered from."""
+    c: Any = config
+    tensors = {
+        kind: tuple(
+            TensorSpec(t.name, pb.DataType.Name(t.data_type), tuple(t.dims))
+            for t in getattr(c, kind)
+        )
+        for kind in ("input", "output")
+    }
+    accelerators = c.optimization.execution_accelerators.gpu_execution_accelerator
+    trt = dict(accelerators[0].parameters) if accelerators else {}
+    return TritonModelDescription(
+        name=c.name,
+        inputs=tensors["input"],
+        outputs=tensors["output"],
+        versions=tuple(c.version_policy.specific.versions),
+        max_batch_size=c.max_batch_size,
+        dynamic_batching=c.HasField("dynamic_batching"),
+        preferred_batch_sizes=tuple(c.dynamic_batching.preferred_batch_size),
+        max_queue_delay_us=c.dynamic_batching.max_queue_delay_microseconds,
+        instances=c.instance_group[0].count,
+        trt_precision=trt.get("precision_mode", "FP16"),
+        trt_engine_cache_path=trt.get("trt_engine_cache_path", f"/engine_cache/{c.name}"),
+        trt_max_workspace_bytes=int(trt.get("max_workspace_size_bytes", 1 << 30)),
+        intra_op_threads=int(c.parameters["intra_op_thread_count"].string_value),
+    )
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_committed_example_configs_match_the_generator(path: Path) -> None:
+    config = parse_model_config(path.read_text(encoding="utf-8"))
+    flavor = "gpu" if path.name.endswith(".gpu.config.pbtxt") else "portable"
+    assert config.backend == {"gpu": "onnxruntime", "portable": "python"}[flavor]
+    assert parse_model_config(description_of(config).render(flavor)) == config
+
+
+@pytest.mark.parametrize("model", ["cxr2d-nodule", "ct3d-nodule"])
+def test_example_flavours_share_tensors_and_batching(model: str) -> None:
+    folder = TINY_2D.parent / "triton"
+    gpu = parse_model_config((folder / f"{model}.gpu.config.pbtxt").read_text())
+    portable = parse_model_config((folder / f"{model}.portable.config.pbtxt").read_text())
+    for field in ("input", "output", "max_batch_size", "dynamic_batching", "version_policy"):
+        assert getattr(gpu, field) == getattr(portable, field), field
+    assert [t.name for t in gpu.output][:1] == ["cls_logits_0"]
+    spatial = len(gpu.input[0].dims) - 1
+    assert spatial == (2 if model.startswith("cxr2d") else 3)
