@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from .conftest import LiveService, axe_violations, save_screenshot, sign_in, submit_synthetic_study
@@ -421,3 +422,28 @@ def test_ct_case_scrolls_slices_changes_windows_and_sends_a_drawn_box(
     x0, y0, z0, x1, y1, z1 = drawn["box_index"]
     assert z0 == z1 == slice_index
     assert 0 <= x0 < x1 <= series["columns"] and 0 <= y0 < y1 <= series["rows"]
+
+
+def test_ui_api_authenticates_and_hides_what_is_not_yours(live_service: LiveService) -> None:
+    service = live_service
+    assert httpx.get(f"{service.base_url}/ui-api/me").status_code == 401
+    me = _api(service, service.hospital_token, "/ui-api/me")
+    assert me == {
+        "role": "hospital",
+        "name": service.hospital_name,
+        "username": None,
+        "hospital": service.hospital_name,
+    }
+    me = _api(service, service.specialist_token, "/ui-api/me")
+    assert me == {
+        "role": "specialist",
+        "name": "Dr Ada Lovelace",
+        "username": "dr.ada",
+        "hospital": "Lakeside Cancer Centre",
+    }
+    with service.client(service.specialist_token) as client:
+        missing = client.get("/ui-api/studies/00000000-0000-4000-8000-000000000000/viewer")
+        assert missing.status_code == 404
+    # The pages' own routes stay out of the public API description.
+    paths = httpx.get(f"{service.base_url}/openapi.json").json()["paths"]
+    assert not [path for path in paths if path.startswith(("/ui", "/ui-api"))]
