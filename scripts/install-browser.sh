@@ -16,7 +16,7 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
-/usr/bin/chromium --version || true
+/usr/bin/chromium --version 2>/dev/null || true
 
 PY=".venv/bin/python"
 if [ ! -x "$PY" ]; then PY="python3"; fi
