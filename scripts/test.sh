@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup-env.sh
 setup_env "serve,train,dev"
+./scripts/install-browser.sh
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; ./scripts/typecheck.sh
