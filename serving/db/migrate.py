@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -20,12 +21,21 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+def _quiet_alembic() -> None:
+    """Alembic's INFO lines ("Context impl ...") would mix into command output such as a
+    printed token; keep them for DEBUG runs only."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the schema at ``database_url`` up to ``revision`` (creates it when empty)."""
+    _quiet_alembic()
     command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
+    _quiet_alembic()
     command.downgrade(alembic_config(database_url), revision)
 
 
