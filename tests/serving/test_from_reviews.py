@@ -1,0 +1,89 @@
+"""``oncotriage datasets from-reviews``: decisions and corrected boxes become a datalist."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from service_utils.dicom import dx_instance, to_bytes
+from service_utils.server import stow, study_id_for
+from typer.testing import CliRunner
+
+from oncotriage.cli import app
+from oncotriage.datasets.datalist import load_datalist
+from oncotriage.serving.from_reviews import split_of
+
+
+def test_reviews_become_a_datalist(
+    sqlite_service_factory, flagging_bundle, tmp_path: Path, monkeypatch
+) -> None:
+    instances = [dx_instance(70 + case) for case in range(4)]
+    with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
+        stow(service, "A", [to_bytes(ds) for ds in instances]).raise_for_status()
+        ids = [study_id_for(service, "A", ds.StudyInstanceUID) for ds in instances]
+        for study_id in ids:
+            service.wait_for_study(study_id, "A")
+        corrected, returned, referred, more = ids
+        with service.client("spec1") as client:
+            model_boxes = client.get(f"/v1/studies/{referred}/result").json()["findings"]
+            decisions = {
+                corrected: {
+                    "decision": "refer",
+                    "corrected_boxes": [
+                        {
+                            "series_instance_uid": instances[0].SeriesInstanceUID,
+                            "sop_instance_uid": instances[0].SOPInstanceUID,
+                            "box_index": [10.0, 20.0, 30.0, 40.0],
+                        }
+                    ],
+                },
+                returned: {"decision": "return"},
+                referred: {"decision": "refer"},
+                more: {"decision": "more_imaging"},
+            }
+            for study_id, body in decisions.items():
+                client.post(f"/v1/worklist/{study_id}/claim").raise_for_status()
+                client.post(f"/v1/studies/{study_id}/review", json=body).raise_for_status()
+        monkeypatch.setenv("ONCOTRIAGE_DATABASE_URL", service.settings.database_url)
+        monkeypatch.setenv("ONCOTRIAGE_DATA_DIR", str(service.settings.data_dir))
+        from oncotriage.serving.settings import get_settings
+
+        get_settings.cache_clear()
+        out = tmp_path / "reviews"
+        try:
+            result = CliRunner().invoke(app, ["datasets", "from-reviews", "--out", str(out)])
+        finally:
+            get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    raw = json.loads((out / "datalist.json").read_text())
+    assert (raw["box_mode"], raw["coordinates"], raw["spatial_dims"]) == ("ccwh", "world_mm", 2)
+    entries = {}
+    for split in ("training", "validation", "test"):
+        for entry in load_datalist(out / "datalist.json", split=split, box_mode="xyxy"):
+            entries[entry.meta["study_uid"]] = (split, entry)
+    by_study = dict(zip(ids, instances, strict=True))
+    assert set(entries) == {by_study[s].StudyInstanceUID for s in (corrected, returned, referred)}
+    for study_id in (corrected, returned, referred):
+        split, entry = entries[by_study[study_id].StudyInstanceUID]
+        assert split == split_of(study_id)
+        assert entry.image.is_file() and entry.image.read_bytes() == to_bytes(by_study[study_id])
+    # corrected box: index * 0.5 mm pixel spacing, as xyxy after loading
+    _, entry = entries[instances[0].StudyInstanceUID]
+    np.testing.assert_allclose(entry.boxes, [[5.0, 10.0, 15.0, 20.0]], atol=1e-3)
+    assert entry.meta["label_source"] == "specialist_boxes"
+    _, entry = entries[instances[1].StudyInstanceUID]
+    assert entry.boxes.shape == (0, 4) and entry.meta["label_source"] == "returned_negative"
+    _, entry = entries[instances[2].StudyInstanceUID]
+    assert entry.meta["label_source"] == "model_confirmed_by_referral"
+    expected = sorted(tuple(f["box_world"]) for f in model_boxes)
+    np.testing.assert_allclose(sorted(map(tuple, entry.boxes)), expected, atol=1e-3)
+
+
+def test_split_shares_are_80_10_10() -> None:
+    shares = [split_of(f"study-{i}") for i in range(4000)]
+    assert [
+        shares.count(name) / 4000 for name in ("training", "validation", "test")
+    ] == pytest.approx([0.8, 0.1, 0.1], abs=0.025)
+    assert [split_of(f"study-{i}") for i in range(50)] == shares[:50]  # stable
