@@ -8,14 +8,18 @@ specificity on negative studies reaches a high target (98 % by default); the urg
 threshold is never below the operating one. Each point is reported with Wilson 95 %
 confidence intervals, since validation sets at a hospital union are small.
 
-numpy and scipy only.
+The threshold arithmetic is numpy and scipy only; :func:`calibrate_model` runs a model
+through the serving pipeline (no torch).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -224,3 +228,146 @@ def calibrate_thresholds(
         num_studies=len(scores),
         num_positive_studies=int(positive.sum()),
     )
+
+
+@dataclass
+class CalibrationReport:
+    """What ``oncotriage calibrate`` chose and where it stored it.
+
+    Attributes:
+        model: ``NAME/VERSION`` or the bundle's name.
+        split: datalist split used (``validation``).
+        calibration: thresholds and performance.
+        stored_in: where the thresholds were written (version tag or spec file).
+        run_id: MLflow run that records the calibration.
+    """
+
+    model: str
+    split: str
+    calibration: Calibration
+    stored_in: str = ""
+    run_id: str | None = None
+
+
+def calibrate_model(
+    uri: str,
+    datalist: Path,
+    *,
+    split: str = "validation",
+    target_sensitivity: float = 0.95,
+    target_specificity: float = 0.98,
+    tracking_uri: str | None = None,
+    out: Path | None = None,
+    log_to_mlflow: bool = True,
+    intra_op_threads: int | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_image: Callable[[int], None] | None = None,
+) -> CalibrationReport:
+    """Choose a model's triage thresholds on a split and store them with the model.
+
+    Studies are scored by the serving pipeline (suspicion score = highest finding score).
+    Where the thresholds go: with ``out``, into a calibrated copy of the bundle there
+    (register it as a new version); otherwise into a local bundle folder's
+    ``model_spec.json``, or onto a registered version (``oncotriage.thresholds`` tag, which
+    :func:`oncotriage.models.registry.resolve` applies). A ``runs:/`` model needs ``out``.
+
+    Raises:
+        ValueError: if the split lacks positive or negative studies, or a ``runs:/`` model
+            is given without ``out``.
+    """
+    from oncotriage.datasets.datalist import CORNER_MODE, load_datalist
+    from oncotriage.models import registry
+    from oncotriage.models.spec import Thresholds
+    from oncotriage.training.evaluate import predict_split
+
+    model = registry.resolve(uri, tracking_uri=tracking_uri)
+    kind = registry.parse_model_uri(model.uri).kind
+    if kind == "runs" and out is None:
+        raise ValueError(
+            "a runs:/ model cannot be changed in place; give --out to write a calibrated copy"
+        )
+    entries = load_datalist(datalist, split, box_mode=CORNER_MODE[model.spec.spatial_dims])
+    if on_start is not None:
+        on_start(len(entries))
+    predictions = predict_split(
+        model.bundle_dir, entries, intra_op_threads=intra_op_threads, on_image=on_image
+    )
+    studies = predictions.studies()
+    calibration = calibrate_thresholds(
+        studies.scores,
+        studies.positive,
+        target_sensitivity=target_sensitivity,
+        target_specificity=target_specificity,
+    )
+    thresholds = Thresholds(
+        operating=float(np.clip(calibration.operating.threshold, 0.0, 1.0)),
+        urgent=float(np.clip(calibration.urgent.threshold, 0.0, 1.0)),
+        target_sensitivity=target_sensitivity,
+        calibrated=True,
+    )
+    metrics = {f"{split}_{k}": v for k, v in calibration.as_metrics().items() if np.isfinite(v)}
+    report = CalibrationReport(model=model.label, split=split, calibration=calibration)
+    if out is not None:
+        out = Path(out)
+        if out.resolve() != model.bundle_dir.resolve():
+            shutil.copytree(model.bundle_dir, out, dirs_exist_ok=True)
+            (out / ".complete").unlink(missing_ok=True)
+        target = out
+    elif kind == "local":
+        target = model.bundle_dir
+    else:
+        target = None
+    if target is not None:
+        spec = registry.load_spec(target)
+        spec = spec.model_copy(
+            update={"thresholds": thresholds, "metrics": {**spec.metrics, **metrics}}
+        )
+        report.stored_in = str(registry.save_spec(target, spec))
+    else:
+        assert model.version is not None
+        registry.record_thresholds(
+            model.name, model.version, thresholds.model_dump(), tracking_uri=tracking_uri
+        )
+        registry.record_metrics(model.name, model.version, metrics, tracking_uri=tracking_uri)
+        report.stored_in = f"models:/{model.name}/{model.version} ({registry.THRESHOLDS_TAG})"
+    if log_to_mlflow:
+        report.run_id = _log_calibration(report, model, datalist, metrics, tracking_uri)
+    return report
+
+
+def _log_calibration(
+    report: CalibrationReport,
+    model: Any,
+    datalist: Path,
+    metrics: dict[str, float],
+    tracking_uri: str | None,
+) -> str:
+    from oncotriage.models import registry
+    from oncotriage.training.evaluate import EVALUATION_EXPERIMENT
+    from oncotriage.training.tracking import log_metrics, log_params
+
+    store = tracking_uri or registry.default_tracking_uri()
+    client = registry.get_client(store)
+    experiment_id = registry.get_or_create_experiment(EVALUATION_EXPERIMENT, store)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"calibrate {model.label} on {report.split}",
+        tags={"oncotriage.model": model.label, "oncotriage.split": report.split},
+    )
+    run_id = str(run.info.run_id)
+    cal = report.calibration
+    log_params(
+        client,
+        run_id,
+        {
+            "model_uri": str(model.uri),
+            "datalist": str(datalist),
+            "split": report.split,
+            "target_sensitivity": str(cal.target_sensitivity),
+            "target_specificity": str(cal.target_specificity),
+            "stored_in": report.stored_in,
+        },
+    )
+    log_metrics(client, run_id, metrics)
+    client.set_terminated(run_id)
+    return run_id

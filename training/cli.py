@@ -1,9 +1,485 @@
-"""Commands of this subpackage; see ``register``."""
+"""ML engineer commands: train, evaluate, calibrate, register, promote and models.
+
+Each command is a thin layer over a stage module (``train.py``, ``evaluate.py``,
+``calibrate.py``, :mod:`oncotriage.models.registry`); torch, MONAI and MLflow are imported
+inside the command functions only, so ``oncotriage --help`` stays fast and ``serve`` never
+loads them.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite in the data dir)."
+MODEL_HELP = (
+    "models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/bundle, or a bundle folder "
+    "(model.onnx + model_spec.json)."
+)
+
+models_app = typer.Typer(
+    name="models",
+    help="Registered models: versions, aliases, metrics and thresholds.",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def train_command(
+    config: Annotated[
+        Path,
+        typer.Option(help="Detector/training config, e.g. configs/train_cxr2d_demo.yaml."),
+    ],
+    datalist: Annotated[
+        Path | None,
+        typer.Option(help="Detection datalist JSON (default: training.datalist of the config)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default: <data dir>/training/<config name>)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Config override key.sub=value (YAML value); repeatable."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (default: training.seed, 0).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from <out>/checkpoints/last.pt.")
+    ] = False,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: the config's name).")
+    ] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any).")] = None,
+    export: Annotated[
+        bool, typer.Option(help="Export the best weights to <out>/bundle (ONNX).")
+    ] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a RetinaNet detector (MONAI) and track the run in MLflow.
+
+    Several GPUs: torchrun --nproc_per_node N -m oncotriage.cli train ...
+    """
+    from oncotriage.models.registry import data_dir
+    from oncotriage.training.config import load_training_config, training_config
+    from oncotriage.training.train import TrainingInterrupted, train
+
+    overrides = list(set_ or [])
+    try:
+        cfg = load_training_config(config, overrides)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(f"config: {exc}") from exc
+    source = datalist or (
+        Path(str(training_config(cfg).datalist)) if training_config(cfg).datalist else None
+    )
+    if source is None:
+        raise _fail("give --datalist (or training.datalist in the config)")
+    out_dir = out or data_dir() / "training" / cfg.name
+    try:
+        result = train(
+            cfg,
+            source,
+            out_dir=out_dir,
+            seed=seed,
+            resume=resume,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+            config_path=config,
+            overrides=overrides,
+            export=export,
+            show_progress=progress,
+            device=device,
+        )
+    except TrainingInterrupted as exc:
+        typer.secho(
+            f"interrupted: checkpoint saved to {exc.checkpoint}; continue with the same command "
+            "and --resume",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(130) from exc
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        raise _fail(f"train: {exc}") from exc
+    if result.run_id is None:  # not rank 0
+        return
+    typer.echo(f"run:        {result.run_id}")
+    typer.echo(f"best:       {result.best_checkpoint} (epoch {result.best_epoch})")
+    if result.best_metric is not None:
+        typer.echo(f"best val:   {result.best_metric:.4f}")
+    if result.bundle_dir is not None:
+        typer.echo(f"bundle:     {result.bundle_dir}  (runs:/{result.run_id}/bundle)")
+    typer.echo(f"dataset:    {result.dataset_fingerprint}")
+
+
+def _progress_bar(description: str) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(f"[bold]{description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or value != value:  # NaN
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def evaluate_command(
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
+    datalist: Annotated[Path, typer.Option(help="Detection datalist JSON.")],
+    split: Annotated[str, typer.Option(help="Datalist split to evaluate.")] = "test",
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+    log: Annotated[bool, typer.Option(help="Log an MLflow evaluation run.")] = True,
+    record: Annotated[
+        bool,
+        typer.Option(help="Store the metrics with the model (version tags or model_spec.json)."),
+    ] = True,
+    iou: Annotated[float, typer.Option(help="IoU a detection needs to hit a lesion.")] = 0.1,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
+    ] = None,
+) -> None:
+    """FROC, CPM, mAP/mAR and study-level AUC of a model on a datalist split (ONNX pipeline)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.models.registry import RegistryError
+    from oncotriage.training.evaluate import evaluate_model
+
+    with _progress_bar(f"evaluating on {split}") as progress:
+        task = progress.add_task("images", total=None)
+        try:
+            report = evaluate_model(
+                model,
+                datalist,
+                split=split,
+                tracking_uri=tracking_uri,
+                log_to_mlflow=log,
+                record=record,
+                iou_threshold=iou,
+                intra_op_threads=threads,
+                on_start=lambda n: progress.update(task, total=n),
+                on_image=lambda _: progress.advance(task),
+            )
+        except (RegistryError, ValueError, FileNotFoundError, UnsupportedImageError) as exc:
+            raise _fail(f"evaluate: {exc}") from exc
+    froc = report.metrics.froc
+    coco = report.metrics.coco
+    table = Table(title=f"{report.model} on {split} ({froc.num_images} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for rate, sens in zip(froc.fp_rates, froc.sensitivities, strict=True):
+        table.add_row(f"sensitivity at {rate:g} FP/image", _fmt(sens))
+    table.add_row("CPM (mean of the above)", _fmt(froc.cpm), style="bold")
+    for iou_value, ap in coco.ap.items():
+        table.add_row(f"AP at IoU {iou_value:g}", _fmt(ap))
+        table.add_row(f"AR at IoU {iou_value:g}", _fmt(coco.ar[iou_value]))
+    lo, hi, _ = coco.iou_range
+    table.add_row(f"mAP IoU {lo:g}-{hi:g}", _fmt(coco.map_range))
+    table.add_row(f"mAR IoU {lo:g}-{hi:g}", _fmt(coco.mar_range))
+    table.add_row(
+        f"study ROC AUC ({report.metrics.num_positive_studies}/{report.metrics.num_studies} "
+        "positive)",
+        _fmt(report.metrics.study_auc),
+    )
+    for name, point in (("operating", report.operating), ("urgent", report.urgent)):
+        if point is not None:
+            table.add_row(f"{name} threshold", _fmt(point.threshold, 4))
+            table.add_row("  study sensitivity", str(point.sensitivity))
+            table.add_row("  study specificity", str(point.specificity))
+    Console().print(table)
+    if report.run_id:
+        typer.echo(f"MLflow run: {report.run_id}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.flat_metrics(), indent=2, sort_keys=True) + "\n")
+
+
+def calibrate_command(
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
+    datalist: Annotated[Path, typer.Option(help="Detection datalist JSON.")],
+    split: Annotated[str, typer.Option(help="Split to calibrate on.")] = "validation",
+    target_sensitivity: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Study-level sensitivity of 'suspicious'.")
+    ] = 0.95,
+    target_specificity: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Study-level specificity of 'urgent'.")
+    ] = 0.98,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write a calibrated copy of the bundle here instead of in place."),
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+    log: Annotated[bool, typer.Option(help="Log an MLflow calibration run.")] = True,
+    threads: Annotated[int | None, typer.Option(help="ONNX Runtime threads.")] = None,
+) -> None:
+    """Choose the operating and urgent thresholds on validation studies and store them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.models.registry import RegistryError
+    from oncotriage.training.calibrate import calibrate_model
+
+    with _progress_bar(f"scoring {split} studies") as progress:
+        task = progress.add_task("images", total=None)
+        try:
+            report = calibrate_model(
+                model,
+                datalist,
+                split=split,
+                target_sensitivity=target_sensitivity,
+                target_specificity=target_specificity,
+                tracking_uri=tracking_uri,
+                out=out,
+                log_to_mlflow=log,
+                intra_op_threads=threads,
+                on_start=lambda n: progress.update(task, total=n),
+                on_image=lambda _: progress.advance(task),
+            )
+        except (RegistryError, ValueError, FileNotFoundError, UnsupportedImageError) as exc:
+            raise _fail(f"calibrate: {exc}") from exc
+    cal = report.calibration
+    table = Table(
+        title=f"{report.model} on {split}: {cal.num_positive_studies} positive, "
+        f"{cal.num_studies - cal.num_positive_studies} negative studies (Wilson 95% CI)"
+    )
+    for column in ("priority", "threshold", "target", "sensitivity", "specificity"):
+        table.add_column(column, justify="right" if column != "priority" else "left")
+    table.add_row(
+        "suspicious (operating)",
+        _fmt(cal.operating.threshold, 4),
+        f"sens >= {cal.target_sensitivity:g}",
+        str(cal.operating.sensitivity),
+        str(cal.operating.specificity),
+    )
+    table.add_row(
+        "urgent",
+        _fmt(cal.urgent.threshold, 4),
+        f"spec >= {cal.target_specificity:g}",
+        str(cal.urgent.sensitivity),
+        str(cal.urgent.specificity),
+    )
+    Console().print(table)
+    typer.echo(f"thresholds stored in {report.stored_in}")
+
+
+def _parse_tags(tags: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in tags or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _fail(f"--tag {item!r} must look like key=value")
+        out[key] = value
+    return out
+
+
+def register_command(
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
+    name: Annotated[str, typer.Option(help="Registered model name, e.g. oncotriage-cxr2d.")],
+    alias: Annotated[
+        str | None, typer.Option(help="Also point this alias (e.g. champion) at the new version.")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="Version description.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Extra version tag key=value; repeatable.")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+) -> None:
+    """Register a model bundle as a new version of a named model in the MLflow registry."""
+    from oncotriage.models import registry
+
+    try:
+        resolved = registry.resolve(model, tracking_uri=tracking_uri)
+        run_id = resolved.run_id if registry.parse_model_uri(model).kind == "runs" else None
+        version = registry.register_bundle(
+            resolved.bundle_dir,
+            name,
+            tracking_uri=tracking_uri,
+            run_id=run_id,
+            tags=_parse_tags(tag),
+            description=description,
+        )
+        if alias:
+            registry.set_alias(name, alias, version, tracking_uri=tracking_uri)
+    except registry.RegistryError as exc:
+        raise _fail(f"register: {exc}") from exc
+    spec = resolved.spec
+    typer.echo(f"registered {name} version {version}  (models:/{name}/{version})")
+    if alias:
+        typer.echo(f"alias {alias} -> version {version}")
+    calibrated = "calibrated" if spec.thresholds.calibrated else "NOT calibrated"
+    typer.echo(
+        f"thresholds: operating {spec.thresholds.operating:.4f}, urgent "
+        f"{spec.thresholds.urgent:.4f} ({calibrated})"
+    )
+    typer.echo(f"intended use: {spec.intended_use}")
+
+
+def promote_command(
+    model: Annotated[str, typer.Option(help="Registered model name.")],
+    version: Annotated[int, typer.Option(min=1, help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to point at it.")] = "champion",
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+) -> None:
+    """Point an alias (champion by default) at a version. Rolling back is promoting the old one."""
+    from oncotriage.models import registry
+
+    try:
+        before = {
+            m.name: m.aliases.get(alias) for m in registry.list_models(tracking_uri=tracking_uri)
+        }.get(model)
+        registry.set_alias(model, alias, version, tracking_uri=tracking_uri)
+    except registry.RegistryError as exc:
+        raise _fail(f"promote: {exc}") from exc
+    previous = f" (was version {before})" if before is not None else ""
+    typer.echo(f"{model}@{alias} -> version {version}{previous}")
+
+
+_KEY_METRICS = (
+    "cpm",
+    "froc_sens_at_1_fp",
+    "ap_iou_0.10",
+    "study_auc",
+    "operating_sensitivity",
+    "operating_specificity",
+)
+
+
+@models_app.command("list")
+def models_list_command(
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+) -> None:
+    """Registered models with their newest version and aliases."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.models import registry
+
+    models = registry.list_models(tracking_uri=tracking_uri)
+    if not models:
+        typer.echo("no registered models (register one with `oncotriage register`)")
+        return
+    table = Table(title="registered models")
+    for column in ("name", "latest version", "aliases", "description"):
+        table.add_column(column)
+    for info in models:
+        aliases = ", ".join(f"{a} -> v{v}" for a, v in sorted(info.aliases.items()))
+        table.add_row(info.name, str(info.latest_version or "-"), aliases or "-", info.description)
+    Console().print(table)
+
+
+@models_app.command("show")
+def models_show_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[
+        str | None, typer.Option(help="One version (number or alias) in detail.")
+    ] = None,
+    last: Annotated[int, typer.Option(min=1, help="Show the newest N versions.")] = 6,
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+) -> None:
+    """Versions of a model side by side: aliases, thresholds, dataset and key metrics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.models import registry
+
+    console = Console()
+    try:
+        if version is not None:
+            info = registry.get_version(name, version, tracking_uri=tracking_uri)
+            table = Table(title=f"{name} version {info.version}")
+            table.add_column("field")
+            table.add_column("value")
+            table.add_row("aliases", ", ".join(info.aliases) or "-")
+            table.add_row("created", info.created.isoformat(timespec="seconds"))
+            table.add_row("run", info.run_id or "-")
+            table.add_row("source", info.source)
+            for key, value in sorted(info.tags.items()):
+                if not key.startswith(registry.METRIC_TAG_PREFIX):
+                    table.add_row(key, value if len(value) < 300 else value[:297] + "...")
+            for key, number in sorted(info.metrics.items()):
+                table.add_row(f"metric {key}", _fmt(number, 4))
+            console.print(table)
+            return
+        versions = registry.list_versions(name, tracking_uri=tracking_uri)
+    except registry.RegistryError as exc:
+        raise _fail(f"models show: {exc}") from exc
+    if not versions:
+        raise _fail(f"model {name!r} has no versions; see `oncotriage models list`")
+    shown = versions[-last:]
+    names = sorted(
+        {
+            key
+            for v in shown
+            for key in v.metrics
+            if any(key == k or key.endswith(f"_{k}") for k in _KEY_METRICS)
+        }
+    )
+    table = Table(title=f"{name}: versions side by side ({len(shown)} of {len(versions)})")
+    table.add_column("")
+    for info in shown:
+        table.add_column(f"v{info.version}", justify="right")
+
+    def row(label: str, values: list[str]) -> None:
+        table.add_row(label, *values)
+
+    row("aliases", [", ".join(v.aliases) or "-" for v in shown])
+    row("created", [v.created.strftime("%Y-%m-%d %H:%M") for v in shown])
+    row(
+        "dataset",
+        [
+            v.tags.get("oncotriage.dataset_fingerprint", "-").removeprefix("sha256:")[:12]
+            for v in shown
+        ],
+    )
+    for key in ("operating", "urgent"):
+        row(
+            f"{key} threshold",
+            [
+                _fmt(v.thresholds.get(key), 4) + ("" if v.thresholds.get("calibrated") else "*")
+                for v in shown
+            ],
+        )
+    for metric in names:
+        row(metric, [_fmt(v.metrics.get(metric)) for v in shown])
+    console.print(table)
+    if any(not v.thresholds.get("calibrated") for v in shown):
+        typer.echo("* not calibrated: run `oncotriage calibrate`")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this subpackage's commands to the root ``oncotriage`` app."""
+    """Add the training and registry commands to the root app."""
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("calibrate")(calibrate_command)
+    app.command("register")(register_command)
+    app.command("promote")(promote_command)
+    app.add_typer(models_app)

@@ -1,0 +1,226 @@
+"""The ML engineer's loop through the CLI: train -> calibrate -> register -> promote -> evaluate.
+
+A tiny detector trains a few steps on synthetic radiographs on CPU; everything is checked
+in the real MLflow store (SQLite) the commands wrote to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.torch
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "detector_tiny_2d.yaml"
+TINY_TRAINING = [
+    "training.steps_per_epoch=2",
+    "training.batch_size=2",
+    "training.num_threads=1",
+    "training.val_interval=1",
+    "training.warmup_epochs=0",
+]
+
+
+def _invoke(args: list[str]) -> Any:
+    from oncotriage.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [item for o in overrides for item in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the whole loop once; the tests below check what each step left behind."""
+    pytest.importorskip("monai")
+    from oncotriage.datasets.synth import run_synth
+
+    root = tmp_path_factory.mktemp("loop")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ONCOTRIAGE_DATA_DIR", str(root / "var"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        datalist = run_synth("cxr", 14, 5, root / "data", negative_fraction=0.4)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        out = root / "run"
+        base = ["train", "--config", TINY, "--datalist", datalist, "--out", out]
+        base += ["--seed", "0", "--tracking-uri", uri, "--no-progress"]
+        first = _invoke([*base, *_sets([*TINY_TRAINING, "training.epochs=2"])])
+        assert first.exit_code == 0, first.output
+        run_id = re.search(r"run:\s+([0-9a-f]{32})", first.output).group(1)  # type: ignore[union-attr]
+        refused = _invoke([*base, *_sets([*TINY_TRAINING, "training.epochs=2"])])
+        resumed = _invoke([*base, "--resume", *_sets([*TINY_TRAINING, "training.epochs=3"])])
+        assert resumed.exit_code == 0, resumed.output
+        calibrated = root / "calibrated"
+        calibrate = _invoke(
+            ["calibrate", "--model", f"runs:/{run_id}/bundle", "--datalist", datalist]
+            + ["--out", calibrated, "--tracking-uri", uri]
+        )
+        assert calibrate.exit_code == 0, calibrate.output
+        register = _invoke(
+            ["register", "--model", calibrated, "--name", "tiny-cli", "--tracking-uri", uri]
+            + ["--tag", "purpose=test"]
+        )
+        assert register.exit_code == 0, register.output
+        promote = _invoke(
+            ["promote", "--model", "tiny-cli", "--version", "1", "--alias", "champion"]
+            + ["--tracking-uri", uri]
+        )
+        show = _invoke(["models", "show", "tiny-cli", "--tracking-uri", uri])
+        listing = _invoke(["models", "list", "--tracking-uri", uri])
+        metrics_json = root / "metrics.json"
+        evaluate = _invoke(
+            ["evaluate", "--model", "models:/tiny-cli@champion", "--datalist", datalist]
+            + ["--split", "test", "--tracking-uri", uri, "--json", metrics_json]
+        )
+        return {
+            "root": root,
+            "datalist": datalist,
+            "uri": uri,
+            "out": out,
+            "run_id": run_id,
+            "first": first,
+            "refused": refused,
+            "resumed": resumed,
+            "calibrated": calibrated,
+            "calibrate": calibrate,
+            "register": register,
+            "promote": promote,
+            "show": show,
+            "list": listing,
+            "evaluate": evaluate,
+            "metrics_json": metrics_json,
+        }
+    finally:
+        mp.undo()
+
+
+def _client(loop: dict[str, Any]) -> Any:
+    from oncotriage.models.registry import get_client
+
+    return get_client(loop["uri"])
+
+
+def test_training_run_has_config_params_commit_and_fingerprint(loop: dict[str, Any]) -> None:
+    from oncotriage.training.data import dataset_fingerprint
+
+    run = _client(loop).get_run(loop["run_id"])
+    params, tags = run.data.params, run.data.tags
+    assert params["name"] == "tiny-2d"
+    assert params["backbone.depth"] == "10"
+    assert params["training.epochs"] == "2"  # params of the first launch; resume keeps them
+    assert params["training.batch_size"] == "2"
+    assert params["run.seed"] == "0"
+    assert params["run.train_images"] == "10"
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == head
+    assert tags["oncotriage.dataset_fingerprint"] == dataset_fingerprint(loop["datalist"])
+    assert tags["oncotriage.synthetic_data"] == "true"
+    assert run.info.status == "FINISHED"
+
+
+def test_training_run_has_per_epoch_metrics_and_artifacts(loop: dict[str, Any]) -> None:
+    client = _client(loop)
+    losses = client.get_metric_history(loop["run_id"], "train_loss")
+    assert sorted(m.step for m in losses) == [1, 2, 3]  # two epochs, then one resumed
+    assert all(0.0 < m.value < 100.0 for m in losses)
+    cpm = client.get_metric_history(loop["run_id"], "val_cpm")
+    assert sorted(m.step for m in cpm) == [1, 2, 3]
+    assert all(0.0 <= m.value <= 1.0 for m in cpm)
+    from mlflow.artifacts import download_artifacts
+
+    local = Path(
+        download_artifacts(
+            run_id=loop["run_id"], dst_path=str(loop["root"] / "art"), tracking_uri=loop["uri"]
+        )
+    )
+    for name in (
+        "checkpoints/best.pt",
+        "plots/loss_curve.png",
+        "plots/val_froc.png",
+        "bundle/model.onnx",
+        "bundle/model_spec.json",
+        "config/config.yaml",
+    ):
+        assert (local / name).is_file(), name
+    for png in ("plots/loss_curve.png", "plots/val_froc.png"):
+        assert (local / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    spec = json.loads((local / "bundle/model_spec.json").read_text())
+    assert spec["training_run_id"] == loop["run_id"]
+    assert spec["dataset_fingerprint"].startswith("sha256:")
+    assert "synthetic" in spec["intended_use"].lower()
+    assert "val_cpm" in spec["metrics"]
+
+
+def test_existing_run_is_not_overwritten_and_resume_continues(loop: dict[str, Any]) -> None:
+    import torch
+
+    assert loop["refused"].exit_code == 2
+    assert "--resume" in loop["refused"].output
+    assert f"run:        {loop['run_id']}" in loop["resumed"].output
+    state = torch.load(loop["out"] / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 3 and state["global_step"] == 6
+    assert [h["epoch"] for h in state["history"]] == [1.0, 2.0, 3.0]
+    assert state["run_id"] == loop["run_id"] and not state["interrupted"]
+
+
+def test_calibrate_writes_thresholds_into_the_bundle(loop: dict[str, Any]) -> None:
+    assert "stored in" in loop["calibrate"].output
+    spec = json.loads((loop["calibrated"] / "model_spec.json").read_text())
+    thresholds = spec["thresholds"]
+    assert thresholds["calibrated"] is True
+    assert 0.0 <= thresholds["operating"] <= thresholds["urgent"] <= 1.0
+    # one positive validation study: sensitivity 1/1 at the operating threshold
+    assert spec["metrics"]["validation_operating_sensitivity"] == 1.0
+    assert "Wilson" in loop["calibrate"].output
+
+
+def test_register_promote_and_show(loop: dict[str, Any]) -> None:
+    from oncotriage.models import registry
+
+    assert "registered tiny-cli version 1" in loop["register"].output
+    info = registry.get_version("tiny-cli", 1, tracking_uri=loop["uri"])
+    assert info.run_id == loop["run_id"]  # lineage: the version hangs off the training run
+    assert info.tags["purpose"] == "test"
+    assert info.thresholds["calibrated"] is True
+    assert info.tags["oncotriage.dataset_fingerprint"].startswith("sha256:")
+    assert loop["promote"].exit_code == 0
+    assert "tiny-cli@champion -> version 1" in loop["promote"].output
+    assert info.version == 1
+    assert registry.get_version("tiny-cli", "champion", tracking_uri=loop["uri"]).version == 1
+    show = loop["show"].output
+    assert loop["show"].exit_code == 0
+    assert re.search(r"aliases\s*│\s*champion", show), show
+    assert re.search(r"operating threshold\s*│\s*0\.\d{4}\s", show), show
+    assert f"{info.thresholds['operating']:.4f}" in show
+    assert "tiny-cli" in loop["list"].output and "champion -> v1" in loop["list"].output
+
+
+def test_evaluate_on_the_promoted_version(loop: dict[str, Any]) -> None:
+    from oncotriage.models import registry
+
+    result = loop["evaluate"]
+    assert result.exit_code == 0, result.output
+    assert "sensitivity at 1 FP/image" in result.output and "CPM" in result.output
+    metrics = json.loads(loop["metrics_json"].read_text())
+    assert metrics["num_images"] == 2 and metrics["num_studies"] == 2
+    assert 0.0 <= metrics["cpm"] <= 1.0
+    info = registry.get_version("tiny-cli", 1, tracking_uri=loop["uri"])
+    assert info.metrics["test_cpm"] == pytest.approx(metrics["cpm"])
+    assert info.metrics["test_num_lesions"] == 2.0
+    run_id = re.search(r"MLflow run: ([0-9a-f]{32})", result.output).group(1)  # type: ignore[union-attr]
+    run = _client(loop).get_run(run_id)
+    assert run.data.metrics["cpm"] == pytest.approx(metrics["cpm"])
+    assert run.data.tags["oncotriage.model"] == "tiny-cli/1"

@@ -1,0 +1,88 @@
+"""MLflow bookkeeping shared by train, evaluate and calibrate: params, git commit, metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_MAX_PARAM_VALUE = 6000
+_BATCH = 100  # MLflow accepts at most 100 params or 1000 metrics per log_batch call
+
+
+def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b.c": "value"}`` (lists and ``None`` as text)."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, f"{name}."))
+        else:
+            text = "null" if value is None else str(value)
+            out[name] = text[:_MAX_PARAM_VALUE]
+    return out
+
+
+def git_commit(path: Path | None = None) -> tuple[str | None, bool]:
+    """Commit of the source tree holding ``path`` (default: this package) and whether it is dirty.
+
+    Returns:
+        ``(sha, dirty)``; ``(None, False)`` outside a git checkout.
+    """
+    where = Path(path or Path(__file__).resolve().parent)
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+    return sha or None, bool(status.strip())
+
+
+def finite_metrics(metrics: Mapping[str, float], prefix: str = "") -> dict[str, float]:
+    """Only the finite values (MLflow and the model spec refuse NaN), keys prefixed."""
+    return {
+        f"{prefix}{k}": float(v)
+        for k, v in metrics.items()
+        if v is not None and math.isfinite(float(v))
+    }
+
+
+def log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+    """Log many params in batches of 100."""
+    from mlflow.entities import Param
+
+    items = list(params.items())
+    for start in range(0, len(items), _BATCH):
+        chunk = [Param(k, v) for k, v in items[start : start + _BATCH]]
+        client.log_batch(run_id, params=chunk)
+
+
+def log_metrics(
+    client: Any, run_id: str, metrics: Mapping[str, float], step: int | None = None
+) -> None:
+    """Log finite metrics at ``step`` in one batch."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    values = [Metric(k, v, now, step or 0) for k, v in finite_metrics(metrics).items()]
+    for start in range(0, len(values), 1000):
+        client.log_batch(run_id, metrics=values[start : start + 1000])
