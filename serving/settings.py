@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     triton_url: str = "127.0.0.1:8001"
     triton_model_repository: Path | None = None
     triton_timeout_s: float = Field(default=30.0, gt=0)
+    triton_control_urls: str | None = Field(
+        default=None,
+        description="Comma-separated Triton instances that get model control (load/unload); "
+        "default triton_url.",
+    )
+    triton_flavor: Literal["gpu", "portable"] | None = Field(
+        default=None, description="Repository flavour for a model new to Triton (default gpu)."
+    )
 
     # --- workers and the job queue
     embedded_workers: int = Field(
