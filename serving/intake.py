@@ -376,15 +376,15 @@ def _record(
                 FailureReason.DUPLICATE_SOP_INSTANCE,
                 "this SOP Instance UID was already received in another study",
             )
-        elif existing.content_hash != candidate.content_hash:
-            _fail(
-                outcome,
-                FailureReason.DUPLICATE_SOP_INSTANCE,
-                "a different object with this SOP Instance UID was already received; "
-                "a changed image needs a new SOP Instance UID",
+            continue
+        # The same SOP Instance UID is the same image (a changed image must get a new UID),
+        # even when a sender re-encodes it: the first copy is kept and the re-send succeeds.
+        if existing.content_hash != candidate.content_hash:
+            logger.info(
+                "re-sent instance differs in encoding; the first copy is kept",
+                extra={"fields": {"instance_id": existing.id}},
             )
-        else:
-            outcome.stored, outcome.duplicate, outcome.study_id = True, True, study.id
+        outcome.stored, outcome.duplicate, outcome.study_id = True, True, study.id
     session.flush()
     for study in touched.values():
         refresh_study(session, study, now=now)
@@ -422,7 +422,7 @@ def ingest(
         uid = checked.outcome.sop_instance_uid
         earlier = first_copy.get(uid)
         if earlier is not None:  # the same SOP Instance UID twice in one request
-            if earlier.content_hash == checked.content_hash:
+            if earlier.outcome.study_instance_uid == checked.outcome.study_instance_uid:
                 checked.outcome.duplicate = True
                 result.outcomes.append(checked.outcome)
                 continue
@@ -430,7 +430,7 @@ def ingest(
                 _fail(
                     checked.outcome,
                     FailureReason.DUPLICATE_SOP_INSTANCE,
-                    "two different objects with the same SOP Instance UID in one request",
+                    "the same SOP Instance UID in two studies of one request",
                 )
             )
             continue

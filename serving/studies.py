@@ -111,11 +111,14 @@ def list_studies(
     priority: Priority | None = None,
     review_status: ReviewStatus | None = None,
     hospital_id: int | None = None,
+    study_instance_uid: str | None = None,
     skip: int = 0,
     limit: int = 100,
 ) -> tuple[list[StudyPublic], int]:
     """Studies the caller may see, newest first, with the total count."""
     conditions = [study_visibility_clause(session, principal)]
+    if study_instance_uid is not None:
+        conditions.append(Study.study_instance_uid == study_instance_uid)
     if status is not None:
         conditions.append(Study.status == status)
     if priority is not None:

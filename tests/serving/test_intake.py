@@ -38,6 +38,9 @@ def test_dicomweb_client_stores_a_study_that_gets_triaged(service_factory, flagg
         study_id = study_id_for(service, "A", first.StudyInstanceUID)
         study = service.wait_for_study(study_id, "A")
         assert study["status"] == "triaged"
+        # a hand-built request to /studies/{uid} also says where the study's status is
+        again = stow(service, "A", [to_bytes(first)], study_uid=first.StudyInstanceUID)
+        assert again.headers["location"] == f"{service.url}/v1/studies/{study_id}"
         assert (study["series_count"], study["instance_count"]) == (2, 2)
         assert (study["model_name"], study["model_version"]) == ("oncotriage-test", "1")
         with service.client("A") as client:
@@ -125,14 +128,24 @@ def test_resending_the_same_instance_is_idempotent(service_factory, flagging_bun
         again = stow(service, "A", [data, data])  # twice more, once in the same request
         assert again.status_code == 200, pretty(again)
         assert len(dicom_json_value(again.json(), "00081199")) == 2
-        changed = dx_instance(8, seed=1)  # same UIDs, different pixels
-        changed.SOPInstanceUID = instance.SOPInstanceUID
-        changed.StudyInstanceUID = instance.StudyInstanceUID
-        changed.SeriesInstanceUID = instance.SeriesInstanceUID
-        conflict = stow(service, "A", [to_bytes(changed)])
+        # a sender re-encoding the same image (same UIDs, other bytes): still the same image
+        reencoded = dx_instance(8)
+        reencoded.ImageComments = "re-sent by another PACS"
+        assert to_bytes(reencoded) != data
+        assert stow(service, "A", [to_bytes(reencoded)]).status_code == 200
+        # the same SOP Instance UID in another study is refused
+        moved = dx_instance(8)
+        moved.StudyInstanceUID = dx_instance(9).StudyInstanceUID
+        conflict = stow(service, "A", [to_bytes(moved)])
         assert conflict.status_code == 409
         failed = dicom_json_value(conflict.json(), "00081198")
         assert dicom_json_value(failed[0], "00081197") == [FailureReason.DUPLICATE_SOP_INSTANCE]
+        with service.client("A") as client:
+            kept = client.get(
+                f"/dicomweb/studies/{instance.StudyInstanceUID}/series/{instance.SeriesInstanceUID}"
+                f"/instances/{instance.SOPInstanceUID}"
+            )
+        assert data in kept.content  # the first copy is what the service keeps
         with service.db.session() as session:
             assert session.scalar(sa.select(sa.func.count()).select_from(Instance)) == 1
             assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 1

@@ -109,6 +109,10 @@ def stow_response(
         )
     for warning in response.warning_headers():
         http.headers.append("Warning", warning)
+    study_ids = result.study_ids
+    if len(study_ids) == 1:
+        # Not part of STOW-RS: where the hospital follows the study's triage (JSON API).
+        http.headers["Location"] = f"{root}/v1/studies/{study_ids[0]}"
     return http
 
 

@@ -128,6 +128,7 @@ def read_studies(
     priority: Priority | None = None,
     review_status: ReviewStatus | None = None,
     hospital_id: int | None = None,
+    study_instance_uid: Annotated[str | None, Query(max_length=64)] = None,
     skip: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> StudiesPublic:
@@ -139,6 +140,7 @@ def read_studies(
         priority=priority,
         review_status=review_status,
         hospital_id=hospital_id,
+        study_instance_uid=study_instance_uid,
         skip=skip,
         limit=limit,
     )

@@ -172,11 +172,11 @@ def stow(
 def study_id_for(service: Service, who: str, study_uid: str) -> str:
     """The service's id of a hospital's study, by Study Instance UID."""
     with service.client(who) as client:
-        studies = client.get("/v1/studies", params={"limit": 500}).raise_for_status().json()
-    for study in studies["data"]:
-        if study["study_instance_uid"] == study_uid:
-            return str(study["id"])
-    raise LookupError(study_uid)
+        params = {"study_instance_uid": study_uid}
+        studies = client.get("/v1/studies", params=params).raise_for_status().json()
+    if studies["count"] != 1:
+        raise LookupError(study_uid)
+    return str(studies["data"][0]["id"])
 
 
 def wait_until(
