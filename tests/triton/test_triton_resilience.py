@@ -15,7 +15,7 @@ from oncotriage.models.pipeline import OrtRunner
 from oncotriage.serving.triton.runner import TritonInference, TritonRunner
 from oncotriage.serving.triton.server import TritonServer
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
 REQUESTS = 30
 SPREAD_S = 0.2  # one request every 200 ms: they keep arriving before, during and after
