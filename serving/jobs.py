@@ -135,8 +135,11 @@ def renew(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def complete(session: Session, table: WorkTable, lease: Lease, *, now: datetime) -> bool:
-    """Mark a held row done; False (and nothing written) when the lease was lost."""
+def complete(
+    session: Session, table: WorkTable, lease: Lease, *, now: datetime, **values: object
+) -> bool:
+    """Mark a held row done (setting ``values`` too); False (and nothing written) when the
+    lease was lost."""
     result = session.execute(
         sa.update(table)
         .where(_held(table, lease))
@@ -146,6 +149,7 @@ def complete(session: Session, table: WorkTable, lease: Lease, *, now: datetime)
             lease_owner=None,
             lease_expires_at=None,
             last_error=None,
+            **values,
         ),
         execution_options={"synchronize_session": False},
     )

@@ -205,13 +205,15 @@ class Worker:
         if not self._model_ready():
             return False
         with self.db.session() as session:
+            # Claim and start in one transaction: one round of locking per job.
             lease = jobs.claim_next(
                 session, Job, owner=self.name, lease_s=self.settings.job_lease_s, now=utcnow()
             )
-        if lease is None:
-            return False
+            if lease is None:
+                return False
+            job_input = None if lease.exhausted else self._start_job(session, lease)
         log_fields = {"job_id": lease.id, "attempt": lease.attempt, "worker": self.name}
-        logger.info(
+        logger.debug(
             "job %d claimed (attempt %d)", lease.id, lease.attempt, extra={"fields": log_fields}
         )
         if lease.exhausted:
@@ -222,7 +224,6 @@ class Worker:
                 permanent=True,
             )
             return True
-        job_input = self._start_job(lease)
         if job_input is None:
             return True
         heartbeat = Heartbeat(
@@ -267,28 +268,36 @@ class Worker:
         self._complete_job(lease, job_input, model, findings, elapsed)
         return True
 
-    def _start_job(self, lease: jobs.Lease) -> _JobInput | None:
-        """Mark the study processing and collect the files the job reads."""
+    @staticmethod
+    def _start_job(session: Session, lease: jobs.Lease) -> _JobInput | None:
+        """Mark the study processing and collect the files the job reads (in the claim's
+        transaction)."""
         now = utcnow()
-        with self.db.session() as session:
-            job = session.get(Job, lease.id)
-            if job is None:  # deleted with its study
-                return None
-            if job.instance_id is not None:
-                instance_rows = [session.get(Instance, job.instance_id)]
-            else:
-                instance_rows = list(
-                    session.scalars(
-                        sa.select(Instance)
-                        .where(Instance.series_id == job.series_id)
-                        .order_by(Instance.id)
-                    )
-                )
-            paths = tuple(row.stored_path for row in instance_rows if row is not None)
-            study = session.get(Study, job.study_id)
-            if study is not None:
-                refresh_study(session, study, now=now)
-            return _JobInput(job.id, job.study_id, job.series_id, job.instance_id, paths)
+        row = session.execute(
+            sa.select(Job.study_id, Job.series_id, Job.instance_id).where(Job.id == lease.id)
+        ).first()
+        if row is None:  # deleted with its study
+            return None
+        study_id, series_id, instance_id = row
+        paths_query = sa.select(Instance.stored_path)
+        if instance_id is not None:
+            paths_query = paths_query.where(Instance.id == instance_id)
+        else:
+            paths_query = paths_query.where(Instance.series_id == series_id).order_by(Instance.id)
+        paths = tuple(session.scalars(paths_query))
+        session.execute(
+            sa.update(Study)
+            .where(
+                Study.id == study_id, Study.status.in_([StudyStatus.RECEIVED, StudyStatus.QUEUED])
+            )
+            .values(
+                status=StudyStatus.PROCESSING,
+                processing_started_at=sa.func.coalesce(Study.processing_started_at, now),
+                updated_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        return _JobInput(lease.id, study_id, series_id, instance_id, paths)
 
     def _detect(self, model: LoadedModel, job_input: _JobInput) -> list[object]:
         from oncotriage.datasets.image import UnsupportedImageError
@@ -317,58 +326,53 @@ class Worker:
         priority = priority_for(score, model.spec.thresholds)
         now = utcnow()
         with self.db.session() as session:
-            if not jobs.complete(session, Job, lease, now=now):
+            completed = jobs.complete(
+                session,
+                Job,
+                lease,
+                now=now,
+                model_name=model.name,
+                model_version=model.version,
+                suspicion_score=score,
+                priority=priority,
+                inference_s=elapsed_s,
+            )
+            if not completed:
                 logger.warning("job %d: lease lost before completion; result discarded", lease.id)
                 return
-            job = session.get(Job, lease.id)
-            assert job is not None
-            job.model_name, job.model_version = model.name, model.version
-            job.suspicion_score, job.priority, job.inference_s = score, priority, elapsed_s
-            same_target = sa.and_(
-                Job.study_id == job.study_id,
-                Job.series_id == job.series_id,
-                Job.instance_id.is_(None)
-                if job.instance_id is None
-                else Job.instance_id == job.instance_id,
-                Job.state.in_([JobState.DONE, JobState.FAILED]),
-            )
-            newer = session.scalar(sa.select(Job.id).where(same_target, Job.id > job.id).limit(1))
-            if newer is not None:
-                # A later job over more of the same series finished first: it stands.
-                job.state = JobState.SUPERSEDED
-            else:
-                older_ids = list(
-                    session.scalars(sa.select(Job.id).where(same_target, Job.id < job.id))
+            if job_input.instance_id is None and self._superseded(session, job_input):
+                session.execute(
+                    sa.update(Job).where(Job.id == lease.id).values(state=JobState.SUPERSEDED),
+                    execution_options={"synchronize_session": False},
                 )
-                if older_ids:
-                    session.execute(sa.delete(Finding).where(Finding.job_id.in_(older_ids)))
-                    session.execute(
-                        sa.update(Job)
-                        .where(Job.id.in_(older_ids))
-                        .values(state=JobState.SUPERSEDED),
-                        execution_options={"synchronize_session": False},
-                    )
-                instance_ids = self._instance_ids_by_uid(session, job)
-                for finding in detected:
-                    session.add(
-                        Finding(
-                            study_id=job.study_id,
-                            job_id=job.id,
-                            series_id=job.series_id,
-                            instance_id=job.instance_id
-                            if job.instance_id is not None
+            elif detected:
+                instance_ids = (
+                    {}
+                    if job_input.instance_id is not None
+                    else self._instance_ids_by_uid(session, job_input)
+                )
+                session.execute(
+                    sa.insert(Finding),
+                    [
+                        {
+                            "study_id": job_input.study_id,
+                            "job_id": lease.id,
+                            "series_id": job_input.series_id,
+                            "instance_id": job_input.instance_id
+                            if job_input.instance_id is not None
                             else _instance_of(finding, instance_ids),
-                            label=int(finding.label),
-                            score=float(finding.score),
-                            box_index=[float(v) for v in finding.box_index],
-                            box_world=[float(v) for v in finding.box_world],
-                            model_name=model.name,
-                            model_version=model.version,
-                            created_at=now,
-                        )
-                    )
-            session.flush()
-            self._refresh_and_notify(session, job.study_id, now=now)
+                            "label": int(finding.label),
+                            "score": float(finding.score),
+                            "box_index": [float(v) for v in finding.box_index],
+                            "box_world": [float(v) for v in finding.box_world],
+                            "model_name": model.name,
+                            "model_version": model.version,
+                            "created_at": now,
+                        }
+                        for finding in detected
+                    ],
+                )
+            self._refresh_and_notify(session, job_input.study_id, now=now)
         logger.info(
             "job %d done: %d findings, score %.3f, %s, model %s, %.0f ms",
             lease.id,
@@ -390,10 +394,36 @@ class Worker:
         )
 
     @staticmethod
-    def _instance_ids_by_uid(session: Session, job: Job) -> dict[str, int]:
+    def _superseded(session: Session, job_input: _JobInput) -> bool:
+        """For a series job: retire older finished runs over the same series, or, when a
+        newer run (over more of the series) finished first, report that this one is stale."""
+        same_series = sa.and_(
+            Job.study_id == job_input.study_id,
+            Job.series_id == job_input.series_id,
+            Job.instance_id.is_(None),
+            Job.state.in_([JobState.DONE, JobState.FAILED]),
+        )
+        newer = session.scalar(
+            sa.select(Job.id).where(same_series, Job.id > job_input.job_id).limit(1)
+        )
+        if newer is not None:
+            return True
+        older = list(
+            session.scalars(sa.select(Job.id).where(same_series, Job.id < job_input.job_id))
+        )
+        if older:
+            session.execute(sa.delete(Finding).where(Finding.job_id.in_(older)))
+            session.execute(
+                sa.update(Job).where(Job.id.in_(older)).values(state=JobState.SUPERSEDED),
+                execution_options={"synchronize_session": False},
+            )
+        return False
+
+    @staticmethod
+    def _instance_ids_by_uid(session: Session, job_input: _JobInput) -> dict[str, int]:
         rows = session.execute(
             sa.select(Instance.sop_instance_uid, Instance.id).where(
-                Instance.series_id == job.series_id
+                Instance.series_id == job_input.series_id
             )
         ).all()
         return {str(uid): int(instance_id) for uid, instance_id in rows}
