@@ -25,13 +25,13 @@ def postgres_base_url() -> str:
 
 
 @functools.cache
-def _postgres_error() -> str | None:
-    """``None`` when PostgreSQL answers, else why not (checked once per session)."""
+def _postgres_error(url: str) -> str | None:
+    """``None`` when PostgreSQL at ``url`` answers, else why not (checked once per session)."""
     import sqlalchemy as sa
 
     try:
         engine = sa.create_engine(
-            postgres_base_url(), connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool
+            url, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool
         )
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
@@ -43,7 +43,7 @@ def _postgres_error() -> str | None:
 
 def require_postgres() -> None:
     """Skip (or, with ``CI=true``, fail) when PostgreSQL is not reachable."""
-    error = _postgres_error()
+    error = _postgres_error(postgres_base_url())
     if error is None:
         return
     message = f"PostgreSQL at {postgres_base_url()} is not reachable: {error}"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
     """An Alembic ``Config`` pointing at ``serving/migrations`` and ``database_url``."""
+    _quiet_alembic()
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # '%' is ConfigParser interpolation syntax; URLs may hold percent-escapes.
@@ -31,11 +35,15 @@ def _quiet_alembic() -> None:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the schema at ``database_url`` up to ``revision`` (creates it when empty)."""
     _quiet_alembic()
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
     _quiet_alembic()
+    from alembic import command
+
     command.downgrade(alembic_config(database_url), revision)
 
 

@@ -166,3 +166,28 @@ def test_content_store_paths_come_from_hashes_only(tmp_path: Path) -> None:
             store.path(hostile)
     with pytest.raises(StoreError):
         ContentStore.relative_path_for("../" + "a" * 61)
+
+
+def _root_conftest():  # the shared fixtures module (tests/conftest.py)
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("oncotriage_root_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "failed"), ("", "skipped")])
+def test_unreachable_postgres_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: str
+) -> None:
+    conftest = _root_conftest()
+    monkeypatch.setenv(
+        "ONCOTRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://nobody@127.0.0.1:9/none"
+    )
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if outcome == "failed" else pytest.skip.Exception
+    with pytest.raises(expected, match="not reachable"):
+        conftest.require_postgres()
