@@ -205,6 +205,13 @@ def test_webhooks_arrive_signed_and_are_retried(service_factory, flagging_bundle
                     f"/v1/studies/{study_id}/review", json={"decision": "refer", "note": "see us"}
                 ).raise_for_status()
             wait_until(lambda: len(receiver.deliveries) == 2, timeout_s=30)
+
+            def delivered() -> bool:  # the worker records delivery after the receiver answered
+                with service.db.session() as session:
+                    states = session.scalars(sa.select(WebhookDelivery.state)).all()
+                return states == [JobState.DONE, JobState.DONE]
+
+            wait_until(delivered, timeout_s=30)
             with service.db.session() as session:
                 outbox = session.execute(
                     sa.select(
