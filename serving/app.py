@@ -21,7 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oncotriage import __version__
+from oncotriage.serving.api.deps import TokenCache
 from oncotriage.serving.api.routes import API_ROUTERS
+from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.migrate import upgrade
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.inference import ModelManager, ModelUnavailableError, RunnerFactory
@@ -167,12 +169,14 @@ def create_app(
     store = ContentStore(settings.image_store_dir)
     models = ModelManager(settings, runner_factory)
     metrics = ServiceMetrics(db, models)
+    trail = ReadTrail(db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await run_in_threadpool(upgrade, settings.database_url)
         store.root.mkdir(parents=True, exist_ok=True)
+        trail.start()
         pool: WorkerPool | None = None
         if settings.embedded_workers > 0:
             try:
@@ -201,6 +205,7 @@ def create_app(
             if pool is not None:
                 await run_in_threadpool(pool.stop)
             models.stop()
+            await run_in_threadpool(trail.stop)
             db.dispose()
 
     app = FastAPI(
@@ -222,6 +227,8 @@ def create_app(
     app.state.store = store
     app.state.models = models
     app.state.metrics = metrics
+    app.state.audit = trail
+    app.state.token_cache = TokenCache(settings.auth_cache_s)
 
     @app.exception_handler(RequestTooLargeError)
     async def _too_large(request: Request, exc: RequestTooLargeError) -> JSONResponse:

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     sla_needs_manual_review_minutes: float = Field(default=8 * 60.0, gt=0)
     sla_routine_minutes: float = Field(default=7 * 24 * 60.0, gt=0)
 
+    # --- authentication
+    auth_cache_s: float = Field(
+        default=10.0, ge=0, description="Seconds a verified token is remembered (0: never)."
+    )
+
     # --- secrets and webhooks
     secret_key: SecretStr = SecretStr("change-me")
     webhook_timeout_s: float = Field(default=10.0, gt=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -9,9 +11,10 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.inference import ModelManager
-from oncotriage.serving.security import AuthenticationError, Principal, authenticate
+from oncotriage.serving.security import AuthenticationError, Principal, authenticate, hash_token
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 
@@ -55,19 +58,64 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
+def get_trail(request: Request) -> ReadTrail:
+    return request.app.state.audit
+
+
+TrailDep = Annotated[ReadTrail, Depends(get_trail)]
+
+
+class TokenCache:
+    """Principals of recently seen tokens, for ``ttl_s`` seconds (by the token's hash).
+
+    Saves a database round trip on every request of a polling client; a revoked token keeps
+    working for at most ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Principal | None:
+        if self.ttl_s <= 0:
+            return None
+        key = hash_token(token)
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, token: str, principal: Principal) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[hash_token(token)] = (principal, time.monotonic() + self.ttl_s)
+
+
 def get_principal(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, from ``Authorization: Bearer <token>``; 401 without a valid token."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing bearer token")
+    cache: TokenCache = request.app.state.token_cache
+    cached = cache.get(credentials.credentials)
+    if cached is not None:
+        return cached
     try:
         principal = authenticate(session, credentials.credentials)
     except AuthenticationError as error:
         raise _unauthorized(f"invalid token: {error}") from None
     # End the read transaction now: on SQLite it holds the database's write lock.
     session.commit()
+    cache.put(credentials.credentials, principal)
     return principal
 
 

@@ -191,3 +191,21 @@ def test_unreachable_postgres_fails_in_ci_and_skips_elsewhere(
     expected = pytest.fail.Exception if outcome == "failed" else pytest.skip.Exception
     with pytest.raises(expected, match="not reachable"):
         conftest.require_postgres()
+
+
+def test_token_cache_forgets_after_its_ttl() -> None:
+    import time
+
+    from oncotriage.serving.api.deps import TokenCache
+    from oncotriage.serving.security import Principal
+
+    principal = Principal(kind="hospital", hospital_id=1, name="Hospital A")
+    cache = TokenCache(ttl_s=0.2)
+    cache.put("otk_token", principal)
+    assert cache.get("otk_token") == principal
+    assert cache.get("otk_other") is None
+    time.sleep(0.25)
+    assert cache.get("otk_token") is None
+    disabled = TokenCache(ttl_s=0)
+    disabled.put("otk_token", principal)
+    assert disabled.get("otk_token") is None

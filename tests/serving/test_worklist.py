@@ -49,6 +49,7 @@ def test_hospitals_see_only_their_studies(service_factory, flagging_bundle) -> N
         with service.client("root") as admin:
             assert {s["id"] for s in admin.get("/v1/worklist").json()["data"]} == {study_a, study_c}
         # every read was audited; the 404s were not (nothing was read)
+        service.flush_audit()
         with service.db.session() as session:
             reads = session.execute(
                 sa.select(AuditEvent.actor_name, AuditEvent.study_id).where(

@@ -8,7 +8,6 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from oncotriage.serving import audit
 from oncotriage.serving.api.deps import (
     CurrentHospital,
     CurrentPrincipal,
@@ -16,6 +15,7 @@ from oncotriage.serving.api.deps import (
     SessionDep,
     SettingsDep,
     StoreDep,
+    TrailDep,
 )
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import Instance, Series, Study
@@ -205,6 +205,7 @@ def _retrieve(
     session: SessionDep,
     store: StoreDep,
     principal: CurrentPrincipal,
+    trail: TrailDep,
     *conditions: sa.ColumnElement[bool],
 ) -> Response:
     rows = list(
@@ -219,11 +220,9 @@ def _retrieve(
     if not rows:
         session.rollback()
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    session.rollback()
     for study_id in dict.fromkeys(row.study_id for row in rows):
-        audit.record(
-            session, principal, AuditAction.STUDY_READ, study_id=study_id, detail={"via": "wado-rs"}
-        )
-    session.commit()
+        trail.add(principal, AuditAction.STUDY_READ, study_id=study_id, detail={"via": "wado-rs"})
     boundary = "oncotriage-wado-boundary"
     body = encode_multipart(
         [store.get(row.stored_path) for row in rows], "application/dicom", boundary
@@ -240,10 +239,16 @@ def _retrieve(
     response_class=Response,
 )
 def retrieve_study(
-    study_instance_uid: UidPath, session: SessionDep, store: StoreDep, principal: CurrentPrincipal
+    study_instance_uid: UidPath,
+    session: SessionDep,
+    store: StoreDep,
+    principal: CurrentPrincipal,
+    trail: TrailDep,
 ) -> Response:
     """The stored instances as ``multipart/related; type="application/dicom"``."""
-    return _retrieve(session, store, principal, Study.study_instance_uid == study_instance_uid)
+    return _retrieve(
+        session, store, principal, trail, Study.study_instance_uid == study_instance_uid
+    )
 
 
 @router.get(
@@ -258,12 +263,14 @@ def retrieve_instance(
     session: SessionDep,
     store: StoreDep,
     principal: CurrentPrincipal,
+    trail: TrailDep,
 ) -> Response:
     """One stored instance as a single-part ``multipart/related`` response."""
     return _retrieve(
         session,
         store,
         principal,
+        trail,
         Study.study_instance_uid == study_instance_uid,
         Series.series_instance_uid == series_instance_uid,
         Instance.sop_instance_uid == sop_instance_uid,

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from oncotriage.serving import audit
-from oncotriage.serving.api.deps import CurrentPrincipal, CurrentSpecialist, SessionDep, SettingsDep
+from oncotriage.serving.api.deps import (
+    CurrentPrincipal,
+    CurrentSpecialist,
+    SessionDep,
+    SettingsDep,
+    TrailDep,
+)
 from oncotriage.serving.api.schemas import Message, ReviewCreate, ReviewPublic, ReviewsPublic
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction
@@ -55,15 +60,15 @@ def create_review(
     response_model=ReviewsPublic,
     responses={404: {"model": Message, "description": "No such study (or not yours)."}},
 )
-def read_reviews(study_id: str, session: SessionDep, principal: CurrentPrincipal) -> ReviewsPublic:
+def read_reviews(
+    study_id: str, session: SessionDep, principal: CurrentPrincipal, trail: TrailDep
+) -> ReviewsPublic:
     """Decisions on a study (its hospital sees them too)."""
     try:
         study = get_visible_study(session, principal, study_id)
     except StudyNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
     data = reviews_of(session, study)
-    audit.record(
-        session, principal, AuditAction.STUDY_READ, study_id=study.id, detail={"reviews": True}
-    )
-    session.commit()
+    session.rollback()
+    trail.add(principal, AuditAction.STUDY_READ, study_id=study.id, detail={"reviews": True})
     return ReviewsPublic(data=data, count=len(data))

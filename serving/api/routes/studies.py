@@ -8,7 +8,6 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, UploadFi
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from oncotriage.serving import audit
 from oncotriage.serving.api.deps import (
     CurrentHospital,
     CurrentPrincipal,
@@ -16,6 +15,7 @@ from oncotriage.serving.api.deps import (
     SessionDep,
     SettingsDep,
     StoreDep,
+    TrailDep,
 )
 from oncotriage.serving.api.routes.dicomweb import base_url
 from oncotriage.serving.api.schemas import (
@@ -149,24 +149,26 @@ def read_studies(
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
-def read_study(study_id: str, session: SessionDep, principal: CurrentPrincipal) -> StudyPublic:
+def read_study(
+    study_id: str, session: SessionDep, principal: CurrentPrincipal, trail: TrailDep
+) -> StudyPublic:
     """Status, priority, suspicion score, model version and timings of one study."""
     study = visible_or_404(session, principal, study_id)
     public = study_public(session, study)
-    audit.record(session, principal, AuditAction.STUDY_READ, study_id=study.id)
-    session.commit()
+    session.rollback()
+    trail.add(principal, AuditAction.STUDY_READ, study_id=study.id)
     return public
 
 
 @router.get("/{study_id}/result", response_model=StudyResultPublic, responses=NOT_FOUND)
 def read_result(
-    study_id: str, session: SessionDep, principal: CurrentPrincipal
+    study_id: str, session: SessionDep, principal: CurrentPrincipal, trail: TrailDep
 ) -> StudyResultPublic:
     """Findings in pixel (index) and world coordinates, per-series outcome, model version."""
     study = visible_or_404(session, principal, study_id)
     result = study_result(session, study)
-    audit.record(session, principal, AuditAction.STUDY_RESULT_READ, study_id=study.id)
-    session.commit()
+    session.rollback()
+    trail.add(principal, AuditAction.STUDY_RESULT_READ, study_id=study.id)
     return result
 
 
@@ -180,7 +182,11 @@ def read_result(
     },
 )
 def read_report(
-    study_id: str, session: SessionDep, principal: CurrentPrincipal, store: StoreDep
+    study_id: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    trail: TrailDep,
 ) -> Response:
     """The result as a DICOM Comprehensive 3D SR (TID 1500) referencing the source images."""
     study = visible_or_404(session, principal, study_id)
@@ -188,8 +194,8 @@ def read_report(
         plan = plan_report(session, study)
     except ResultNotReadyError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    audit.record(session, principal, AuditAction.STUDY_REPORT_READ, study_id=study.id)
-    session.commit()  # files are read outside the transaction
+    session.rollback()  # files are read outside the transaction
+    trail.add(principal, AuditAction.STUDY_REPORT_READ, study_id=study.id)
     payload = build_report(store, plan)
     return Response(
         payload,
@@ -212,6 +218,7 @@ def read_render(
     session: SessionDep,
     principal: CurrentPrincipal,
     store: StoreDep,
+    trail: TrailDep,
     series: Annotated[str | None, Query(max_length=64, description="SeriesInstanceUID")] = None,
     instance: Annotated[str | None, Query(max_length=64, description="SOPInstanceUID")] = None,
     slice_: Annotated[
@@ -242,8 +249,8 @@ def read_render(
     )
     try:
         plan = plan_render(session, study, request)
-        audit.record(session, principal, AuditAction.STUDY_RENDER_READ, study_id=study.id)
-        session.commit()  # files are read outside the transaction
+        session.rollback()  # files are read outside the transaction
+        trail.add(principal, AuditAction.STUDY_RENDER_READ, study_id=study.id)
         payload = render(store, plan)
     except RenderRequestError as error:
         raise HTTPException(422, str(error)) from None

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from oncotriage.serving import audit
-from oncotriage.serving.api.deps import CurrentSpecialist, SessionDep, SettingsDep
+from oncotriage.serving.api.deps import CurrentSpecialist, SessionDep, SettingsDep, TrailDep
 from oncotriage.serving.api.schemas import ClaimPublic, Message, WorklistPublic
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction, Priority, StudyStatus
@@ -27,6 +26,7 @@ def read_worklist(
     session: SessionDep,
     principal: CurrentSpecialist,
     settings: SettingsDep,
+    trail: TrailDep,
     hospital_id: int | None = None,
     priority: Priority | None = None,
     status_: Annotated[StudyStatus | None, Query(alias="status")] = None,
@@ -51,8 +51,8 @@ def read_worklist(
         skip=skip,
         limit=limit,
     )
-    audit.record(session, principal, AuditAction.WORKLIST_READ, detail={"count": len(data)})
-    session.commit()
+    session.rollback()
+    trail.add(principal, AuditAction.WORKLIST_READ, detail={"count": len(data)})
     return WorklistPublic(data=data, count=count)
 
 

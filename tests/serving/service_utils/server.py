@@ -28,8 +28,13 @@ class Service:
     url: str
     settings: Settings
     db: Database
+    app: Any = None
     tokens: dict[str, str] = field(default_factory=dict)
     hospital_ids: dict[str, int] = field(default_factory=dict)
+
+    def flush_audit(self) -> None:
+        """Write the read events the service still holds in memory (they go in batches)."""
+        self.app.state.audit.flush()
 
     def client(self, who: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
@@ -136,7 +141,7 @@ def running_service(
             raise RuntimeError("the service did not start")
         time.sleep(0.02)
     db = Database(settings.database_url)
-    service = Service(url=f"http://127.0.0.1:{port}", settings=settings, db=db)
+    service = Service(url=f"http://127.0.0.1:{port}", settings=settings, db=db, app=app)
     try:
         if accounts:
             service.tokens, service.hospital_ids = setup_accounts(db, webhook_url=webhook_url)
