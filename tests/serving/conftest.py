@@ -40,10 +40,10 @@ def _export(config: str) -> Path:
     pytest.importorskip("monai")
     from oncotriage.models.export import export_from_config
 
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=BUNDLE_CACHE.parent))
+    BUNDLE_CACHE.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=BUNDLE_CACHE))
     try:
         export_from_config(REPO / "configs" / config, staging / "bundle", seed=0)
-        BUNDLE_CACHE.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             (staging / "bundle").replace(target)
     finally:
