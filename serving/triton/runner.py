@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from oncotriage.serving.inference import BackendUnavailableError
+
 __all__ = [
     "AsyncTritonRunner",
     "InFlightCounter",
@@ -62,8 +64,13 @@ class TritonInferenceError(RuntimeError):
         self.status = status
 
 
-class TritonUnavailableError(TritonInferenceError):
-    """Triton stayed unreachable or the version not ready through every retry."""
+class TritonUnavailableError(TritonInferenceError, BackendUnavailableError):
+    """Triton stayed unreachable or the version not ready through every retry.
+
+    Being a ``BackendUnavailableError``, it puts the job back in the queue with backoff
+    without using up one of the study's attempts: an outage must not turn studies into
+    ``needs_manual_review``.
+    """
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,34 @@ def test_failing_model_flags_needs_manual_review(service_factory, make_bundle) -
             assert (job.state, job.attempts) == (JobState.FAILED, 3)
 
 
+def test_backend_outage_does_not_use_up_attempts(sqlite_service_factory, flagging_bundle) -> None:
+    # The backend is down for more calls than a job has attempts: the study must still be
+    # triaged once it is back, never given up as needs_manual_review.
+    from service_utils import flaky_runner
+    from service_utils.server import service_settings
+
+    instance = dx_instance(43)
+    runner_settings = service_settings("sqlite://", flagging_bundle.parent / "unused")
+    with sqlite_service_factory(
+        model_uri=str(flagging_bundle),
+        runner_factory=flaky_runner.make(runner_settings),
+        job_max_attempts=2,
+        job_backoff_base_s=0.05,
+        job_backoff_max_s=0.1,
+    ) as service:
+        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        study_id = study_id_for(service, "A", instance.StudyInstanceUID)
+        study = service.wait_for_study(study_id, "A")
+        assert study["status"] == "triaged"
+        assert study["priority"] in {"urgent", "suspicious"}
+        assert flaky_runner.calls > flaky_runner.OUTAGE_CALLS
+        with service.db.session() as session:
+            job = session.scalar(sa.select(Job))
+            assert job is not None
+            assert job.state == JobState.DONE
+            assert job.attempts <= 2
+
+
 def test_unreadable_series_fails_at_once(sqlite_service_factory, flagging_bundle) -> None:
     series = ct_series(42, slices=3)  # each slice is valid; 3 slices are not a volume
     with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
