@@ -50,6 +50,12 @@ def serve(
         int | None,
         typer.Option(help="In-process worker threads (default ONCOTRIAGE_EMBEDDED_WORKERS)."),
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Make demo accounts (tokens under <data dir>/demo/) and an example study."
+        ),
+    ] = False,
 ) -> None:
     """Run the triage service (API, in-process workers, model following its registry alias)."""
     import uvicorn
@@ -62,8 +68,32 @@ def serve(
         settings = settings.model_copy(update={"embedded_workers": workers})
     if settings.log_json:
         configure_logging(json_logs=True)
+    if demo:
+        _announce_demo(settings, host, port)
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+def _announce_demo(settings: Settings, host: str, port: int) -> None:
+    from oncotriage.serving.demo import ensure_demo
+
+    setup = ensure_demo(settings)
+    base = f"http://{host}:{port}"
+    typer.echo(
+        "\n".join(
+            [
+                "",
+                "oncotriage demo (model trained on synthetic images, not for clinical use)",
+                f"  pages:      {base}/ui",
+                f"  sign in with the specialist token in {setup.specialist_token_file}",
+                f"  API docs:   {base}/docs",
+                "  push the example study (in another terminal):",
+                f"    .venv/bin/oncotriage push --url {base} "
+                f"--token-file {setup.hospital_token_file} {setup.example_study}",
+                "",
+            ]
+        )
+    )
 
 
 def worker(

@@ -24,6 +24,10 @@ def push_command(
             show_default=False,
         ),
     ] = "",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the token from this file instead.", exists=True, dir_okay=False),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Instances per request at most.")] = 64,
     timeout: Annotated[float, typer.Option(min=1.0, help="Seconds per request.")] = 120.0,
 ) -> None:
@@ -35,8 +39,12 @@ def push_command(
     """
     from oncotriage.serving.client import StowClient, StowError
 
+    if token_file is not None:
+        token = token_file.read_text(encoding="utf-8").strip()
     if not token:
-        typer.echo("error: a token is required (--token or ONCOTRIAGE_TOKEN)", err=True)
+        typer.echo(
+            "error: a token is required (--token, --token-file or ONCOTRIAGE_TOKEN)", err=True
+        )
         raise typer.Exit(2)
     client = StowClient(url, token, timeout_s=timeout, batch_size=batch_size)
     try:

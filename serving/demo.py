@@ -1,0 +1,94 @@
+"""A first look without setup: demo accounts, their tokens and an example study.
+
+``oncotriage serve --demo`` calls :func:`ensure_demo` before it starts. It is idempotent:
+the accounts are made once, and their tokens are written once to files readable only by
+the user who runs the service, under ``<data_dir>/demo/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from oncotriage.serving.accounts import create_hospital, create_user, issue_token
+from oncotriage.serving.db.migrate import upgrade
+from oncotriage.serving.db.models import Hospital
+from oncotriage.serving.db.session import Database
+from oncotriage.serving.enums import HospitalKind, Role
+from oncotriage.serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEMO_CENTRE = "Demo Cancer Centre"
+DEMO_HOSPITAL = "Demo Community Hospital"
+DEMO_SPECIALIST = "demo.specialist"
+#: Seed of the example study; the bundled demo model flags it (tests/serving/test_demo.py).
+EXAMPLE_SEED = 2024
+
+
+@dataclass(frozen=True)
+class DemoSetup:
+    """Where a newcomer finds what the demo made.
+
+    Attributes:
+        folder: ``<data_dir>/demo``.
+        hospital_token_file, specialist_token_file: bearer tokens, one per file (mode 0600).
+        example_study: the example radiograph study's folder, ready to push.
+        created: whether this call made the accounts (False when they already existed).
+    """
+
+    folder: Path
+    hospital_token_file: Path
+    specialist_token_file: Path
+    example_study: Path
+    created: bool
+
+
+def _write_secret(path: Path, value: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value + "\n")
+
+
+def ensure_demo(settings: Settings) -> DemoSetup:
+    """Make the demo centre, community hospital and specialist, their tokens and the example.
+
+    Returns:
+        where the tokens and the example study are.
+    """
+    from oncotriage.datasets.synth import write_example_study
+
+    folder = settings.data_dir / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    hospital_token_file = folder / "hospital.token"
+    specialist_token_file = folder / "specialist.token"
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    created = False
+    with db.session() as session:
+        exists = session.scalar(sa.select(Hospital).where(Hospital.name == DEMO_CENTRE))
+        if exists is None or not (hospital_token_file.exists() and specialist_token_file.exists()):
+            if exists is None:
+                create_hospital(session, DEMO_CENTRE, HospitalKind.CENTRE)
+                create_hospital(session, DEMO_HOSPITAL, HospitalKind.COMMUNITY, centre=DEMO_CENTRE)
+                create_user(
+                    session,
+                    DEMO_SPECIALIST,
+                    Role.SPECIALIST,
+                    hospital=DEMO_CENTRE,
+                    display_name="Demo Specialist",
+                )
+            hospital_token = issue_token(session, hospital=DEMO_HOSPITAL, label="demo").token
+            specialist_token = issue_token(session, user=DEMO_SPECIALIST, label="demo").token
+            _write_secret(hospital_token_file, hospital_token)
+            _write_secret(specialist_token_file, specialist_token)
+            created = True
+    db.dispose()
+    example = write_example_study(folder / "example", kind="cxr", seed=EXAMPLE_SEED)
+    example_study = example.parent if example.is_file() else example
+    logger.info("demo accounts %s", "created" if created else "already there")
+    return DemoSetup(folder, hospital_token_file, specialist_token_file, example_study, created)
