@@ -46,12 +46,16 @@ ONNX_FILENAME = "model.onnx"
 REGISTRY_EXPERIMENT = "oncotriage-registry"
 """Experiment of the runs that hold bundles registered without a training run."""
 
+TRAINING_BUNDLE_PATH = "bundle"
+"""Artifact path of the exported bundle in a training run (``runs:/<id>/bundle``)."""
+
 TAG_PREFIX = "oncotriage."
 METRIC_TAG_PREFIX = "metric."
 THRESHOLDS_TAG = "oncotriage.thresholds"
 _MAX_TAG_VALUE = 4900  # MLflow's SQL stores keep tag values up to 5000 characters
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w\-]+))/?$")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-zA-Z]+)(?:/(?P<path>.*))?$")
 
 
@@ -518,6 +522,8 @@ class ModelUri:
 def parse_model_uri(uri: str) -> ModelUri:
     """Parse ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/ID/PATH`` or a folder.
 
+    A bare 32-character MLflow run id means that training run's bundle (``runs:/ID/bundle``).
+
     Raises:
         RegistryError: for a ``models:``/``runs:`` URI of another form.
     """
@@ -539,6 +545,8 @@ def parse_model_uri(uri: str) -> ModelUri:
         if not match:
             raise RegistryError(f"run URI {uri!r} must look like runs:/RUN_ID/bundle")
         return ModelUri(kind="runs", run_id=match.group("run_id"), path=match.group("path") or "")
+    if _RUN_ID.match(uri) and not Path(uri).exists():
+        return ModelUri(kind="runs", run_id=uri, path=TRAINING_BUNDLE_PATH)
     return ModelUri(kind="local", path=uri)
 
 

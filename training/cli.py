@@ -68,7 +68,7 @@ def train_command(
 ) -> None:
     """Train a RetinaNet detector (MONAI) and track the run in MLflow.
 
-    Several GPUs: torchrun --nproc_per_node N -m oncotriage.cli train ...
+    Several GPUs: torchrun --nproc_per_node N $(which oncotriage) train ...
     """
     from oncotriage.models.registry import data_dir
     from oncotriage.training.config import load_training_config, training_config

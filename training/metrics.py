@@ -6,13 +6,16 @@ Boxes are in one index space per image, box mode ``xyxy`` (2D) or ``xyzxyz`` (3D
 Matching follows MONAI's ``monai.apps.detection.metrics.matching.matching_batch``
 (itself from the COCO API): per image and class, detections are visited in descending
 score order, and each takes the still-unmatched ground-truth box of highest IoU that
-reaches the IoU threshold. A detection left unmatched is a false positive, including a
-second detection of an already-found lesion. ``coco_metrics`` reproduces MONAI's
+reaches the IoU threshold. For AP/AR a detection left unmatched is a false positive,
+including a second detection of an already-found lesion. ``coco_metrics`` reproduces MONAI's
 ``COCOMetric`` on those matches (101 recall points, interpolated precision); the tests
 compare both with MONAI on the same predictions.
 
 The FROC curve (LUNA16) plots lesion sensitivity against the mean number of false
-positives per image while the score threshold falls. The sensitivity reported at a FP
+positives per image while the score threshold falls. As in LUNA16's evaluation script, a
+further detection of a lesion that a higher-scoring detection already found is ignored,
+neither a hit nor a false positive (``ClassMatch.duplicate``); a false positive is a
+detection that overlaps no lesion at the IoU threshold. The sensitivity reported at a FP
 rate ``r`` is the highest sensitivity of any threshold whose FP rate is at most ``r``
 (a step curve, no interpolation between thresholds); CPM is the mean over
 ``1/8, 1/4, 1/2, 1, 2, 4, 8`` FP per image.
@@ -126,11 +129,21 @@ class ClassMatch:
         scores: ``(D,)`` detection scores, descending (at most ``max_detections``).
         matched: ``(T, D)`` bool, detection ``d`` found a lesion at IoU threshold ``t``.
         num_gt: number of ground-truth boxes of this class in the image.
+        duplicate: ``(T, D)`` bool, detection ``d`` is unmatched but overlaps a lesion that a
+            higher-scoring detection found (ignored by the FROC, a false positive for AP).
     """
 
     scores: np.ndarray
     matched: np.ndarray
     num_gt: int
+    duplicate: np.ndarray | None = None
+
+    @property
+    def false_positive(self) -> np.ndarray:
+        """``(T, D)`` bool: unmatched and not a duplicate of a found lesion."""
+        if self.duplicate is None:
+            return ~self.matched
+        return ~self.matched & ~self.duplicate
 
 
 def match_class(
@@ -155,9 +168,10 @@ def match_class(
     order = np.argsort(-np.asarray(pred_scores), kind="mergesort")[:max_detections]
     scores = np.asarray(pred_scores, dtype=np.float64)[order]
     matched = np.zeros((len(iou_thresholds), len(order)), dtype=bool)
+    duplicate = np.zeros_like(matched)
     num_gt = len(gt_boxes)
     if num_gt == 0 or len(order) == 0:
-        return ClassMatch(scores=scores, matched=matched, num_gt=num_gt)
+        return ClassMatch(scores=scores, matched=matched, num_gt=num_gt, duplicate=duplicate)
     ious = box_iou(np.asarray(pred_boxes)[order], gt_boxes)
     for t_index, threshold in enumerate(iou_thresholds):
         gt_taken = np.zeros(num_gt, dtype=bool)
@@ -169,7 +183,9 @@ def match_class(
             if candidates[best] >= floor:
                 gt_taken[best] = True
                 matched[t_index, d_index] = True
-    return ClassMatch(scores=scores, matched=matched, num_gt=num_gt)
+            elif np.any(ious[d_index][gt_taken] >= floor):
+                duplicate[t_index, d_index] = True
+    return ClassMatch(scores=scores, matched=matched, num_gt=num_gt, duplicate=duplicate)
 
 
 def match_dataset(
@@ -244,11 +260,13 @@ def froc(
     fp_rates: Sequence[float] = FROC_FP_RATES,
     max_detections: int = 100,
 ) -> FrocResult:
-    """Free-response ROC of a detector over a set of images.
+    """Free-response ROC of a detector over a set of images (LUNA16 convention).
 
     Detections of all classes are pooled; a detection hits a lesion when it matches a
-    ground-truth box of its own class at ``iou_threshold`` (see :func:`match_class`).
-    Equal scores form one threshold, so tied detections enter the curve together.
+    ground-truth box of its own class at ``iou_threshold`` (see :func:`match_class`);
+    further detections of an already-found lesion are ignored, all other detections are
+    false positives. Equal scores form one threshold, so tied detections enter the curve
+    together.
 
     Args:
         predictions: one :class:`ImageDetections` per image.
@@ -266,13 +284,13 @@ def froc(
         raise ValueError("FROC needs at least one image")
     num_lesions = sum(m.num_gt for image in matches for m in image.values())
     scores = np.concatenate([np.zeros(0)] + [m.scores for image in matches for m in image.values()])
-    hits = np.concatenate(
-        [np.zeros(0, dtype=bool)] + [m.matched[0] for image in matches for m in image.values()]
-    )
+    per_class = [m for image in matches for m in image.values()]
+    hits = np.concatenate([np.zeros(0, dtype=bool)] + [m.matched[0] for m in per_class])
+    false = np.concatenate([np.zeros(0, dtype=bool)] + [m.false_positive[0] for m in per_class])
     order = np.argsort(-scores, kind="mergesort")
-    scores, hits = scores[order], hits[order]
+    scores, hits, false = scores[order], hits[order], false[order]
     tp = np.cumsum(hits)
-    fp = np.cumsum(~hits)
+    fp = np.cumsum(false)
     # keep the last detection of each run of equal scores: one point per threshold
     last_of_tie = np.append(scores[1:] != scores[:-1], True) if len(scores) else np.zeros(0, bool)
     thresholds = scores[last_of_tie]

@@ -16,7 +16,7 @@ The MLflow run holds the resolved config as params, the git commit, the dataset
 fingerprint, per-epoch losses and validation metrics, the best checkpoint, the plots and
 the bundle (``runs:/<run id>/bundle``).
 
-Several GPUs: ``torchrun --nproc_per_node N -m oncotriage.cli train ...``; every process
+Several GPUs: ``torchrun --nproc_per_node N $(which oncotriage) train ...``; every process
 trains on its share of each epoch under ``DistributedDataParallel``, rank 0 validates,
 logs and saves.
 """
@@ -518,6 +518,8 @@ def train(
     total_steps = train_cfg.epochs * steps_per_epoch
     epoch = start_epoch
     best_froc = None
+    log_every = max(1, steps_per_epoch // 4)
+    started = time.perf_counter()
     try:
         with _progress(show_progress and main) as progress:
             task = progress.add_task(
@@ -547,12 +549,26 @@ def train(
                     scheduler.step()
                     global_step += 1
                     sums += [loss.item(), cls_loss.item(), box_loss.item()]
+                    in_epoch = global_step - epoch * steps_per_epoch
+                    running = f"{sums[0] / in_epoch:.4f}"
                     progress.update(
                         task,
                         advance=1,
                         description=f"epoch {epoch + 1}/{train_cfg.epochs}",
-                        loss=f"{sums[0] / (global_step - epoch * steps_per_epoch):.4f}",
+                        loss=running,
                     )
+                    if main and not progress.console.is_terminal and in_epoch % log_every == 0:
+                        # no live bar in a log file (nohup, CI): a line every quarter epoch
+                        done = global_step - start_epoch * steps_per_epoch
+                        rate = (time.perf_counter() - started) / max(done, 1)
+                        logger.info(
+                            "epoch %d step %d/%d loss %.4f, ETA %.0f min",
+                            epoch + 1,
+                            in_epoch,
+                            steps_per_epoch,
+                            float(running),
+                            rate * (total_steps - global_step) / 60,
+                        )
                 detector.network = network
                 means = sums / steps_per_epoch
                 if dist_info.world_size > 1:

@@ -69,6 +69,12 @@ def test_default_tracking_uri_from_environment(
         ("models:/cxr@champion", registry.ModelUri(kind="models", name="cxr", alias="champion")),
         ("runs:/abc123/bundle", registry.ModelUri(kind="runs", run_id="abc123", path="bundle")),
         ("models/demo", registry.ModelUri(kind="local", path="models/demo")),
+        (
+            "0123456789abcdef0123456789abcdef",
+            registry.ModelUri(
+                kind="runs", run_id="0123456789abcdef0123456789abcdef", path="bundle"
+            ),
+        ),
     ],
 )
 def test_parse_model_uri(uri: str, expected: registry.ModelUri) -> None:

@@ -69,11 +69,27 @@ def test_froc_tied_scores_enter_together() -> None:
     assert result.sensitivity_at(0.5) == 1.0
 
 
-def test_froc_duplicate_detection_is_false_positive() -> None:
-    preds = [_det([[0, 0, 10, 10], [1, 1, 11, 11]], [0.9, 0.8])]
+def test_froc_ignores_duplicate_detections_as_luna16() -> None:
+    # 0.9 finds the lesion; 0.8 overlaps the same lesion (ignored, not a FP);
+    # 0.7 overlaps nothing (FP).
+    preds = [_det([[0, 0, 10, 10], [1, 1, 11, 11], [40, 40, 50, 50]], [0.9, 0.8, 0.7])]
     result = froc(preds, [_gt([[0, 0, 10, 10]])])
-    np.testing.assert_allclose(result.curve_fp_per_image, [0, 0, 1])
-    np.testing.assert_allclose(result.curve_sensitivity, [0, 1, 1])
+    np.testing.assert_allclose(result.curve_fp_per_image, [0, 0, 0, 1])
+    np.testing.assert_allclose(result.curve_sensitivity, [0, 1, 1, 1])
+    [[match]] = [list(m.values()) for m in match_dataset(preds, [_gt([[0, 0, 10, 10]])], [0.1])]
+    assert match.matched[0].tolist() == [True, False, False]
+    assert match.duplicate is not None and match.duplicate[0].tolist() == [False, True, False]
+    assert match.false_positive[0].tolist() == [False, False, True]
+
+
+def test_duplicates_cost_precision_in_coco_ap_but_not_in_froc() -> None:
+    # lesions A and B: 0.9 finds A, 0.8 repeats A, 0.7 finds B
+    preds = [_det([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], [0.9, 0.8, 0.7])]
+    targets = [_gt([[0, 0, 10, 10], [50, 50, 60, 60]])]
+    # COCO: TP, FP, TP -> precision 1 up to recall 0.5, then 2/3
+    assert coco_metrics(preds, targets).ap[0.1] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # FROC: the repeat is ignored -> both lesions at 0 FP per image
+    assert froc(preds, targets).sensitivity_at(0.0) == 1.0
 
 
 @pytest.mark.parametrize(

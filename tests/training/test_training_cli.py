@@ -224,3 +224,54 @@ def test_evaluate_on_the_promoted_version(loop: dict[str, Any]) -> None:
     run = _client(loop).get_run(run_id)
     assert run.data.metrics["cpm"] == pytest.approx(metrics["cpm"])
     assert run.data.tags["oncotriage.model"] == "tiny-cli/1"
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
+    """SIGINT mid-epoch: exit 130, last.pt marked interrupted, the run KILLED; --resume ends it."""
+    import os
+    import signal
+    import sys
+    import time
+
+    import torch
+
+    from oncotriage.datasets.synth import run_synth
+    from oncotriage.models.registry import get_client
+
+    datalist = run_synth("cxr", 6, 1, tmp_path / "data")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "oncotriage"), "train", "--config", str(TINY)]
+    command += ["--datalist", str(datalist), "--out", str(out), "--tracking-uri", uri]
+    command += ["--no-export", *_sets(["training.num_threads=1", "training.batch_size=2"])]
+    env = {**os.environ, "ONCOTRIAGE_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    log = tmp_path / "train.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [*command, *_sets(["training.epochs=50", "training.steps_per_epoch=4"])],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + 240
+        while "epoch 1 step" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130, log.read_text()
+    assert "--resume" in log.read_text()
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["interrupted"] is True and state["epoch"] == 0
+    assert get_client(uri).get_run(state["run_id"]).info.status == "KILLED"
+    resumed = subprocess.run(
+        [*command, "--resume", *_sets(["training.epochs=1", "training.steps_per_epoch=4"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and not state["interrupted"]
+    assert get_client(uri).get_run(state["run_id"]).info.status == "FINISHED"

@@ -22,7 +22,7 @@ def test_demo_config_extends_the_light_detector() -> None:
     assert cfg.backbone == light.backbone and cfg.preprocessing == light.preprocessing
     assert "synthetic" in cfg.description
     train = training_config(cfg)
-    assert train.patch_size == [128, 128] and train.epochs == 8
+    assert train.patch_size == [96, 96] and train.epochs == 20
     # keys of the base training section that the demo does not repeat are kept
     assert train.detector.hard_negative_positive_fraction == pytest.approx(0.3)
 
