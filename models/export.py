@@ -42,6 +42,8 @@ class ExportCheckError(RuntimeError):
 def _example_spatial(cfg: DetectorConfig) -> list[int]:
     if cfg.preprocessing.input_size is not None:
         return list(cfg.preprocessing.input_size)
+    if not cfg.dynamic_spatial and cfg.inference.sliding_window is not None:
+        return list(cfg.inference.sliding_window.roi_size)
     # Two blocks of size_divisible: enough for every level to have >1 voxel, cheap to trace.
     return [2 * d for d in cfg.size_divisible]
 

@@ -198,9 +198,13 @@ class DetectionPipeline:
             if requested and window is None:
                 raise ValueError(f"model {self.spec.name} has no sliding-window settings")
             return requested
+        if window is None:
+            return False
+        if not self.spec.dynamic_spatial:
+            return True  # a fixed-size graph takes windows only (smaller inputs are padded)
         # MONAI bundle rule (scripts/detection_inferer.py): window only when the input has at
         # least as many voxels as one window.
-        return window is not None and math.prod(spatial) >= math.prod(window.roi_size)
+        return math.prod(spatial) >= math.prod(window.roi_size)
 
     def head_outputs(self, padded: np.ndarray, use_sliding_window: bool) -> list[np.ndarray]:
         """Network maps for a padded ``(B, C, *S)`` batch, by sliding window or one pass."""
@@ -240,7 +244,8 @@ class DetectionPipeline:
             batch: ``(B, C, *S)`` float32 network input (not necessarily padded).
             image_sizes: per image, the size boxes are clipped to (default: ``S``, as MONAI).
             use_sliding_window: force the window on or off (default: the bundle rule, window when
-                the input has at least as many voxels as one window).
+                the input has at least as many voxels as one window; always for a model exported
+                with fixed spatial axes).
 
         Returns:
             One :class:`Detections` per image, boxes in network-input index space.

@@ -130,3 +130,20 @@ def test_detect_maps_monai_boxes_back_to_the_source(tiny3d) -> None:
         np.testing.assert_allclose(
             finding.box_world, image.box_index_to_world(np.asarray(finding.box_index)), atol=1e-9
         )
+
+
+def test_fixed_size_3d_export_always_slides_the_window(tiny3d, tmp_path) -> None:
+    """A 3D graph exported at the window size (TensorRT-friendly) pads small volumes like MONAI."""
+    from oncotriage.models.build import build_detector
+    from oncotriage.models.export import export_onnx
+    from oncotriage.models.spec import ModelSpec
+
+    cfg = tiny3d.cfg.model_copy(deep=True)
+    cfg.export.dynamic_spatial = False
+    export_onnx(tiny3d.network, cfg, tmp_path)
+    assert ModelSpec.load(tmp_path).input_shape == [-1, 1, 64, 64, 32]
+    pipeline = DetectionPipeline.from_bundle(tmp_path)
+    detector = build_detector(cfg, tiny3d.network).eval()
+    x = np.random.default_rng(6).random((1, 1, 48, 80, 24), dtype=np.float32)  # z below the window
+    total = _assert_parity(_monai(detector, x, use_inferer=True), pipeline.predict_preprocessed(x))
+    assert total >= 20
