@@ -80,6 +80,10 @@ class OrtRunner:
             means CPU. Providers not present in this onnxruntime build are skipped with a warning;
             the CPU provider is always the last fallback.
         intra_op_threads: threads per operator (``None``: onnxruntime's default).
+        allow_spinning: let idle intra-op threads spin waiting for work (onnxruntime's
+            default). Off by default here: a service shares its cores with intake, the
+            database and the web server, and spinning threads take CPU from them (measured
+            in docs/benchmarks.md, Triton section). Turn it on for a dedicated inference box.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class OrtRunner:
         onnx_path: Path,
         providers: Sequence[Provider] | None = None,
         intra_op_threads: int | None = None,
+        allow_spinning: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -111,6 +116,9 @@ class OrtRunner:
         options = ort.SessionOptions()
         if intra_op_threads is not None:
             options.intra_op_num_threads = int(intra_op_threads)
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if allow_spinning else "0"
+        )
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
