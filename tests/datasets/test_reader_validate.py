@@ -211,7 +211,8 @@ def test_group_series_finds_groups_and_reasons(tmp_path: Path) -> None:
     for k, ds in enumerate(small):
         (tmp_path / f"small{k}.dcm").write_bytes(to_bytes(ds))
     (tmp_path / "xray.dcm").write_bytes(to_bytes(xray))
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image")  # ignored by its suffix
+    (tmp_path / "IMG0001").write_text("not an image")  # no suffix: read, and refused
     (tmp_path / "cut.dcm").write_bytes(to_bytes(big[0])[:400])
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x01")
     (tmp_path / "DICOMDIR").write_bytes(to_bytes(_dicomdir()))
@@ -232,12 +233,12 @@ def test_group_series_finds_groups_and_reasons(tmp_path: Path) -> None:
     assert len(groups.series[str(small[0].SeriesInstanceUID)]) == 3
     reasons = {path.name: error.code for path, error in groups.unreadable.items()}
     assert reasons == {
-        "notes.txt": "not_dicom",
+        "IMG0001": "not_dicom",
         "cut.dcm": "corrupt",
         "no_series.dcm": "invalid_uid",
         "does-not-exist": "not_found",
     }
-    assert {path.name for path in groups.ignored} == {".DS_Store", "DICOMDIR"}
+    assert {path.name for path in groups.ignored} == {".DS_Store", "DICOMDIR", "notes.txt"}
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
