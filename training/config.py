@@ -87,7 +87,6 @@ class TrainingConfig(_Strict):
         patch_size: training crop, one value per spatial axis; default the 2D
             ``input_size`` or the 3D sliding-window ``roi_size``.
         pos, neg: crop centres fall in a lesion box with probability ``pos / (pos + neg)``.
-        cache_images: keep preprocessed images in memory between epochs.
         num_workers: data-loading processes (0 = in the main process).
         num_threads: torch CPU threads (``None``: torch's default); 1 is fastest on a
             shared CPU.
@@ -115,7 +114,6 @@ class TrainingConfig(_Strict):
     patch_size: list[int] | None = None
     pos: float = Field(1.0, ge=0)
     neg: float = Field(1.0, ge=0)
-    cache_images: bool = True
     num_workers: int = Field(0, ge=0)
     num_threads: int | None = Field(None, gt=0)
     datalist: str | None = None

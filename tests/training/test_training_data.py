@@ -19,7 +19,9 @@ def test_demo_config_extends_the_light_detector() -> None:
     cfg = load_training_config(ROOT / "configs" / "train_cxr2d_demo.yaml")
     light = load_training_config(ROOT / "configs" / "detector_cxr2d_light.yaml")
     assert cfg.name == "oncotriage-cxr2d"
-    assert cfg.backbone == light.backbone and cfg.preprocessing == light.preprocessing
+    assert cfg.backbone == light.backbone and cfg.fpn_channels == light.fpn_channels
+    assert cfg.preprocessing.input_size == [384, 384]
+    assert cfg.preprocessing.intensity == light.preprocessing.intensity
     assert "synthetic" in cfg.description
     train = training_config(cfg)
     assert train.patch_size == [96, 96] and train.epochs == 20
