@@ -491,8 +491,11 @@ def train(
     if dist_info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        # a batch without lesions leaves the box-regression head out of the loss
         train_net = DistributedDataParallel(
-            network, device_ids=[dev.index] if dev.type == "cuda" else None
+            network,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=True,
         )
 
     def checkpoint_state(epoch: int, interrupted: bool = False) -> dict[str, Any]:

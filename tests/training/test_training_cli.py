@@ -275,3 +275,31 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert state["epoch"] == 1 and not state["interrupted"]
     assert get_client(uri).get_run(state["run_id"]).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel_on_cpu(tmp_path: Path) -> None:
+    """Two processes under torchrun (Gloo): one MLflow run, logged by rank 0, with a bundle."""
+    import os
+    import sys
+
+    from oncotriage.datasets.synth import run_synth
+    from oncotriage.models.registry import get_client, get_or_create_experiment
+
+    datalist = run_synth("cxr", 10, 2, tmp_path / "data", negative_fraction=0.3)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bindir = Path(sys.executable).parent
+    command = [str(bindir / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    command += [str(bindir / "oncotriage"), "train", "--config", str(TINY)]
+    command += ["--datalist", str(datalist), "--out", str(tmp_path / "run")]
+    command += ["--tracking-uri", uri, "--no-progress", "--experiment", "ddp"]
+    command += _sets([*TINY_TRAINING, "training.epochs=2"])
+    env = {**os.environ, "ONCOTRIAGE_DATA_DIR": str(tmp_path / "var")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=480)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    client = get_client(uri)
+    runs = client.search_runs([get_or_create_experiment("ddp", uri)])
+    assert len(runs) == 1
+    assert runs[0].data.params["run.world_size"] == "2"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [1, 2]
+    assert (tmp_path / "run" / "bundle" / "model.onnx").is_file()
