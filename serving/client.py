@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import pydicom
 import requests
@@ -77,6 +77,20 @@ class StowResult:
     def ok(self) -> bool:
         """Every instance sent was stored."""
         return not self.failed
+
+
+def _reachable_url(request_url: str, location: str) -> str:
+    """The ``Location`` answer as a URL this client can reach.
+
+    dicomweb-client sends ``Host`` without the port on chunked uploads, so the service
+    may build its absolute ``Location`` on a host without the port: when the host is the
+    one we called, keep our own scheme, host and port and take only the path.
+    """
+    absolute = urlsplit(urljoin(request_url, location))
+    called = urlsplit(request_url)
+    if absolute.hostname == called.hostname:
+        absolute = absolute._replace(scheme=called.scheme, netloc=called.netloc)
+    return urlunsplit(absolute)
 
 
 class StowClient:
@@ -246,7 +260,7 @@ class StowClient:
         location = last.headers.get("Location") if last is not None else None
         warning = last.headers.get("Warning") if last is not None else None
         if location and last is not None:
-            result.status_urls[study_uid] = urljoin(last.url, location)  # may be relative
+            result.status_urls[study_uid] = _reachable_url(last.url, location)
         _merge_answer(answer, sent, study_uid, result, _warning_texts(warning))
 
 

@@ -309,3 +309,32 @@ def test_push_command(stow_server: StowServer, tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "refused the token" in result.output
+
+
+@pytest.mark.parametrize(
+    ("request_url", "location", "expected"),
+    [
+        # relative: joined to where we called
+        (
+            "http://127.0.0.1:8765/dicomweb/studies/1.2",
+            "/v1/studies/x",
+            "http://127.0.0.1:8765/v1/studies/x",
+        ),
+        # dicomweb-client sent Host without the port: our port is kept
+        (
+            "http://127.0.0.1:8765/dicomweb/studies/1.2",
+            "http://127.0.0.1/v1/studies/x",
+            "http://127.0.0.1:8765/v1/studies/x",
+        ),
+        # a public base URL on another host is the service's word: kept as it is
+        (
+            "http://10.0.0.5:8000/dicomweb/studies/1.2",
+            "https://triage.example.org/v1/studies/x",
+            "https://triage.example.org/v1/studies/x",
+        ),
+    ],
+)
+def test_location_is_made_reachable(request_url: str, location: str, expected: str) -> None:
+    from oncotriage.serving.client import _reachable_url
+
+    assert _reachable_url(request_url, location) == expected
