@@ -269,7 +269,7 @@ def spec_tags(spec: ModelSpec) -> dict[str, str]:
                 if isinstance(number, int | float):
                     tags[f"{METRIC_TAG_PREFIX}{metric}"] = repr(float(number))
             continue
-        if value is None:
+        if value is None or key in ("name", "version"):  # the registry's own, not the spec's
             continue
         tags[f"{TAG_PREFIX}{key}"] = value if isinstance(value, str) else _json(value)
     return tags
