@@ -86,3 +86,53 @@ def log_metrics(
     values = [Metric(k, v, now, step or 0) for k, v in finite_metrics(metrics).items()]
     for start in range(0, len(values), 1000):
         client.log_batch(run_id, metrics=values[start : start + 1000])
+
+
+def start_training_run(
+    client: Any,
+    experiment_id: str,
+    cfg: Any,
+    train_cfg: Any,
+    *,
+    out_dir: Path,
+    run_name: str | None,
+    datalist: Path,
+    fingerprint: str,
+    config_path: Path | None,
+    extra_params: Mapping[str, str],
+) -> str:
+    """Open the MLflow run of a training: tags, the resolved config as params and a file.
+
+    Args:
+        cfg: the ``DetectorConfig``; every key becomes a param (``backbone.depth``...).
+        train_cfg: the parsed ``TrainingConfig`` (param ``training.resolved``, defaults filled).
+        extra_params: run facts (seed, device, image counts...).
+
+    Returns:
+        the new run's id.
+    """
+    import yaml
+
+    from oncotriage.training.data import is_synthetic
+
+    commit, dirty = git_commit()
+    tags = {
+        "oncotriage.dataset_fingerprint": fingerprint,
+        "oncotriage.datalist": str(Path(datalist).resolve()),
+        "oncotriage.config": str(config_path or ""),
+        "oncotriage.git_dirty": str(dirty).lower(),
+        "oncotriage.synthetic_data": str(is_synthetic(datalist)).lower(),
+    }
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run_id = str(run.info.run_id)
+    params = flatten_params(cfg.model_dump(mode="json"))
+    params["training.resolved"] = train_cfg.model_dump_json()
+    params.update(extra_params)
+    log_params(client, run_id, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = out_dir / "config.yaml"
+    resolved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    client.log_artifact(run_id, str(resolved), artifact_path="config")
+    return run_id

@@ -25,48 +25,36 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from oncotriage.datasets.datalist import CORNER_MODE, load_datalist
-from oncotriage.models.build import build_detector, build_network, set_training_components
+from oncotriage.models.build import build_network
 from oncotriage.models.config import DetectorConfig
-from oncotriage.training.config import TrainingConfig, training_config
+from oncotriage.training.components import (
+    LoopState,
+    build_components,
+    cycle_batches,
+    load_splits,
+    make_loader,
+    progress_bar,
+    save_checkpoint,
+    seed_everything,
+    setup_distributed,
+)
+from oncotriage.training.config import training_config
 from oncotriage.training.data import (
     SYNTHETIC_INTENDED_USE,
-    DetectionSample,
     dataset_fingerprint,
     is_synthetic,
-    load_samples,
 )
-from oncotriage.training.metrics import (
-    DetectionMetrics,
-    ImageDetections,
-    ImageTargets,
-    evaluate_detections,
-)
-from oncotriage.training.tracking import (
-    finite_metrics,
-    flatten_params,
-    git_commit,
-    log_metrics,
-    log_params,
-)
-from oncotriage.training.transforms import (
-    AugmentedDetectionDataset,
-    build_train_transform,
-    collate_crops,
-    worker_init,
-)
+from oncotriage.training.tracking import finite_metrics, log_metrics, start_training_run
+from oncotriage.training.validation import validate
 
 logger = logging.getLogger(__name__)
 
@@ -111,154 +99,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     dataset_fingerprint: str = ""
     val_metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device_name: str | None) -> tuple[_Dist, torch.device]:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        name = device_name or ("cuda" if torch.cuda.is_available() else "cpu")
-        return _Dist(), torch.device(name)
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in (None, "cuda")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _lr_factor(train: TrainingConfig, steps_per_epoch: int) -> Any:
-    warmup_steps = train.warmup_epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return 0.1 + 0.9 * step / warmup_steps
-        if train.lr_step_epochs:
-            epoch = (step - warmup_steps) // steps_per_epoch
-            return float(train.lr_gamma ** (epoch // train.lr_step_epochs))
-        return 1.0
-
-    return factor
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
-def _cycle(loader: Any, sampler: Any) -> Iterator[list[dict[str, torch.Tensor]]]:
-    epoch = 0
-    while True:
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
-def predict_torch(
-    detector: Any,
-    samples: Sequence[DetectionSample],
-    device: torch.device,
-    *,
-    batch_size: int = 4,
-    use_sliding_window: bool | None = None,
-) -> list[ImageDetections]:
-    """Torch detector predictions in network-input space (eval mode, no gradients).
-
-    Images of equal size are batched; volumes larger than the sliding window use it
-    (MONAI bundle rule) unless ``use_sliding_window`` says otherwise.
-    """
-    detector.eval()
-    window = getattr(detector, "inferer", None)
-    roi = getattr(window, "roi_size", None)
-    out: list[ImageDetections] = []
-    with torch.no_grad():
-        index = 0
-        while index < len(samples):
-            shape = samples[index].image.shape
-            group = [samples[index]]
-            while (
-                len(group) < batch_size
-                and index + len(group) < len(samples)
-                and samples[index + len(group)].image.shape == shape
-            ):
-                group.append(samples[index + len(group)])
-            index += len(group)
-            use = use_sliding_window
-            if use is None:
-                use = roi is not None and math.prod(shape[1:]) >= math.prod(roi)
-            images = [torch.from_numpy(s.image).to(device) for s in group]
-            results = detector(images, use_inferer=bool(use))
-            for result in results:
-                out.append(
-                    ImageDetections(
-                        boxes=result[detector.target_box_key].float().cpu().numpy(),
-                        scores=result[detector.pred_score_key].float().cpu().numpy(),
-                        labels=result[detector.target_label_key].long().cpu().numpy(),
-                    )
-                )
-    return out
-
-
-def validate(
-    detector: Any,
-    samples: Sequence[DetectionSample],
-    device: torch.device,
-    num_classes: int,
-) -> DetectionMetrics:
-    """FROC/CPM, AP and study AUC of the torch detector on preprocessed samples."""
-    predictions = predict_torch(detector, samples, device)
-    targets = [ImageTargets(s.boxes, s.labels) for s in samples]
-    return evaluate_detections(
-        predictions, targets, study_ids=[s.study_id for s in samples], num_classes=num_classes
-    )
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
 
 
 def _metric_value(metrics: dict[str, float], name: str) -> float:
@@ -321,171 +161,63 @@ def train(
             f"{out_dir} already holds a training run ({last_path}); continue it with --resume "
             "or choose another --out"
         )
-
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
-    dist_info, dev = _setup_distributed(device)
-    _seed_everything(seed + dist_info.rank)
-    amp = bool(train_cfg.amp and dev.type == "cuda")
+    dist_info, dev = setup_distributed(device)
+    seed_everything(seed + dist_info.rank)
     main = dist_info.is_main
 
-    corner = CORNER_MODE[cfg.spatial_dims]
-    train_entries = load_datalist(datalist, "training", box_mode=corner)
-    try:
-        val_entries = load_datalist(datalist, "validation", box_mode=corner)
-    except ValueError:
-        val_entries = []
-    if not train_entries:
-        raise ValueError(f"{datalist} has no training entries")
     fingerprint = dataset_fingerprint(datalist) if main else ""
-
-    with _progress(show_progress and main) as progress:
-        task = progress.add_task(
-            "loading images", total=len(train_entries) + len(val_entries), loss="-"
-        )
-        train_samples = load_samples(
-            train_entries,
-            cfg.preprocessing,
-            cfg.in_channels,
-            on_loaded=lambda _: progress.advance(task),
-        )
-        val_samples = (
-            load_samples(
-                val_entries,
-                cfg.preprocessing,
-                cfg.in_channels,
-                on_loaded=lambda _: progress.advance(task),
-            )
-            if main
-            else []
-        )
-        progress.remove_task(task)
-    logger.info(
-        "%d training and %d validation images from %s (%d training lesions)",
-        len(train_samples),
-        len(val_entries),
-        datalist,
-        sum(len(s.boxes) for s in train_samples),
+    train_samples, val_samples, num_val = load_splits(
+        cfg, datalist, main=main, show_progress=show_progress
     )
-
-    network = build_network(cfg).to(dev)
-    detector = build_detector(cfg, network)
-    det_cfg = train_cfg.detector
-    set_training_components(
-        detector,
-        atss_num_candidates=det_cfg.atss_num_candidates,
-        atss_center_in_gt=det_cfg.atss_center_in_gt,
-        hard_negative_batch_size_per_image=det_cfg.hard_negative_batch_size_per_image,
-        hard_negative_positive_fraction=det_cfg.hard_negative_positive_fraction,
-        hard_negative_pool_size=det_cfg.hard_negative_pool_size,
-        hard_negative_min_neg=det_cfg.hard_negative_min_neg,
-    )
-    detector.set_target_keys(box_key="box", label_key="label")
-    detector.to(dev)
-
     images_per_step = max(1, math.ceil(train_cfg.batch_size / train_cfg.samples_per_image))
     shard = math.ceil(len(train_samples) / dist_info.world_size)
     steps_per_epoch = train_cfg.steps_per_epoch or max(1, math.ceil(shard / images_per_step))
-    optimizer = torch.optim.SGD(
-        network.parameters(),
-        lr=train_cfg.learning_rate,
-        momentum=train_cfg.momentum,
-        weight_decay=train_cfg.weight_decay,
-        nesterov=train_cfg.nesterov and train_cfg.momentum > 0,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(train_cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-
-    start_epoch, global_step = 0, 0
-    best_metric, best_epoch = -math.inf, 0
-    best_val: dict[str, float] = {}
-    history: list[dict[str, float]] = []
-    run_id: str | None = None
-    if resume:
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
-        best_metric = float(state.get("best_metric", -math.inf))
-        best_epoch = int(state.get("best_epoch", 0))
-        best_val = dict(state.get("best_val", {}))
-        history = list(state.get("history", []))
-        run_id = state.get("run_id")
-        logger.info("resuming %s after epoch %d (step %d)", last_path, start_epoch, global_step)
+    parts = build_components(cfg, train_cfg, dev, steps_per_epoch)
+    network, detector, optimizer = parts.network, parts.detector, parts.optimizer
+    state = parts.restore(last_path) if resume else LoopState()
+    start_epoch = state.epoch
 
     client = None
-    uri = tracking_uri or registry.default_tracking_uri()
     if main:
-        client = registry.get_client(uri)
-        if run_id is not None:
-            client.update_run(run_id, status="RUNNING")
+        client = registry.get_client(tracking_uri or registry.default_tracking_uri())
+        if state.run_id is not None:
+            client.update_run(state.run_id, status="RUNNING")
         else:
-            experiment_id = registry.get_or_create_experiment(experiment or cfg.name, uri)
-            commit, dirty = git_commit()
-            tags = {
-                "oncotriage.dataset_fingerprint": fingerprint,
-                "oncotriage.datalist": str(datalist.resolve()),
-                "oncotriage.config": str(config_path or ""),
-                "oncotriage.git_dirty": str(dirty).lower(),
-                "oncotriage.synthetic_data": str(is_synthetic(datalist)).lower(),
-            }
-            if commit:
-                tags["mlflow.source.git.commit"] = commit
-            run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-            run_id = run.info.run_id
-            params = flatten_params(cfg.model_dump(mode="json"))
-            params["training.resolved"] = train_cfg.model_dump_json()
-            params.update(
-                {
+            state.run_id = start_training_run(
+                client,
+                registry.get_or_create_experiment(experiment or cfg.name, tracking_uri),
+                cfg,
+                train_cfg,
+                out_dir=out_dir,
+                run_name=run_name,
+                datalist=datalist,
+                fingerprint=fingerprint,
+                config_path=config_path,
+                extra_params={
                     "run.seed": str(seed),
                     "run.datalist": str(datalist),
                     "run.overrides": " ".join(overrides) or "-",
                     "run.device": dev.type,
                     "run.world_size": str(dist_info.world_size),
-                    "run.amp": str(amp).lower(),
+                    "run.amp": str(parts.amp).lower(),
                     "run.steps_per_epoch": str(steps_per_epoch),
                     "run.train_images": str(len(train_samples)),
-                    "run.val_images": str(len(val_entries)),
+                    "run.val_images": str(num_val),
                     "run.dataset_fingerprint": fingerprint,
                     "run.torch": torch.__version__,
-                }
+                },
             )
-            log_params(client, run_id, params)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            resolved = out_dir / "config.yaml"
-            resolved.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-            client.log_artifact(run_id, str(resolved), artifact_path="config")
 
-    transform = build_train_transform(
-        cfg.spatial_dims,
-        train_cfg.patch_size or [],
-        train_cfg.augmentation,
-        samples_per_image=train_cfg.samples_per_image,
-        pos=train_cfg.pos,
-        neg=train_cfg.neg,
-    )
-    dataset = AugmentedDetectionDataset(train_samples, transform, seed=seed * 7919 + dist_info.rank)
-    sampler: Any
-    if dist_info.world_size > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(
-            dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, seed=seed
-        )
-    else:
-        generator = torch.Generator().manual_seed(seed + start_epoch)
-        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=images_per_step,
-        sampler=sampler,
-        collate_fn=collate_crops,
-        num_workers=train_cfg.num_workers,
-        worker_init_fn=worker_init if train_cfg.num_workers else None,
-        drop_last=False,
+    dataset, sampler, loader = make_loader(
+        train_samples,
+        cfg,
+        train_cfg,
+        seed=seed,
+        dist_info=dist_info,
+        start_epoch=start_epoch,
+        images_per_step=images_per_step,
     )
     train_net: torch.nn.Module = network
     if dist_info.world_size > 1:
@@ -499,32 +231,23 @@ def train(
         )
 
     def checkpoint_state(epoch: int, interrupted: bool = False) -> dict[str, Any]:
-        return {
-            "network": network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if amp else None,
-            "epoch": epoch,
-            "global_step": global_step,
-            "best_metric": best_metric,
-            "best_epoch": best_epoch,
-            "best_val": best_val,
-            "history": history,
-            "run_id": run_id,
-            "seed": seed,
-            "config": cfg.model_dump(mode="json"),
-            "dataset_fingerprint": fingerprint,
-            "interrupted": interrupted,
-        }
+        return parts.checkpoint(
+            state,
+            epoch=epoch,
+            cfg=cfg,
+            seed=seed,
+            fingerprint=fingerprint,
+            interrupted=interrupted,
+        )
 
-    batches = _cycle(loader, sampler)
+    batches = cycle_batches(loader, sampler)
     total_steps = train_cfg.epochs * steps_per_epoch
     epoch = start_epoch
     best_froc = None
     log_every = max(1, steps_per_epoch // 4)
     started = time.perf_counter()
     try:
-        with _progress(show_progress and main) as progress:
+        with progress_bar(show_progress and main) as progress:
             task = progress.add_task(
                 "training", total=total_steps, completed=start_epoch * steps_per_epoch, loss="-"
             )
@@ -541,18 +264,18 @@ def train(
                         {"box": c["box"].to(dev), "label": c["label"].to(dev)} for c in crops
                     ]
                     optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(device_type=dev.type, enabled=amp):
+                    with torch.autocast(device_type=dev.type, enabled=parts.amp):
                         losses = detector(images, targets)
                         cls_loss = losses[detector.cls_key]
                         box_loss = losses[detector.box_reg_key]
-                        loss = det_cfg.cls_loss_weight * cls_loss + box_loss
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    global_step += 1
+                        loss = train_cfg.detector.cls_loss_weight * cls_loss + box_loss
+                    parts.scaler.scale(loss).backward()
+                    parts.scaler.step(optimizer)
+                    parts.scaler.update()
+                    parts.scheduler.step()
+                    state.global_step += 1
                     sums += [loss.item(), cls_loss.item(), box_loss.item()]
-                    in_epoch = global_step - epoch * steps_per_epoch
+                    in_epoch = state.global_step - epoch * steps_per_epoch
                     running = f"{sums[0] / in_epoch:.4f}"
                     progress.update(
                         task,
@@ -562,7 +285,7 @@ def train(
                     )
                     if main and not progress.console.is_terminal and in_epoch % log_every == 0:
                         # no live bar in a log file (nohup, CI): a line every quarter epoch
-                        done = global_step - start_epoch * steps_per_epoch
+                        done = state.global_step - start_epoch * steps_per_epoch
                         rate = (time.perf_counter() - started) / max(done, 1)
                         logger.info(
                             "epoch %d step %d/%d loss %.4f, ETA %.0f min",
@@ -570,7 +293,7 @@ def train(
                             in_epoch,
                             steps_per_epoch,
                             float(running),
-                            rate * (total_steps - global_step) / 60,
+                            rate * (total_steps - state.global_step) / 60,
                         )
                 detector.network = network
                 means = sums / steps_per_epoch
@@ -595,29 +318,33 @@ def train(
                         val = finite_metrics(result.as_dict())
                         record.update({f"val_{k}": v for k, v in val.items()})
                         value = _metric_value(result.as_dict(), train_cfg.val_metric)
-                        if value > best_metric or best_epoch == 0:
-                            best_metric, best_epoch, best_val = value, epoch + 1, val
+                        if value > state.best_metric or state.best_epoch == 0:
+                            state.best_metric, state.best_epoch, state.best_val = (
+                                value,
+                                epoch + 1,
+                                val,
+                            )
                             best_froc = result.froc
-                            _save_checkpoint(best_path, checkpoint_state(epoch + 1))
+                            save_checkpoint(best_path, checkpoint_state(epoch + 1))
                         logger.info(
                             "epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)",
                             epoch + 1,
                             record["train_loss"],
                             train_cfg.val_metric,
                             value,
-                            best_metric,
-                            best_epoch,
+                            state.best_metric,
+                            state.best_epoch,
                         )
                     else:
                         logger.info("epoch %d: loss %.4f", epoch + 1, record["train_loss"])
-                    history.append(record)
-                    assert client is not None and run_id is not None
-                    log_metrics(client, run_id, record, step=epoch + 1)
+                    state.history.append(record)
+                    assert client is not None and state.run_id is not None
+                    log_metrics(client, state.run_id, record, step=epoch + 1)
                     if not val_samples:
-                        best_epoch = epoch + 1
-                        _save_checkpoint(best_path, checkpoint_state(epoch + 1))
+                        state.best_epoch = epoch + 1
+                        save_checkpoint(best_path, checkpoint_state(epoch + 1))
                     if (epoch + 1) % train_cfg.checkpoint_interval == 0 or last_epoch:
-                        _save_checkpoint(last_path, checkpoint_state(epoch + 1))
+                        save_checkpoint(last_path, checkpoint_state(epoch + 1))
                 if dist_info.world_size > 1:
                     import torch.distributed as dist
 
@@ -625,24 +352,24 @@ def train(
     except KeyboardInterrupt:
         detector.network = network
         if main:
-            _save_checkpoint(last_path, checkpoint_state(epoch, interrupted=True))
-            if client is not None and run_id is not None:
-                client.set_tag(run_id, "oncotriage.interrupted_at_epoch", str(epoch + 1))
-                client.set_terminated(run_id, status="KILLED")
-        raise TrainingInterrupted(last_path, run_id) from None
+            save_checkpoint(last_path, checkpoint_state(epoch, interrupted=True))
+            if client is not None and state.run_id is not None:
+                client.set_tag(state.run_id, "oncotriage.interrupted_at_epoch", str(epoch + 1))
+                client.set_terminated(state.run_id, status="KILLED")
+        raise TrainingInterrupted(last_path, state.run_id) from None
 
     bundle_dir: Path | None = None
     if main:
-        assert client is not None and run_id is not None
+        assert client is not None and state.run_id is not None
         bundle_dir = _finish_run(
             client,
-            run_id,
+            state.run_id,
             cfg,
             out_dir,
-            history=history,
+            history=state.history,
             best_path=best_path,
             best_froc=best_froc,
-            best_val=best_val,
+            best_val=state.best_val,
             val_metric=train_cfg.val_metric,
             fingerprint=fingerprint,
             synthetic=is_synthetic(datalist),
@@ -650,17 +377,17 @@ def train(
             seed=seed,
         )
     return TrainResult(
-        run_id=run_id if main else None,
+        run_id=state.run_id if main else None,
         out_dir=out_dir,
         best_checkpoint=best_path,
         last_checkpoint=last_path,
         bundle_dir=bundle_dir,
-        best_metric=best_metric if math.isfinite(best_metric) else None,
-        best_epoch=best_epoch,
+        best_metric=state.best_metric if math.isfinite(state.best_metric) else None,
+        best_epoch=state.best_epoch,
         epochs_completed=train_cfg.epochs,
-        history=history,
+        history=state.history,
         dataset_fingerprint=fingerprint,
-        val_metrics=best_val,
+        val_metrics=state.best_val,
     )
 
 
