@@ -634,7 +634,8 @@ def resolve(
         rel = (parsed.path or "").strip("/")
         target = root / "runs" / parsed.run_id / (rel.replace("/", "__") or "_root")
         try:
-            bundle_dir = _download(text, target, store, refresh=refresh)
+            source = f"runs:/{parsed.run_id}/{rel}" if rel else f"runs:/{parsed.run_id}"
+            bundle_dir = _download(source, target, store, refresh=refresh)
         except Exception as exc:
             raise RegistryError(f"cannot download {text} from {store}: {exc}") from exc
         spec = load_spec(bundle_dir)

@@ -63,7 +63,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         assert resumed.exit_code == 0, resumed.output
         calibrated = root / "calibrated"
         calibrate = _invoke(
-            ["calibrate", "--model", f"runs:/{run_id}/bundle", "--datalist", datalist]
+            ["calibrate", "--model", run_id, "--datalist", datalist]  # a bare run id
             + ["--out", calibrated, "--tracking-uri", uri]
         )
         assert calibrate.exit_code == 0, calibrate.output
