@@ -303,3 +303,27 @@ def test_torchrun_data_parallel_on_cpu(tmp_path: Path) -> None:
     assert runs[0].data.params["run.world_size"] == "2"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [1, 2]
     assert (tmp_path / "run" / "bundle" / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_3d_detector_trains_and_evaluates_with_sliding_window(tmp_path: Path) -> None:
+    """CT: patches for training, sliding window for validation and for the ONNX evaluation."""
+    from oncotriage.datasets.synth import run_synth
+    from oncotriage.training.config import load_training_config
+    from oncotriage.training.evaluate import evaluate_model
+    from oncotriage.training.train import train
+
+    datalist = run_synth("ldct", 6, 1, tmp_path / "data", negative_fraction=0.3)
+    cfg = load_training_config(
+        ROOT / "configs" / "detector_tiny_3d.yaml",
+        ["training.steps_per_epoch=2", "training.num_threads=1"],
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train(cfg, datalist, out_dir=tmp_path / "run", tracking_uri=uri, show_progress=False)
+    assert result.bundle_dir is not None and result.history[0]["train_loss"] > 0
+    assert "val_cpm" in result.history[0]
+    report = evaluate_model(
+        str(result.bundle_dir), datalist, split="test", tracking_uri=uri, record=False
+    )
+    assert report.metrics.froc.num_images == 1 and report.run_id is not None
+    assert report.metrics.froc.num_lesions >= 1
