@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from pydicom.uid import CTImageStorage
 from sqlalchemy.orm import Session
 
-from oncotriage.serving import audit
+from oncotriage.serving import audit, jobs
 from oncotriage.serving.db.models import Instance, Job, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.dicomweb import FailureReason, failure_reason_for
@@ -195,12 +195,14 @@ def _check_and_store(
     )
 
 
-def _insert_ignore(
+def _insert_new(
     session: Session, model: type[Any], values: dict[str, Any], conflict: Sequence[str]
-) -> bool:
-    """``INSERT ... ON CONFLICT DO NOTHING``; True when this call inserted the row.
+) -> Any | None:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the new row as an ORM object, or
+    ``None`` when a row with the same ``conflict`` key already exists.
 
-    Concurrent requests for the same study (PostgreSQL) then agree on one row.
+    Concurrent requests for the same study (PostgreSQL) then agree on one row, and the
+    common case (a new row) costs one statement.
     """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -213,21 +215,15 @@ def _insert_ignore(
         statement = sqlite_insert(model).values(**values)
     else:  # pragma: no cover - other databases are not supported
         raise RuntimeError(f"unsupported database {dialect}; use PostgreSQL or SQLite")
-    result = session.execute(statement.on_conflict_do_nothing(index_elements=list(conflict)))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    statement = statement.on_conflict_do_nothing(index_elements=list(conflict)).returning(model)
+    return session.scalars(statement).first()
 
 
 def _study_for(
     session: Session, principal: Principal, study_uid: str, modality: str, now: datetime
 ) -> tuple[Study, bool]:
     assert principal.hospital_id is not None
-    query = sa.select(Study).where(
-        Study.hospital_id == principal.hospital_id, Study.study_instance_uid == study_uid
-    )
-    study = session.scalar(query)
-    if study is not None:
-        return study, False
-    created = _insert_ignore(
+    study = _insert_new(
         session,
         Study,
         {
@@ -239,32 +235,37 @@ def _study_for(
         },
         ["hospital_id", "study_instance_uid"],
     )
-    study = session.scalar(query)
-    assert study is not None
-    if created:
+    if study is not None:
         audit.record(session, principal, AuditAction.STUDY_CREATED, study_id=study.id)
-    return study, created
+        return study, True
+    study = session.scalar(
+        sa.select(Study).where(
+            Study.hospital_id == principal.hospital_id, Study.study_instance_uid == study_uid
+        )
+    )
+    assert study is not None
+    return study, False
 
 
 def _series_for(session: Session, study: Study, candidate: _Candidate, now: datetime) -> Series:
     uid = candidate.outcome.series_instance_uid
-    query = sa.select(Series).where(Series.study_id == study.id, Series.series_instance_uid == uid)
-    series = session.scalar(query)
+    series = _insert_new(
+        session,
+        Series,
+        {
+            "study_id": study.id,
+            "series_instance_uid": uid,
+            "modality": candidate.modality,
+            "is_volume": candidate.is_volume,
+            "created_at": now,
+            "updated_at": now,
+        },
+        ["study_id", "series_instance_uid"],
+    )
     if series is None:
-        _insert_ignore(
-            session,
-            Series,
-            {
-                "study_id": study.id,
-                "series_instance_uid": uid,
-                "modality": candidate.modality,
-                "is_volume": candidate.is_volume,
-                "created_at": now,
-                "updated_at": now,
-            },
-            ["study_id", "series_instance_uid"],
+        series = session.scalar(
+            sa.select(Series).where(Series.study_id == study.id, Series.series_instance_uid == uid)
         )
-        series = session.scalar(query)
         assert series is not None
     return series
 
@@ -276,7 +277,13 @@ def _queue_jobs(
     series: Series,
     instance: Instance,
     now: datetime,
-) -> None:
+    series_jobs: dict[int, Job],
+) -> float:
+    """Queue the instance's inference; returns in how many seconds the job is due.
+
+    ``series_jobs`` holds the waiting job of each volume series this request touched, so
+    a series of many slices looks its job up once.
+    """
     if not (series.is_volume and instance.frames == 1):
         session.add(
             Job(
@@ -288,9 +295,9 @@ def _queue_jobs(
                 created_at=now,
             )
         )
-        return
+        return 0.0
     due = now + timedelta(seconds=settings.series_settle_s)
-    pending = session.scalar(
+    pending = series_jobs.get(series.id) or session.scalar(
         sa.select(Job).where(
             Job.series_id == series.id,
             Job.instance_id.is_(None),
@@ -300,17 +307,37 @@ def _queue_jobs(
     )
     if pending is not None:
         pending.next_attempt_at = max(pending.next_attempt_at, due)
-        return
-    session.add(
-        Job(
-            study_id=study.id,
-            series_id=series.id,
-            instance_id=None,
-            max_attempts=settings.job_max_attempts,
-            next_attempt_at=due,
-            created_at=now,
-        )
+        series_jobs[series.id] = pending
+        return settings.series_settle_s
+    job = Job(
+        study_id=study.id,
+        series_id=series.id,
+        instance_id=None,
+        max_attempts=settings.job_max_attempts,
+        next_attempt_at=due,
+        created_at=now,
     )
+    session.add(job)
+    series_jobs[series.id] = job
+    return settings.series_settle_s
+
+
+def _held_instances(
+    session: Session, hospital_id: int, candidates: Sequence[_Candidate], chunk: int = 500
+) -> dict[str, Instance]:
+    """The instances this hospital already sent among ``candidates``, by SOP Instance UID
+    (one query per ``chunk`` objects rather than one per object)."""
+    uids = [candidate.outcome.sop_instance_uid for candidate in candidates]
+    held: dict[str, Instance] = {}
+    for first in range(0, len(uids), chunk):
+        rows = session.scalars(
+            sa.select(Instance).where(
+                Instance.hospital_id == hospital_id,
+                Instance.sop_instance_uid.in_(uids[first : first + chunk]),
+            )
+        )
+        held.update((row.sop_instance_uid, row) for row in rows)
+    return held
 
 
 def _record(
@@ -319,24 +346,35 @@ def _record(
     principal: Principal,
     candidates: list[_Candidate],
     now: datetime,
-) -> None:
-    """Step 4 of the module docstring: one transaction for the whole request."""
+) -> set[float]:
+    """Step 4 of the module docstring: one transaction for the whole request.
+
+    Returns:
+        in how many seconds the jobs it queued are due (empty when it queued none).
+    """
     assert principal.hospital_id is not None
     touched: dict[str, Study] = {}
+    due_in_s: set[float] = set()
+    # Rows this request already found or made: a CT series' slices share them.
+    studies: dict[str, Study] = {}
+    series_rows: dict[tuple[str, str], Series] = {}
+    series_jobs: dict[int, Job] = {}
+    held = _held_instances(session, principal.hospital_id, candidates)
     for candidate in candidates:
         outcome = candidate.outcome
-        study, _ = _study_for(
-            session, principal, outcome.study_instance_uid, candidate.modality, now
-        )
-        existing = session.scalar(
-            sa.select(Instance).where(
-                Instance.hospital_id == principal.hospital_id,
-                Instance.sop_instance_uid == outcome.sop_instance_uid,
+        study = studies.get(outcome.study_instance_uid)
+        if study is None:
+            study, _ = _study_for(
+                session, principal, outcome.study_instance_uid, candidate.modality, now
             )
-        )
+            studies[outcome.study_instance_uid] = study
+        existing = held.get(outcome.sop_instance_uid)
         if existing is None:
-            series = _series_for(session, study, candidate, now)
-            inserted = _insert_ignore(
+            series_key = (study.id, outcome.series_instance_uid)
+            series = series_rows.get(series_key)
+            if series is None:
+                series = series_rows[series_key] = _series_for(session, study, candidate, now)
+            instance = _insert_new(
                 session,
                 Instance,
                 {
@@ -355,16 +393,20 @@ def _record(
                 },
                 ["hospital_id", "sop_instance_uid"],
             )
-            instance = session.scalar(
-                sa.select(Instance).where(
-                    Instance.hospital_id == principal.hospital_id,
-                    Instance.sop_instance_uid == outcome.sop_instance_uid,
+            inserted = instance is not None
+            if instance is None:  # another request stored it a moment ago
+                instance = session.scalar(
+                    sa.select(Instance).where(
+                        Instance.hospital_id == principal.hospital_id,
+                        Instance.sop_instance_uid == outcome.sop_instance_uid,
+                    )
                 )
-            )
             assert instance is not None
             if instance.content_hash == candidate.content_hash and instance.study_id == study.id:
                 if inserted:
-                    _queue_jobs(session, settings, study, series, instance, now)
+                    due_in_s.add(
+                        _queue_jobs(session, settings, study, series, instance, now, series_jobs)
+                    )
                     study.queued_at = now
                     touched[study.id] = study
                 outcome.stored, outcome.study_id = True, study.id
@@ -388,6 +430,7 @@ def _record(
     session.flush()
     for study in touched.values():
         refresh_study(session, study, now=now)
+    return due_in_s
 
 
 def ingest(
@@ -439,7 +482,9 @@ def ingest(
         result.outcomes.append(checked.outcome)
     if candidates:
         with db.session() as session:
-            _record(session, settings, principal, candidates, now)
+            due_in_s = _record(session, settings, principal, candidates, now)
+        for delay in sorted(due_in_s):  # wake this process's idle workers (committed now)
+            jobs.work_signal.notify(delay)
     # Copies inside the request share their first copy's fate.
     for outcome in result.outcomes:
         if outcome.duplicate and outcome.failure_reason is None and outcome.study_id is None:

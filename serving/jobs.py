@@ -16,11 +16,16 @@ cannot overwrite the work of the worker that took over.
 
 from __future__ import annotations
 
+import heapq
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from oncotriage.serving.db.models import Job, LeasedWork, WebhookDelivery
 from oncotriage.serving.enums import JobState
@@ -38,6 +43,8 @@ class Lease:
     attempt: int
     max_attempts: int
     owner: str
+    #: the values of ``claim_next``'s ``returning`` columns, in their order
+    values: tuple[Any, ...] = ()
 
     @property
     def exhausted(self) -> bool:
@@ -63,9 +70,19 @@ def _claimable(table: WorkTable, now: datetime) -> sa.ColumnElement[bool]:
 
 
 def claim_next(
-    session: Session, table: WorkTable, *, owner: str, lease_s: float, now: datetime
+    session: Session,
+    table: WorkTable,
+    *,
+    owner: str,
+    lease_s: float,
+    now: datetime,
+    returning: Sequence[sa.ColumnElement[Any] | InstrumentedAttribute[Any]] = (),
 ) -> Lease | None:
     """Lease the next due row of ``table`` to ``owner``; ``None`` when nothing is due.
+
+    Args:
+        returning: more columns of the claimed row to read in the same statement; their
+            values are in :attr:`Lease.values`.
 
     The caller commits the session (the lease is only visible to others after that).
     """
@@ -92,7 +109,7 @@ def claim_next(
             sa.update(table)
             .where(table.id == row_id)
             .values(**lease_values)
-            .returning(table.id, table.attempts, table.max_attempts)
+            .returning(table.id, table.attempts, table.max_attempts, *returning)
         )
     else:
         candidate = (
@@ -106,12 +123,12 @@ def claim_next(
             sa.update(table)
             .where(table.id == candidate, _claimable(table, now))
             .values(**lease_values)
-            .returning(table.id, table.attempts, table.max_attempts)
+            .returning(table.id, table.attempts, table.max_attempts, *returning)
         )
     row = session.execute(statement, execution_options={"synchronize_session": False}).first()
     if row is None:
         return None
-    return Lease(id=row[0], attempt=row[1], max_attempts=row[2], owner=owner)
+    return Lease(id=row[0], attempt=row[1], max_attempts=row[2], owner=owner, values=tuple(row[3:]))
 
 
 def _held(table: WorkTable, lease: Lease) -> sa.ColumnElement[bool]:
@@ -225,9 +242,57 @@ def queue_depth(session: Session, table: WorkTable) -> dict[str, int]:
     return depth
 
 
+class WorkSignal:
+    """Wakes this process's idle workers when work is queued here, instead of their next poll.
+
+    Intake calls :meth:`notify` after committing new jobs (``due_in_s`` > 0 for a CT series
+    that settles first); each worker subscribes an event and sleeps on it. Workers
+    in other processes are not reached and keep polling every ``worker_poll_interval_s``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: set[threading.Event] = set()
+        self._due: list[float] = []  # monotonic times when queued jobs become due (a heap)
+
+    def subscribe(self, event: threading.Event) -> None:
+        with self._lock:
+            self._listeners.add(event)
+
+    def unsubscribe(self, event: threading.Event) -> None:
+        with self._lock:
+            self._listeners.discard(event)
+
+    def notify(self, due_in_s: float = 0.0) -> None:
+        """Work was queued; it can be claimed ``due_in_s`` seconds from now."""
+        with self._lock:
+            if due_in_s > 0:
+                heapq.heappush(self._due, time.monotonic() + due_in_s)
+            listeners = list(self._listeners)
+        for event in listeners:
+            event.set()
+
+    def wake_all(self) -> None:
+        """Wake every subscribed worker (e.g. to see a stop request at once)."""
+        self.notify()
+
+    def next_due(self, after: float) -> float | None:
+        """The earliest due time (monotonic) later than ``after``; earlier ones are dropped
+        (a claim made at ``after`` saw them)."""
+        with self._lock:
+            while self._due and self._due[0] <= after:
+                heapq.heappop(self._due)
+            return self._due[0] if self._due else None
+
+
+#: The signal of this process (intake notifies, in-process workers wait on it).
+work_signal = WorkSignal()
+
+
 __all__ = [
     "Lease",
     "LeasedWork",
+    "WorkSignal",
     "backoff_s",
     "claim_next",
     "complete",
@@ -235,4 +300,5 @@ __all__ = [
     "queue_depth",
     "renew",
     "requeue",
+    "work_signal",
 ]

@@ -2,16 +2,20 @@
 
 A :class:`Worker` runs in a thread of ``oncotriage serve`` (``embedded_workers``) or in an
 ``oncotriage worker`` process; any number of either can share one database. Each claimed
-job is held under a lease renewed by a heartbeat thread; if the worker dies, the lease
-expires and another worker takes the job over (its attempt counts). Transient errors are
-retried with exponential backoff; an image the reader refuses fails at once; when the
-attempts are used up the study becomes ``needs_manual_review`` with the reason.
+job is held under a lease renewed by the worker's heartbeat thread; if the worker dies,
+the lease expires and another worker takes the job over (its attempt counts). Transient
+errors are retried with exponential backoff; an image the reader refuses fails at once;
+when the attempts are used up the study becomes ``needs_manual_review`` with the reason.
+
+Each worker keeps its model busy: the model runs on a thread of its own, and the worker's
+thread meanwhile records the previous result and claims and reads the next job.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -19,10 +23,10 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from oncotriage.serving import jobs
 from oncotriage.serving.db.base import utcnow
@@ -39,6 +43,9 @@ from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import priority_for, refresh_study, suspicion_score
+
+if TYPE_CHECKING:
+    from oncotriage.datasets.image import ImageVolume
 
 logger = logging.getLogger(__name__)
 
@@ -62,49 +69,107 @@ class _JobInput:
     stored_paths: tuple[str, ...]
 
 
-class Heartbeat:
-    """Renews a lease every ``interval_s`` in a daemon thread while the work runs."""
+@dataclass
+class _Prepared:
+    """A claimed job with its images read, waiting for (or on) the model."""
+
+    lease: jobs.Lease
+    job_input: _JobInput
+    model: LoadedModel
+    image: ImageVolume
+    held: HeldLease
+
+
+@dataclass
+class _Inferred:
+    """What the model made of a prepared job: findings, or the error it raised."""
+
+    prepared: _Prepared
+    findings: list[object]
+    elapsed_s: float
+    error: Exception | None
+
+    @property
+    def lease(self) -> jobs.Lease:
+        return self.prepared.lease
+
+
+class HeldLease:
+    """A lease a :class:`LeaseKeeper` renews; ``lost`` once a renewal found it taken."""
+
+    def __init__(self, lease: jobs.Lease) -> None:
+        self.lease = lease
+        self.lost = False
+
+
+class LeaseKeeper:
+    """Renews every lease a worker holds, every ``interval_s``, from one daemon thread.
+
+    One thread per worker for all its jobs (the running one and the one read ahead),
+    rather than a thread started and joined for each job.
+    """
 
     def __init__(
         self,
         db: Database,
         table: jobs.WorkTable,
-        lease: jobs.Lease,
         *,
         lease_s: float,
         interval_s: float,
+        name: str,
     ) -> None:
-        self._db, self._table, self._lease = db, table, lease
+        self._db, self._table = db, table
         self._lease_s, self._interval_s = lease_s, interval_s
+        self._name = name
+        self._held: dict[int, HeldLease] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{lease.id}", daemon=True)
-        self.lost = False
+        self._thread: threading.Thread | None = None
+
+    def hold(self, lease: jobs.Lease) -> HeldLease:
+        """Start renewing ``lease`` (the claim gave it a full ``lease_s`` already)."""
+        held = HeldLease(lease)
+        with self._lock:
+            self._held[lease.id] = held
+            if self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._run, name=f"{self._name}-leases", daemon=True
+                )
+                self._thread.start()
+        return held
+
+    def release(self, held: HeldLease) -> None:
+        """Stop renewing (the job is recorded, failed or given back)."""
+        with self._lock:
+            self._held.pop(held.lease.id, None)
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            try:
-                with self._db.session() as session:
-                    held = jobs.renew(
-                        session, self._table, self._lease, lease_s=self._lease_s, now=utcnow()
+            with self._lock:
+                held_now = list(self._held.values())
+            for held in held_now:
+                try:
+                    with self._db.session() as session:
+                        renewed = jobs.renew(
+                            session, self._table, held.lease, lease_s=self._lease_s, now=utcnow()
+                        )
+                except Exception:  # a missed beat is not fatal; the next one may succeed
+                    logger.warning(
+                        "heartbeat for %s %d failed", self._table.__name__, held.lease.id
                     )
-                if not held:
-                    self.lost = True
-                    return
-            except Exception:  # a missed beat is not fatal; the next one may succeed
-                logger.warning("heartbeat for %s %d failed", self._table.__name__, self._lease.id)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+                    continue
+                if not renewed:
+                    held.lost = True
+                    with self._lock:
+                        self._held.pop(held.lease.id, None)
 
 
 WebhookSender = Callable[[str, str, dict[str, object], float], int]
@@ -139,6 +204,12 @@ def default_webhook_sender(
 class Worker:
     """Processes inference jobs and webhook deliveries from the shared database.
 
+    :meth:`run` keeps the model busy: while the model scores one job on the worker's model
+    thread, the worker's own thread records the previous job's result, claims the next job
+    and reads its images, so the database and image reading overlap the inference instead
+    of adding to it. At most one claimed job waits for the model (its lease is renewed like
+    a running job's); on stop it is put back in the queue unstarted.
+
     Args:
         settings: lease, retry and backoff settings.
         db: the database.
@@ -146,6 +217,7 @@ class Worker:
         models: the model manager (each job pins ``models.current()`` for its whole run).
         name: lease owner name (default ``host:pid``).
         webhook_sender: overrides :func:`default_webhook_sender`.
+        signal: wakes the idle worker when intake queues work in this process.
     """
 
     def __init__(
@@ -157,6 +229,7 @@ class Worker:
         *,
         name: str | None = None,
         webhook_sender: WebhookSender | None = None,
+        signal: jobs.WorkSignal | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -164,7 +237,16 @@ class Worker:
         self.models = models
         self.name = name or worker_name()
         self.webhook_sender = webhook_sender or default_webhook_sender
+        self.signal = signal or jobs.work_signal
+        self.leases = LeaseKeeper(
+            db,
+            Job,
+            lease_s=settings.job_lease_s,
+            interval_s=settings.heartbeat_interval_s,
+            name=self.name,
+        )
         self._last_model_warning = -1e9
+        self._webhooks_due_at = 0.0  # monotonic; the outbox is checked at most every poll
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -175,17 +257,109 @@ class Worker:
         return did_job or did_webhook
 
     def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set, sleeping ``worker_poll_interval_s`` when idle."""
+        """Work until ``stop`` is set (the job on the model then finishes and is recorded).
+
+        The model runs on a second thread (see the class docstring); this thread claims,
+        reads, records and delivers webhooks. Idle, it sleeps until intake in this process
+        queues work or ``worker_poll_interval_s`` passes (other processes' work is polled).
+        """
         logger.info("worker %s started", self.name)
-        while not stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception:
-                logger.exception("worker %s: unexpected error; continuing", self.name)
+        wake = threading.Event()
+        ready: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        done: queue.SimpleQueue[_Inferred] = queue.SimpleQueue()
+        model_thread = threading.Thread(
+            target=self._model_loop,
+            args=(ready, done, wake),
+            name=f"{self.name}-model",
+            daemon=True,
+        )
+        self.signal.subscribe(wake)
+        model_thread.start()
+        in_hand = 0  # jobs given to the model thread and not yet recorded
+        try:
+            while not stop.is_set():
+                if not model_thread.is_alive():  # never expected: _infer catches errors
+                    logger.error("worker %s: its model thread died; stopping", self.name)
+                    break
+                wake.clear()
+                claim_started = time.monotonic()
                 busy = False
-            if not busy:
-                stop.wait(self.settings.worker_poll_interval_s)
+                try:
+                    while True:  # record what the model finished
+                        try:
+                            inferred = done.get_nowait()
+                        except queue.Empty:
+                            break
+                        in_hand -= 1
+                        busy = True
+                        self._finish(inferred)
+                    if in_hand < 2:  # one on the model and one ready behind it
+                        claim_started = time.monotonic()
+                        claimed = self._claim()
+                        if isinstance(claimed, _Prepared):
+                            ready.put(claimed)
+                            in_hand += 1
+                        busy = busy or bool(claimed)
+                    busy = self._deliver_due_webhook() or busy
+                except Exception:
+                    logger.exception("worker %s: unexpected error; continuing", self.name)
+                    busy = False
+                if not busy:
+                    timeout = self.settings.worker_poll_interval_s
+                    due = self.signal.next_due(claim_started)
+                    if due is not None:  # a CT series settles before the next poll
+                        timeout = min(timeout, max(0.0, due - time.monotonic()) + 0.01)
+                    wake.wait(timeout)
+        finally:
+            self.signal.unsubscribe(wake)
+            try:  # a job still waiting for the model goes back to the queue unstarted
+                waiting = ready.get_nowait()
+            except queue.Empty:
+                waiting = None
+            if waiting is not None:
+                in_hand -= 1
+                self._give_back(waiting)
+            ready.put(None)
+            while in_hand > 0 and (model_thread.is_alive() or not done.empty()):
+                try:
+                    inferred = done.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                in_hand -= 1
+                self._finish_safely(inferred)
+            model_thread.join()
+            self.leases.stop()
         logger.info("worker %s stopped", self.name)
+
+    def _model_loop(
+        self,
+        ready: queue.Queue[_Prepared | None],
+        done: queue.SimpleQueue[_Inferred],
+        wake: threading.Event,
+    ) -> None:
+        """The model thread: score prepared jobs back to back until given ``None``."""
+        while (prepared := ready.get()) is not None:
+            done.put(self._infer(prepared))
+            wake.set()
+
+    def _finish_safely(self, inferred: _Inferred) -> None:
+        try:
+            self._finish(inferred)
+        except Exception:  # the lease expires and another worker redoes the job
+            logger.exception("worker %s: could not record job %d", self.name, inferred.lease.id)
+
+    def _deliver_due_webhook(self) -> bool:
+        """One webhook delivery if the outbox may hold one that is due.
+
+        The outbox is looked at when this worker queued an event, after a delivery (there may
+        be more), and otherwise every ``worker_poll_interval_s`` (events queued elsewhere).
+        """
+        now = time.monotonic()
+        if now < self._webhooks_due_at:
+            return False
+        delivered = self.deliver_next_webhook()
+        self._webhooks_due_at = now if delivered else now + self.settings.worker_poll_interval_s
+        return delivered
 
     # -- inference jobs ----------------------------------------------------------------------
 
@@ -202,19 +376,41 @@ class Worker:
         return True
 
     def process_next_job(self) -> bool:
+        """Claim, score and record one job on this thread; True when a job was handled."""
+        claimed = self._claim()
+        if not isinstance(claimed, _Prepared):
+            return claimed
+        self._finish(self._infer(claimed))
+        return True
+
+    def _claim(self) -> _Prepared | bool:
+        """Claim the next due job and read its images.
+
+        Returns:
+            the job, ready for the model; True when a job was claimed and settled without
+            the model (its attempts used up, its images unusable, no model); False when
+            nothing is due.
+        """
         if not self._model_ready():
             return False
         with self.db.session() as session:
             # Claim and start in one transaction: one round of locking per job.
             lease = jobs.claim_next(
-                session, Job, owner=self.name, lease_s=self.settings.job_lease_s, now=utcnow()
+                session,
+                Job,
+                owner=self.name,
+                lease_s=self.settings.job_lease_s,
+                now=utcnow(),
+                returning=(Job.study_id, Job.series_id, Job.instance_id),
             )
             if lease is None:
                 return False
             job_input = None if lease.exhausted else self._start_job(session, lease)
-        log_fields = {"job_id": lease.id, "attempt": lease.attempt, "worker": self.name}
         logger.debug(
-            "job %d claimed (attempt %d)", lease.id, lease.attempt, extra={"fields": log_fields}
+            "job %d claimed (attempt %d)",
+            lease.id,
+            lease.attempt,
+            extra={"fields": {"job_id": lease.id, "attempt": lease.attempt, "worker": self.name}},
         )
         if lease.exhausted:
             self._fail_job(
@@ -226,59 +422,94 @@ class Worker:
             return True
         if job_input is None:
             return True
-        heartbeat = Heartbeat(
-            self.db,
-            Job,
-            lease,
-            lease_s=self.settings.job_lease_s,
-            interval_s=self.settings.heartbeat_interval_s,
-        )
-        with heartbeat:
-            try:
-                model = self.models.current()
-                started = time.perf_counter()
-                findings = self._detect(model, job_input)
-                elapsed = time.perf_counter() - started
-            except PermanentJobError as error:
-                self._fail_job(lease, str(error), permanent=True)
-                return True
-            except (BackendUnavailableError, ModelUnavailableError) as error:
-                retry_in = jobs.backoff_s(
-                    lease.attempt, self.settings.job_backoff_base_s, self.settings.job_backoff_max_s
-                )
-                logger.warning(
-                    "job %d: backend unavailable, retrying in %.1f s: %s", lease.id, retry_in, error
-                )
-                with self.db.session() as session:
-                    jobs.requeue(session, Job, lease, retry_in_s=retry_in, now=utcnow())
-                return True
-            except Exception as error:
-                logger.warning(
-                    "job %d attempt %d failed: %s",
-                    lease.id,
-                    lease.attempt,
-                    error,
-                    extra={"fields": {**log_fields, "traceback": traceback.format_exc()}},
-                )
-                self._fail_job(lease, f"{type(error).__name__}: {error}", permanent=False)
-                return True
-        if heartbeat.lost:
-            logger.warning("job %d: lease lost while running; result discarded", lease.id)
+        held = self.leases.hold(lease)
+        try:
+            model = self.models.current()
+            image = self._read(job_input)
+        except Exception as error:
+            self.leases.release(held)
+            self._settle_error(lease, error)
             return True
-        self._complete_job(lease, job_input, model, findings, elapsed)
-        return True
+        except BaseException:
+            self.leases.release(held)
+            raise
+        return _Prepared(lease, job_input, model, image, held)
+
+    def _infer(self, prepared: _Prepared) -> _Inferred:
+        """Run the model (the only step on the model thread); errors are kept for _finish."""
+        if prepared.held.lost:  # taken over while it waited: _finish discards it
+            return _Inferred(prepared, [], 0.0, None)
+        try:
+            started = time.perf_counter()
+            findings: list[object] = list(prepared.model.pipeline.detect(prepared.image))
+            return _Inferred(prepared, findings, time.perf_counter() - started, None)
+        except Exception as error:
+            return _Inferred(prepared, [], 0.0, error)
+
+    def _finish(self, inferred: _Inferred) -> None:
+        """Record a scored job (or its failure) and let its lease go."""
+        prepared = inferred.prepared
+        self.leases.release(prepared.held)
+        if inferred.error is not None:
+            self._settle_error(prepared.lease, inferred.error)
+        elif prepared.held.lost:
+            logger.warning("job %d: lease lost while running; result discarded", inferred.lease.id)
+        else:
+            self._complete_job(
+                prepared.lease,
+                prepared.job_input,
+                prepared.model,
+                inferred.findings,
+                inferred.elapsed_s,
+            )
+
+    def _give_back(self, prepared: _Prepared) -> None:
+        """Put a claimed job that never reached the model back in the queue (on stop)."""
+        self.leases.release(prepared.held)
+        try:
+            with self.db.session() as session:
+                jobs.requeue(session, Job, prepared.lease, retry_in_s=0.0, now=utcnow())
+        except Exception:  # its lease expires and another worker takes it
+            logger.exception("worker %s: could not give job %d back", self.name, prepared.lease.id)
+
+    def _settle_error(self, lease: jobs.Lease, error: BaseException) -> None:
+        """Fail, retry or put back a job whose images or inference raised ``error``."""
+        if isinstance(error, PermanentJobError):
+            self._fail_job(lease, str(error), permanent=True)
+        elif isinstance(error, BackendUnavailableError | ModelUnavailableError):
+            retry_in = jobs.backoff_s(
+                lease.attempt, self.settings.job_backoff_base_s, self.settings.job_backoff_max_s
+            )
+            logger.warning(
+                "job %d: backend unavailable, retrying in %.1f s: %s", lease.id, retry_in, error
+            )
+            with self.db.session() as session:
+                jobs.requeue(session, Job, lease, retry_in_s=retry_in, now=utcnow())
+        else:
+            logger.warning(
+                "job %d attempt %d failed: %s",
+                lease.id,
+                lease.attempt,
+                error,
+                extra={
+                    "fields": {
+                        "job_id": lease.id,
+                        "attempt": lease.attempt,
+                        "worker": self.name,
+                        "traceback": "".join(traceback.format_exception(error)),
+                    }
+                },
+            )
+            self._fail_job(lease, f"{type(error).__name__}: {error}", permanent=False)
 
     @staticmethod
     def _start_job(session: Session, lease: jobs.Lease) -> _JobInput | None:
         """Mark the study processing and collect the files the job reads (in the claim's
         transaction)."""
         now = utcnow()
-        row = session.execute(
-            sa.select(Job.study_id, Job.series_id, Job.instance_id).where(Job.id == lease.id)
-        ).first()
-        if row is None:  # deleted with its study
+        study_id, series_id, instance_id = lease.values
+        if study_id is None:  # pragma: no cover - the columns are NOT NULL
             return None
-        study_id, series_id, instance_id = row
         paths_query = sa.select(Instance.stored_path)
         if instance_id is not None:
             paths_query = paths_query.where(Instance.id == instance_id)
@@ -299,17 +530,16 @@ class Worker:
         )
         return _JobInput(lease.id, study_id, series_id, instance_id, paths)
 
-    def _detect(self, model: LoadedModel, job_input: _JobInput) -> list[object]:
+    def _read(self, job_input: _JobInput) -> ImageVolume:
         from oncotriage.datasets.image import UnsupportedImageError
         from oncotriage.datasets.reader import read_image
 
         if not job_input.stored_paths:
             raise PermanentJobError("the series has no stored instances")
         try:
-            image = read_image([self.store.path(path) for path in job_input.stored_paths])
+            return read_image([self.store.path(path) for path in job_input.stored_paths])
         except UnsupportedImageError as error:
             raise PermanentJobError(f"image cannot be used ({error.code}): {error}") from error
-        return list(model.pipeline.detect(image))
 
     def _complete_job(
         self,
@@ -455,8 +685,12 @@ class Worker:
                 logger.info("job %d will be retried in %.1f s", lease.id, retry_in or 0.0)
 
     def _refresh_and_notify(self, session: Session, study_id: str, *, now: datetime) -> None:
+        # The hospital comes in the same query: the outbox looks up its webhook URL.
         study = session.get(
-            Study, study_id, with_for_update=session.get_bind().dialect.name == "postgresql"
+            Study,
+            study_id,
+            options=[joinedload(Study.hospital, innerjoin=True)],
+            with_for_update={"of": Study} if self.db.is_postgresql else None,
         )
         if study is None:
             return
@@ -466,13 +700,15 @@ class Worker:
             status,
             study.priority,
         ):
-            enqueue_webhook(
+            delivery = enqueue_webhook(
                 session,
                 study,
                 WebhookEvent.STUDY_STATUS,
                 now=now,
                 max_attempts=self.settings.webhook_max_attempts,
             )
+            if delivery is not None:  # look at the outbox on the next round, not a poll later
+                self._webhooks_due_at = 0.0
 
     # -- webhooks ----------------------------------------------------------------------------
 
@@ -558,6 +794,7 @@ class WorkerPool:
         webhook_sender: WebhookSender | None = None,
     ) -> None:
         self._stop = threading.Event()
+        self._signal = jobs.work_signal
         self.workers = [
             Worker(
                 settings,
@@ -566,6 +803,7 @@ class WorkerPool:
                 models,
                 name=worker_name(f"w{index}"),
                 webhook_sender=webhook_sender,
+                signal=self._signal,
             )
             for index in range(n)
         ]
@@ -582,6 +820,7 @@ class WorkerPool:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop after the jobs in hand finish (their leases protect them if we time out)."""
         self._stop.set()
+        self._signal.wake_all()
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
