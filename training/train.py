@@ -242,7 +242,6 @@ def train(
 
     batches = cycle_batches(loader, sampler)
     total_steps = train_cfg.epochs * steps_per_epoch
-    epoch = start_epoch
     best_froc = None
     log_every = max(1, steps_per_epoch // 4)
     started = time.perf_counter()
@@ -257,6 +256,7 @@ def train(
                 detector.network = train_net
                 detector.train()
                 sums = np.zeros(3)
+                in_epoch = 0
                 for _ in range(steps_per_epoch):
                     crops = next(batches)
                     images = [c["image"].to(dev, non_blocking=True) for c in crops]
@@ -275,7 +275,7 @@ def train(
                     parts.scheduler.step()
                     state.global_step += 1
                     sums += [loss.item(), cls_loss.item(), box_loss.item()]
-                    in_epoch = state.global_step - epoch * steps_per_epoch
+                    in_epoch += 1
                     running = f"{sums[0] / in_epoch:.4f}"
                     progress.update(
                         task,
@@ -338,6 +338,7 @@ def train(
                     else:
                         logger.info("epoch %d: loss %.4f", epoch + 1, record["train_loss"])
                     state.history.append(record)
+                    state.epoch = epoch + 1  # from here on this epoch counts as done
                     assert client is not None and state.run_id is not None
                     log_metrics(client, state.run_id, record, step=epoch + 1)
                     if not val_samples:
@@ -345,6 +346,7 @@ def train(
                         save_checkpoint(best_path, checkpoint_state(epoch + 1))
                     if (epoch + 1) % train_cfg.checkpoint_interval == 0 or last_epoch:
                         save_checkpoint(last_path, checkpoint_state(epoch + 1))
+                state.epoch = epoch + 1
                 if dist_info.world_size > 1:
                     import torch.distributed as dist
 
@@ -352,9 +354,12 @@ def train(
     except KeyboardInterrupt:
         detector.network = network
         if main:
-            save_checkpoint(last_path, checkpoint_state(epoch, interrupted=True))
+            # completed epochs only: --resume redoes the interrupted one
+            save_checkpoint(last_path, checkpoint_state(state.epoch, interrupted=True))
             if client is not None and state.run_id is not None:
-                client.set_tag(state.run_id, "oncotriage.interrupted_at_epoch", str(epoch + 1))
+                client.set_tag(
+                    state.run_id, "oncotriage.interrupted_at_epoch", str(state.epoch + 1)
+                )
                 client.set_terminated(state.run_id, status="KILLED")
         raise TrainingInterrupted(last_path, state.run_id) from None
 

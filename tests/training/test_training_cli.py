@@ -262,10 +262,13 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
         assert process.wait(timeout=120) == 130, log.read_text()
     assert "--resume" in log.read_text()
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    assert state["interrupted"] is True and state["epoch"] == 0
+    # the signal lands in some epoch; the checkpoint counts only the completed ones
+    completed = state["epoch"]
+    assert state["interrupted"] is True and completed == len(state["history"]) < 50
     assert get_client(uri).get_run(state["run_id"]).info.status == "KILLED"
+    epochs = f"training.epochs={completed + 1}"
     resumed = subprocess.run(
-        [*command, "--resume", *_sets(["training.epochs=1", "training.steps_per_epoch=4"])],
+        [*command, "--resume", *_sets([epochs, "training.steps_per_epoch=4"])],
         capture_output=True,
         text=True,
         env=env,
@@ -273,7 +276,8 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    assert state["epoch"] == 1 and not state["interrupted"]
+    assert state["epoch"] == completed + 1 and not state["interrupted"]
+    assert len(state["history"]) == completed + 1
     assert get_client(uri).get_run(state["run_id"]).info.status == "FINISHED"
 
 
