@@ -107,21 +107,67 @@ def study_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.dcm"))
 
 
-def service_env(work: Path, bundle: Path, args: argparse.Namespace, port: int) -> dict[str, str]:
+@dataclass(frozen=True)
+class Setup:
+    """One way of running the service: where the workers run and ONNX Runtime's threads."""
+
+    worker_processes: int = 0  # 0: worker threads inside `oncotriage serve`
+    workers: int = 1  # worker threads (in serve, or per worker process)
+    ort_threads: int | None = None  # intra-op threads; None: ONNX Runtime's default
+
+    @classmethod
+    def parse(cls, text: str) -> Setup:
+        """``serve`` | ``worker`` [``:workers=N``] [``:processes=N``] [``:ort=N``]."""
+        kind, *options = text.split(":")
+        if kind not in ("serve", "worker"):
+            raise ValueError(f"a setup starts with serve or worker, got {text!r}")
+        values = dict(option.split("=", 1) for option in options)
+        unknown = set(values) - {"workers", "processes", "ort"}
+        if unknown:
+            raise ValueError(f"unknown setup options {sorted(unknown)} in {text!r}")
+        setup = cls(
+            worker_processes=int(values.get("processes", 1)) if kind == "worker" else 0,
+            workers=int(values.get("workers", 1)),
+            ort_threads=int(values["ort"]) if "ort" in values else None,
+        )
+        if setup.workers < 1 or (kind == "worker" and setup.worker_processes < 1):
+            raise ValueError(f"a setup needs at least one worker: {text!r}")
+        return setup
+
+    @property
+    def model_threads(self) -> int:
+        """How many jobs the service scores at once (the bare model gets as many threads)."""
+        return self.workers * max(1, self.worker_processes)
+
+    @property
+    def label(self) -> str:
+        where = (
+            f"serve (API) + {self.worker_processes} `oncotriage worker` process(es) x "
+            f"{self.workers}"
+            if self.worker_processes
+            else f"serve with {self.workers} in-process worker(s)"
+        )
+        ort = "default" if self.ort_threads is None else str(self.ort_threads)
+        return f"{where}; ORT intra-op threads {ort}"
+
+
+def service_env(
+    data_dir: Path, bundle: Path, setup: Setup, args: argparse.Namespace, port: int
+) -> dict[str, str]:
     """The ``ONCOTRIAGE_*`` settings of the service under test (the bare model reads them too)."""
     env = {
         "ONCOTRIAGE_ENVIRONMENT": "development",
-        "ONCOTRIAGE_DATA_DIR": str(work / "data"),
+        "ONCOTRIAGE_DATA_DIR": str(data_dir),
         "ONCOTRIAGE_MODEL_URI": str(bundle),
         "ONCOTRIAGE_REGISTER_DEMO_MODEL": "false",
-        "ONCOTRIAGE_MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "ONCOTRIAGE_EMBEDDED_WORKERS": str(args.workers),
+        "ONCOTRIAGE_MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow.db'}",
+        "ONCOTRIAGE_EMBEDDED_WORKERS": "0" if setup.worker_processes else str(setup.workers),
         "ONCOTRIAGE_SERIES_SETTLE_S": str(args.settle),
         "ONCOTRIAGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "ONCOTRIAGE_LOG_JSON": "true",  # as in production: one JSON line per request
     }
-    if args.ort_threads is not None:
-        env["ONCOTRIAGE_ORT_INTRA_OP_THREADS"] = str(args.ort_threads)
+    if setup.ort_threads is not None:
+        env["ONCOTRIAGE_ORT_INTRA_OP_THREADS"] = str(setup.ort_threads)
     return env
 
 
@@ -199,6 +245,7 @@ class Service:
     env: dict[str, str]
     log: Path
     database: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def admin(self, *args: str) -> str:
         done = subprocess.run(
@@ -215,23 +262,44 @@ class Service:
             )
         return done.stdout + done.stderr
 
+    def start_workers(self, count: int, threads: int, poll_s: float) -> None:
+        """``count`` separate ``oncotriage worker`` processes of ``threads`` workers each
+        (intake cannot wake another process: idle, they poll every ``poll_s``)."""
+        env = {**self.env, "ONCOTRIAGE_WORKER_POLL_INTERVAL_S": str(poll_s)}
+        for index in range(count):
+            with self.log.with_name(f"worker{index}.log").open("wb") as sink:
+                self.workers.append(
+                    subprocess.Popen(
+                        [*oncotriage_command(), "worker", "--threads", str(threads)],
+                        env=env,
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
     def cpu_seconds(self) -> float:
-        """User + system CPU of the service process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        """User + system CPU so far of the service process and its worker processes."""
+        total = 0.0
+        for process in [self.process, *self.workers]:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        for process in [*self.workers, self.process]:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in [*self.workers, self.process]:
             try:
-                self.process.wait(timeout=30)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+                process.kill()
+                process.wait(timeout=10)
 
 
 def start_service(work: Path, env_overrides: dict[str, str], port: int) -> Service:
     env = {**os.environ, **env_overrides}
+    work.mkdir(parents=True, exist_ok=True)
     log = work / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -458,71 +526,88 @@ def job_timings(database: Path) -> dict[str, float]:
 # ------------------------------------------------------------------------------ the report
 
 
-def render_table(
-    args: argparse.Namespace,
-    load: dict[str, Any],
-    bare: tuple[BareResult, BareResult],
-    timings: dict[str, float],
-) -> str:
-    bare_rate = statistics.mean(b.rate for b in bare)
-    service_rate = load["service_rate"]
-    ratio = service_rate / bare_rate if bare_rate else float("nan")
-    overhead_ms = (1.0 / service_rate - 1.0 / bare_rate) * 1000.0
-    ttt = load["ttt"]
-    cpu, share = load["cpu_ms"], load["cpu_share"]
-    bare_cpu = statistics.mean(b.cpu_ms for b in bare)
+@dataclass
+class SetupResult:
+    setup: Setup
+    load: dict[str, Any]
+    bare: tuple[BareResult, BareResult]
+    timings: dict[str, float]
+
+    @property
+    def bare_rate(self) -> float:
+        return statistics.mean(b.rate for b in self.bare)
+
+    @property
+    def ratio(self) -> float:
+        return float(self.load["service_rate"] / self.bare_rate)
+
+    @property
+    def overhead_ms(self) -> float:
+        return float((1.0 / self.load["service_rate"] - 1.0 / self.bare_rate) * 1000.0)
+
+    def row(self) -> str:
+        load, bare, ttt = self.load, self.bare, self.load["ttt"]
+        cpu = load["cpu_ms"]
+        return (
+            f"| {self.setup.label} | {load['load']:.1f} | {load['service_rate']:.2f} "
+            f"| {self.bare_rate:.2f} ({bare[0].rate:.2f} / {bare[1].rate:.2f}) "
+            f"| **{self.ratio:.2f}** | **{self.overhead_ms:.0f}** "
+            f"| {self.timings['inference_ms']:.0f} / {1000 / self.bare_rate:.0f} "
+            f"| {cpu['service']:.0f} / {statistics.mean(b.cpu_ms for b in bare):.0f} "
+            f"| {cpu['client']:.0f} | {cpu['other']:.0f} "
+            f"| {percentile(ttt, 50):.1f} / {percentile(ttt, 95):.1f} / {percentile(ttt, 99):.1f} |"
+        )
+
+
+def render_table(args: argparse.Namespace, results: list[SetupResult]) -> str:
+    first = results[0].load
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    ort = (
-        f"ONNX Runtime intra-op threads {args.ort_threads}"
-        if args.ort_threads is not None
-        else "ONNX Runtime's default threads"
+    command = "python bench/service_load.py " + " ".join(
+        [f"--hospitals {args.hospitals}", f"--studies {args.studies}"]
+        + [f"--setup {text}" for text in args.setup]
     )
     lines = [
         START_MARKER,
         "### Service load (`bench/service_load.py`)",
         "",
-        f"Generated by `python bench/service_load.py --hospitals {args.hospitals} --studies "
-        f"{args.studies} --workers {args.workers}"
-        + (f" --ort-threads {args.ort_threads}" if args.ort_threads is not None else "")
-        + f"` on {date}: {platform.machine()}, {os.cpu_count()} CPU cores shared with other "
-        f"jobs (1-minute load average {load['load']:.1f} when the load started), Python "
-        f"{platform.python_version()}; `oncotriage serve` on 127.0.0.1 (SQLite, local store, "
-        f"embedded ONNX Runtime, {args.workers} in-process worker(s), {ort}); "
-        f"{args.hospitals} simulated hospitals pushing {load['studies']} synthetic "
-        f"`{args.kind}` studies by STOW-RS; model `{load['model']['name']}` "
-        f"v{load['model']['version']}"
+        f"Generated by `{command}` on {date}: {platform.machine()}, {os.cpu_count()} CPU cores "
+        f"shared with other jobs, Python {platform.python_version()}; the service on "
+        f"127.0.0.1 with SQLite, the local image store and embedded ONNX Runtime; "
+        f"{args.hospitals} simulated hospitals pushing {first['studies']} synthetic "
+        f"`{args.kind}` studies (one image each) by STOW-RS, all at once; model "
+        f"`{first['model']['name']}` v{first['model']['version']}"
         + (" (random weights: throughput only)" if args.model is None else "")
-        + ".",
+        + ". Setups run one after the other.",
         "",
-        "| studies | service studies/s | bare model studies/s (before / after) | ratio "
-        "| overhead ms/study | time-to-triage p50 / p95 / p99 s |",
-        "|---:|---:|---:|---:|---:|---|",
-        f"| {load['studies']} | {service_rate:.2f} | {bare_rate:.2f} ({bare[0].rate:.2f} / "
-        f"{bare[1].rate:.2f}) | {ratio:.2f} | {overhead_ms:.1f} "
-        f"| {percentile(ttt, 50):.2f} / {percentile(ttt, 95):.2f} / {percentile(ttt, 99):.2f} |",
+        "| setup | load avg | service studies/s | bare model studies/s (before / after) "
+        "| ratio | overhead ms/study | model ms in service / bare "
+        "| CPU ms/study: service / bare model | clients | other processes "
+        "| time to triage p50 / p95 / p99 s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *(result.row() for result in results),
         "",
-        "- Service studies/s = (n - 1) / (last - first server `triaged_at`): the queue was "
-        f"never empty in between (every push was in within {load['push_s']:.1f} s, a median "
-        f"{load['push_ms']:.0f} ms per STOW-RS request; end to end, first push to last "
-        f"triaged seen, {load['end_to_end_rate']:.2f} studies/s).",
-        f"- Bare model = `DetectionPipeline.detect` (preprocessing, network, box decoding and "
-        f"NMS, boxes back to the source image) on the same images already decoded in memory, "
-        f"{args.workers} thread(s), with the runner the service builds from the same settings; "
-        f"measured just before and just after the service run (load averages "
-        f"{bare[0].load:.1f} / {bare[1].load:.1f}). The service does everything else: HTTP, "
-        "STOW-RS parsing and validation, the image store, the database (intake, job claim, "
-        "lease, results, outbox, audit), reading and decoding the DICOM.",
-        f"- Overhead = 1/service - 1/bare. Inside the service the model took "
-        f"{timings['inference_ms']:.0f} ms per study (median `inference_s` of the jobs) "
-        f"against {1000 / bare_rate:.0f} ms bare.",
-        f"- CPU per study: service process {cpu['service']:.0f} ms (the bare model alone "
-        f"used {bare_cpu:.0f} ms), this benchmark's clients {cpu['client']:.0f} ms, other "
-        f"processes on the machine {cpu['other']:.0f} ms; shares of the machine's "
-        f"{os.cpu_count()} cores while the load ran: service {share['service']:.0%}, clients "
-        f"{share['client']:.0%}, others {share['other']:.0%}.",
-        f"- Time to triage ({load['ttt_source']} clock) = first instance received -> triaged, "
-        "queueing included (all studies are pushed at once, so the last waits for the rest). "
-        "Targets: ratio >= 0.9, overhead <= 20 ms.",
+        "- **Service studies/s** = (n - 1) / (last - first server `triaged_at`); every study "
+        "was pushed at the start (pushes done within "
+        + ", ".join(f"{r.load['push_s']:.1f}" for r in results)
+        + " s), so the queue was never empty in between and intake ran alongside inference.",
+        "- **Bare model** = `DetectionPipeline.detect` (preprocessing, network, box decoding and "
+        "NMS, boxes back to the source image) on the same images already decoded in memory, "
+        "with as many threads as the setup has workers and the runner the service builds from "
+        "the same settings (same ONNX Runtime options); measured just before and just after "
+        "the service run, the reference is their mean. The service does everything else: "
+        "HTTP, STOW-RS parsing and validation, the image store (write + fsync), the database "
+        "(intake, job claim and lease, results, outbox, audit), reading and decoding the "
+        "DICOM, and answering the hospitals' status queries.",
+        "- **Overhead** = 1/service - 1/bare. **Model ms in service** is the median "
+        "`inference_s` of the jobs (the same `detect` call, timed by the worker).",
+        "- **CPU ms/study** from /proc over the load: the service's processes, the bare model "
+        "alone (same images), this benchmark's client threads (one STOW-RS request per study "
+        "with a prebuilt body, one `GET /v1/studies` per hospital every "
+        f"{args.poll:g} s), and every other process on the machine (other jobs sharing it). "
+        "**Load avg** is the 1-minute load average when the load started.",
+        "- Time to triage (server clock) = first instance received -> triaged, queueing "
+        "included (all studies arrive at once, so the last waits for all the others). "
+        "Targets: ratio >= 0.9, overhead <= 20 ms per study.",
         END_MARKER,
     ]
     return "\n".join(lines)
@@ -540,14 +625,51 @@ def write_block(block: str, doc: Path = DOC) -> None:
     doc.write_text(text)
 
 
+def run_setup(
+    args: argparse.Namespace,
+    setup: Setup,
+    work: Path,
+    bundle: Path,
+    folders: list[Path],
+    images: list[Any],
+) -> SetupResult:
+    """Bare model, the service under load, the bare model again: one table row."""
+    port = free_port()
+    env = service_env(work / "data", bundle, setup, args, port)
+    bare_env = {**env, "ONCOTRIAGE_DATA_DIR": str(work / "bare")}
+    before = bare_model_rate(bare_env, images, setup.model_threads)
+    print(f"[{setup.label}] bare model: {before.rate:.2f} studies/s (load {before.load:.1f})")
+    service = start_service(work, env, port)
+    try:
+        if setup.worker_processes:
+            service.start_workers(setup.worker_processes, setup.workers, poll_s=0.1)
+        tokens = create_hospitals(service, args.hospitals)
+        runs = prepare_runs(folders, list(tokens))
+        load = run_load(service, tokens, runs, args.poll, args.timeout)
+    finally:
+        service.stop()
+    timings = job_timings(service.database)
+    after = bare_model_rate(bare_env, images, setup.model_threads)
+    result = SetupResult(setup, load, (before, after), timings)
+    print(
+        f"[{setup.label}] service {load['service_rate']:.2f} studies/s, bare again "
+        f"{after.rate:.2f}: ratio {result.ratio:.2f}, overhead {result.overhead_ms:.1f} ms "
+        f"(failed studies {load['failed_studies']}, failed instances "
+        f"{load['failed_instances']})"
+    )
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hospitals", type=int, default=4)
     parser.add_argument("--studies", type=int, default=64)
     parser.add_argument("--kind", choices=["cxr", "ldct"], default="cxr")
-    parser.add_argument("--workers", type=int, default=1, help="service embedded workers")
     parser.add_argument(
-        "--ort-threads", type=int, default=None, help="ONNX Runtime intra-op threads (both sides)"
+        "--setup",
+        action="append",
+        help="serve|worker[:workers=N][:processes=N][:ort=N], repeatable (default: serve, "
+        "serve:ort=1, worker:ort=1)",
     )
     parser.add_argument("--model", type=Path, default=None, help="bundle folder to serve")
     parser.add_argument("--seed", type=int, default=4242)
@@ -557,47 +679,31 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="print, do not edit docs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    if args.hospitals < 1 or args.studies < 2 or args.workers < 1:
-        parser.error("need at least 1 hospital, 2 studies and 1 worker")
+    args.setup = args.setup or ["serve", "serve:ort=1", "worker:ort=1"]
+    try:
+        setups = [Setup.parse(text) for text in args.setup]
+    except ValueError as error:
+        parser.error(str(error))
+    if args.hospitals < 1 or args.studies < 2:
+        parser.error("need at least 1 hospital and 2 studies")
 
     work = Path(tempfile.mkdtemp(prefix="oncotriage-load-"))
-    service: Service | None = None
     try:
         print(f"work folder {work}")
         folders = write_studies(args.kind, args.studies, work / "studies", args.seed)
         bundle = resolve_model(args.kind, args.model, work)
-        port = free_port()
-        env = service_env(work, bundle, args, port)
         images = load_images(folders)
-        before = bare_model_rate(
-            {**env, "ONCOTRIAGE_DATA_DIR": str(work / "bare")}, images, args.workers
-        )
-        print(f"bare model: {before.rate:.2f} studies/s (load {before.load:.1f})")
-        service = start_service(work, env, port)
-        print(f"service ready at {service.url}")
-        tokens = create_hospitals(service, args.hospitals)
-        runs = prepare_runs(folders, list(tokens))
-        load = run_load(service, tokens, runs, args.poll, args.timeout)
-        service.stop()
-        timings = job_timings(service.database)
-        service = None
-        after = bare_model_rate(
-            {**env, "ONCOTRIAGE_DATA_DIR": str(work / "bare")}, images, args.workers
-        )
-        print(f"bare model again: {after.rate:.2f} studies/s (load {after.load:.1f})")
-        block = render_table(args, load, (before, after), timings)
+        results = [
+            run_setup(args, setup, work / f"setup{index}", bundle, folders, images)
+            for index, setup in enumerate(setups)
+        ]
+        block = render_table(args, results)
         print(block)
-        print(
-            f"(failed studies {load['failed_studies']}, failed instances "
-            f"{load['failed_instances']})"
-        )
         if not args.no_write:
             write_block(block)
             print(f"wrote {DOC.relative_to(REPO)}")
         return 0
     finally:
-        if service is not None:
-            service.stop()
         if args.keep:
             print(f"kept {work}")
         else:

@@ -195,6 +195,9 @@ def _check_and_store(
     )
 
 
+_insert_statements: dict[tuple[type[Any], str, tuple[str, ...]], Any] = {}
+
+
 def _insert_new(
     session: Session, model: type[Any], values: dict[str, Any], conflict: Sequence[str]
 ) -> Any | None:
@@ -202,21 +205,30 @@ def _insert_new(
     ``None`` when a row with the same ``conflict`` key already exists.
 
     Concurrent requests for the same study (PostgreSQL) then agree on one row, and the
-    common case (a new row) costs one statement.
+    common case (a new row) costs one statement. The statement is built once per model and
+    set of columns and bound to ``values`` each time.
     """
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        statement: Any = pg_insert(model).values(**values)
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = sqlite_insert(model).values(**values)
-    else:  # pragma: no cover - other databases are not supported
-        raise RuntimeError(f"unsupported database {dialect}; use PostgreSQL or SQLite")
-    statement = statement.on_conflict_do_nothing(index_elements=list(conflict)).returning(model)
-    return session.scalars(statement).first()
+    key = (model, dialect, tuple(values))
+    statement = _insert_statements.get(key)
+    if statement is None:
+        insert: Any
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - other databases are not supported
+            raise RuntimeError(f"unsupported database {dialect}; use PostgreSQL or SQLite")
+        columns = model.__table__.c
+        statement = _insert_statements.setdefault(
+            key,
+            insert(model)
+            .values({name: sa.bindparam(f"{name}_", type_=columns[name].type) for name in values})
+            .on_conflict_do_nothing(index_elements=list(conflict))
+            .returning(model),
+        )
+    parameters = {f"{name}_": value for name, value in values.items()}
+    return session.scalars(statement, parameters).first()
 
 
 def _study_for(
@@ -331,13 +343,16 @@ def _held_instances(
     held: dict[str, Instance] = {}
     for first in range(0, len(uids), chunk):
         rows = session.scalars(
-            sa.select(Instance).where(
-                Instance.hospital_id == hospital_id,
-                Instance.sop_instance_uid.in_(uids[first : first + chunk]),
-            )
+            _HELD_INSTANCES, {"hospital_id": hospital_id, "uids": uids[first : first + chunk]}
         )
         held.update((row.sop_instance_uid, row) for row in rows)
     return held
+
+
+_HELD_INSTANCES = sa.select(Instance).where(
+    Instance.hospital_id == sa.bindparam("hospital_id", type_=sa.Integer()),
+    Instance.sop_instance_uid.in_(sa.bindparam("uids", expanding=True)),
+)
 
 
 def _record(

@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from oncotriage.serving.db.base import UTCDateTime
 from oncotriage.serving.db.models import Job, LeasedWork, WebhookDelivery
 from oncotriage.serving.enums import JobState
 
@@ -62,11 +63,68 @@ def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
     return float(min(max_s, base_s * 2 ** (attempt - 1)))
 
 
-def _claimable(table: WorkTable, now: datetime) -> sa.ColumnElement[bool]:
+def _claimable(table: WorkTable, now: Any) -> sa.ColumnElement[bool]:
     return sa.or_(
         sa.and_(table.state == JobState.QUEUED, table.next_attempt_at <= now),
         sa.and_(table.state == JobState.RUNNING, table.lease_expires_at < now),
     )
+
+
+_ClaimStatements = tuple[Any, Any]  # (PostgreSQL's SELECT or None, the UPDATE)
+_claim_statements: dict[tuple[WorkTable, str, tuple[int, ...]], _ClaimStatements] = {}
+_claim_lock = threading.Lock()
+
+
+def _claim_statements_for(
+    table: WorkTable, dialect: str, returning: Sequence[Any]
+) -> _ClaimStatements:
+    """The claim statements of ``table``, built once (with bound parameters ``now``,
+    ``owner``, ``expires`` and, on PostgreSQL, ``row_id``): building SQLAlchemy expressions
+    costs more than running them."""
+    key = (table, dialect, tuple(id(column) for column in returning))
+    statements = _claim_statements.get(key)
+    if statements is not None:
+        return statements
+    now = sa.bindparam("now", type_=UTCDateTime())
+    lease_values = {
+        "state": JobState.RUNNING,
+        "lease_owner": sa.bindparam("owner", type_=sa.String()),
+        "lease_expires_at": sa.bindparam("expires", type_=UTCDateTime()),
+        "attempts": table.attempts + 1,
+        "started_at": sa.func.coalesce(table.started_at, now),
+    }
+    columns = (table.id, table.attempts, table.max_attempts, *returning)
+    select: Any = None
+    if dialect == "postgresql":
+        select = (
+            sa.select(table.id)
+            .where(_claimable(table, now))
+            .order_by(table.next_attempt_at, table.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        update = (
+            sa.update(table)
+            .where(table.id == sa.bindparam("row_id", type_=sa.Integer()))
+            .values(**lease_values)
+            .returning(*columns)
+        )
+    else:
+        candidate = (
+            sa.select(table.id)
+            .where(_claimable(table, now))
+            .order_by(table.next_attempt_at, table.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        update = (
+            sa.update(table)
+            .where(table.id == candidate, _claimable(table, now))
+            .values(**lease_values)
+            .returning(*columns)
+        )
+    with _claim_lock:
+        return _claim_statements.setdefault(key, (select, update))
 
 
 def claim_next(
@@ -86,46 +144,20 @@ def claim_next(
 
     The caller commits the session (the lease is only visible to others after that).
     """
-    expires = now + timedelta(seconds=lease_s)
-    lease_values = {
-        "state": JobState.RUNNING,
-        "lease_owner": owner,
-        "lease_expires_at": expires,
-        "attempts": table.attempts + 1,
-        "started_at": sa.func.coalesce(table.started_at, now),
+    select, update = _claim_statements_for(table, session.get_bind().dialect.name, returning)
+    parameters: dict[str, Any] = {
+        "now": now,
+        "owner": owner,
+        "expires": now + timedelta(seconds=lease_s),
     }
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        row_id = session.scalar(
-            sa.select(table.id)
-            .where(_claimable(table, now))
-            .order_by(table.next_attempt_at, table.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+    if select is not None:  # PostgreSQL: lock a row no other worker holds, then lease it
+        row_id = session.scalar(select, {"now": now})
         if row_id is None:
             return None
-        statement = (
-            sa.update(table)
-            .where(table.id == row_id)
-            .values(**lease_values)
-            .returning(table.id, table.attempts, table.max_attempts, *returning)
-        )
-    else:
-        candidate = (
-            sa.select(table.id)
-            .where(_claimable(table, now))
-            .order_by(table.next_attempt_at, table.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        statement = (
-            sa.update(table)
-            .where(table.id == candidate, _claimable(table, now))
-            .values(**lease_values)
-            .returning(table.id, table.attempts, table.max_attempts, *returning)
-        )
-    row = session.execute(statement, execution_options={"synchronize_session": False}).first()
+        parameters["row_id"] = row_id
+    row = session.execute(
+        update, parameters, execution_options={"synchronize_session": False}
+    ).first()
     if row is None:
         return None
     return Lease(id=row[0], attempt=row[1], max_attempts=row[2], owner=owner, values=tuple(row[3:]))
@@ -152,22 +184,44 @@ def renew(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+_complete_statements: dict[tuple[WorkTable, tuple[str, ...]], Any] = {}
+
+
 def complete(
     session: Session, table: WorkTable, lease: Lease, *, now: datetime, **values: object
 ) -> bool:
     """Mark a held row done (setting ``values`` too); False (and nothing written) when the
     lease was lost."""
+    key = (table, tuple(sorted(values)))
+    statement = _complete_statements.get(key)
+    if statement is None:  # built once per table and set of columns, then bound each time
+        columns = table.__table__.c
+        statement = (
+            sa.update(table)
+            .where(
+                table.id == sa.bindparam("lease_id", type_=sa.Integer()),
+                table.state == JobState.RUNNING,
+                table.lease_owner == sa.bindparam("lease_owner_", type_=sa.String()),
+            )
+            .values(
+                state=JobState.DONE,
+                finished_at=sa.bindparam("finished_at_", type_=UTCDateTime()),
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=None,
+                **{name: sa.bindparam(f"{name}_", type_=columns[name].type) for name in values},
+            )
+        )
+        with _claim_lock:
+            statement = _complete_statements.setdefault(key, statement)
     result = session.execute(
-        sa.update(table)
-        .where(_held(table, lease))
-        .values(
-            state=JobState.DONE,
-            finished_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-            last_error=None,
-            **values,
-        ),
+        statement,
+        {
+            "lease_id": lease.id,
+            "lease_owner_": lease.owner,
+            "finished_at_": now,
+            **{f"{name}_": value for name, value in values.items()},
+        },
         execution_options={"synchronize_session": False},
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
 from oncotriage.serving import jobs
-from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.db.base import UTCDateTime, utcnow
 from oncotriage.serving.db.models import Finding, Hospital, Instance, Job, Study, WebhookDelivery
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import JobState, StudyStatus, WebhookEvent
@@ -54,6 +54,32 @@ def worker_name(suffix: str = "") -> str:
     """``host:pid[:suffix]``: names the lease owner in the jobs table."""
     name = f"{socket.gethostname()}:{os.getpid()}"
     return f"{name}:{suffix}" if suffix else name
+
+
+# Statements of every job, built once (building SQLAlchemy expressions costs more than
+# running them on a small table).
+_INSTANCE_PATH = sa.select(Instance.stored_path).where(
+    Instance.id == sa.bindparam("instance_id", type_=sa.Integer())
+)
+_SERIES_PATHS = (
+    sa.select(Instance.stored_path)
+    .where(Instance.series_id == sa.bindparam("series_id", type_=sa.Integer()))
+    .order_by(Instance.id)
+)
+_STUDY_PROCESSING = (
+    sa.update(Study)
+    .where(
+        Study.id == sa.bindparam("study_id", type_=sa.String()),
+        Study.status.in_([StudyStatus.RECEIVED, StudyStatus.QUEUED]),
+    )
+    .values(
+        status=StudyStatus.PROCESSING,
+        processing_started_at=sa.func.coalesce(
+            Study.processing_started_at, sa.bindparam("now", type_=UTCDateTime())
+        ),
+        updated_at=sa.bindparam("now", type_=UTCDateTime()),
+    )
+)
 
 
 class PermanentJobError(Exception):
@@ -506,29 +532,20 @@ class Worker:
     def _start_job(session: Session, lease: jobs.Lease) -> _JobInput | None:
         """Mark the study processing and collect the files the job reads (in the claim's
         transaction)."""
-        now = utcnow()
         study_id, series_id, instance_id = lease.values
         if study_id is None:  # pragma: no cover - the columns are NOT NULL
             return None
-        paths_query = sa.select(Instance.stored_path)
         if instance_id is not None:
-            paths_query = paths_query.where(Instance.id == instance_id)
+            paths = session.scalars(_INSTANCE_PATH, {"instance_id": instance_id})
         else:
-            paths_query = paths_query.where(Instance.series_id == series_id).order_by(Instance.id)
-        paths = tuple(session.scalars(paths_query))
+            paths = session.scalars(_SERIES_PATHS, {"series_id": series_id})
+        stored_paths = tuple(paths)
         session.execute(
-            sa.update(Study)
-            .where(
-                Study.id == study_id, Study.status.in_([StudyStatus.RECEIVED, StudyStatus.QUEUED])
-            )
-            .values(
-                status=StudyStatus.PROCESSING,
-                processing_started_at=sa.func.coalesce(Study.processing_started_at, now),
-                updated_at=now,
-            ),
+            _STUDY_PROCESSING,
+            {"study_id": study_id, "now": utcnow()},
             execution_options={"synchronize_session": False},
         )
-        return _JobInput(lease.id, study_id, series_id, instance_id, paths)
+        return _JobInput(lease.id, study_id, series_id, instance_id, stored_paths)
 
     def _read(self, job_input: _JobInput) -> ImageVolume:
         from oncotriage.datasets.image import UnsupportedImageError
