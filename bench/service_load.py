@@ -1,40 +1,45 @@
 """Service load benchmark: simulated hospitals push synthetic studies by STOW-RS on loopback.
 
-What it does, in one run:
+What it does:
 
 1. Writes ``--studies`` synthetic studies (``oncotriage.datasets.synth``; every study has its own
    UIDs) and takes a detector bundle (``--model``, or exports the light config with random
    weights: a plumbing model, scores meaningless, enough for throughput).
-2. Bare model: ``DetectionPipeline.detect`` on every image, already decoded in memory, with
-   the runner the service builds from the same settings (same ONNX Runtime options) and as many
-   threads as the service has workers -> studies/s of the model alone. Measured before and
-   after the service run (other jobs on a shared machine come and go); the reference is the
-   mean of the two.
-3. Starts ``oncotriage serve`` on 127.0.0.1 with a temporary data dir and that model, creates a
-   centre and ``--hospitals`` community hospitals with tokens through ``oncotriage admin``.
-4. Each hospital (a thread) pushes its share of the studies as fast as the service takes them,
-   one STOW-RS request per study (the files' bytes as read from disk, multipart bodies built
-   before the clock starts, so the client does little more than a PACS would), then follows
-   them with one ``GET /v1/studies`` list query every ``--poll`` seconds until each is
-   triaged (or failed).
-5. Reports service studies/s at saturation (from the server's ``triaged_at`` stamps),
+2. For each ``--setup`` (workers inside ``oncotriage serve`` or in separate ``oncotriage
+   worker`` processes; ONNX Runtime intra-op threads), ``--rounds`` times, interleaved:
+
+   a. Bare model: ``DetectionPipeline.detect`` on every image, already decoded in memory,
+      with the runner the service builds from the same settings (same ONNX Runtime options)
+      and as many threads as the setup has workers -> studies/s of the model alone.
+   b. Starts the service on 127.0.0.1 with a fresh data dir (SQLite, local store), creates a
+      centre and ``--hospitals`` community hospitals with tokens through ``oncotriage admin``.
+   c. Each hospital (a thread) pushes its share of the studies at once, one STOW-RS request
+      per study (the files' bytes as read from disk; bodies built before the clock starts, so
+      the client does little more than a PACS), then follows them with one ``GET
+      /v1/studies`` every ``--poll`` seconds until each is triaged (or failed).
+   d. Stops the service and measures the bare model again (other jobs on a shared machine
+      come and go; the reference is the mean of the two).
+
+3. Reports service studies/s at saturation (from the server's ``triaged_at`` stamps),
    time-to-triage p50/p95/p99 (the server's ``time_to_triage_s``: first instance received ->
    triaged), the bare-model studies/s, their ratio and the per-study overhead outside the
-   model (``1/service - 1/bare``), where the CPU went (service process, this client, other
-   processes), and writes the table into ``docs/benchmarks.md`` between
-   ``<!-- service_load:start -->`` and ``<!-- service_load:end -->``.
+   model (``1/service - 1/bare``), the model's time inside the service, and where the CPU went
+   (service processes, this client, other processes); writes the table into
+   ``docs/benchmarks.md`` between ``<!-- service_load:start -->`` and
+   ``<!-- service_load:end -->``.
 
 Targets (issue 5): service >= 0.9 x bare model at saturation; overhead <= 20 ms per study.
 
 The service API it relies on (docs/api.md): ``GET /readyz``, STOW-RS
-``POST /dicomweb/studies/{uid}``, ``GET /v1/studies`` (``status``, ``received_at``,
-``processing_started_at``, ``triaged_at``, ``time_to_triage_s``); ``oncotriage admin
-create-hospital NAME --kind centre|community [--centre NAME]`` and ``oncotriage admin
-issue-token --hospital NAME`` (the token is the ``otk_...`` word it prints).
+``POST /dicomweb/studies/{uid}``, ``GET /v1/studies`` (``status``, ``triaged_at``,
+``time_to_triage_s``); ``oncotriage admin create-hospital NAME --kind centre|community
+[--centre NAME]`` and ``oncotriage admin issue-token --hospital NAME`` (the token is the
+``otk_...`` word it prints); ``oncotriage worker``.
 
 Usage::
 
-    .venv/bin/python bench/service_load.py --hospitals 4 --studies 64 --workers 1
+    .venv/bin/python bench/service_load.py --hospitals 4 --studies 64 --rounds 3 \
+        --setup serve --setup serve:ort=1 --setup worker:ort=1
 """
 
 from __future__ import annotations
@@ -545,13 +550,16 @@ class SetupResult:
     def overhead_ms(self) -> float:
         return float((1.0 / self.load["service_rate"] - 1.0 / self.bare_rate) * 1000.0)
 
-    def row(self) -> str:
+    def row(self, rounds: list[SetupResult]) -> str:
+        """This result's table row; ``rounds`` are all the rounds of its setup."""
         load, bare, ttt = self.load, self.bare, self.load["ttt"]
         cpu = load["cpu_ms"]
+        ratios = sorted(r.ratio for r in rounds)
+        spread = f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else ""
         return (
             f"| {self.setup.label} | {load['load']:.1f} | {load['service_rate']:.2f} "
             f"| {self.bare_rate:.2f} ({bare[0].rate:.2f} / {bare[1].rate:.2f}) "
-            f"| **{self.ratio:.2f}** | **{self.overhead_ms:.0f}** "
+            f"| **{self.ratio:.2f}**{spread} | **{self.overhead_ms:.0f}** "
             f"| {self.timings['inference_ms']:.0f} / {1000 / self.bare_rate:.0f} "
             f"| {cpu['service']:.0f} / {statistics.mean(b.cpu_ms for b in bare):.0f} "
             f"| {cpu['client']:.0f} | {cpu['other']:.0f} "
@@ -559,11 +567,17 @@ class SetupResult:
         )
 
 
-def render_table(args: argparse.Namespace, results: list[SetupResult]) -> str:
+def median_round(rounds: list[SetupResult]) -> SetupResult:
+    """The round with the median ratio (the lower middle one for an even count)."""
+    return sorted(rounds, key=lambda r: r.ratio)[(len(rounds) - 1) // 2]
+
+
+def render_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) -> str:
+    results = [median_round(rounds) for rounds in by_setup]
     first = results[0].load
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/service_load.py " + " ".join(
-        [f"--hospitals {args.hospitals}", f"--studies {args.studies}"]
+        [f"--hospitals {args.hospitals}", f"--studies {args.studies}", f"--rounds {args.rounds}"]
         + [f"--setup {text}" for text in args.setup]
     )
     lines = [
@@ -577,14 +591,16 @@ def render_table(args: argparse.Namespace, results: list[SetupResult]) -> str:
         f"`{args.kind}` studies (one image each) by STOW-RS, all at once; model "
         f"`{first['model']['name']}` v{first['model']['version']}"
         + (" (random weights: throughput only)" if args.model is None else "")
-        + ". Setups run one after the other.",
+        + f". Setups run one after the other, {args.rounds} round(s) of each, interleaved; "
+        "each row is the setup's median round (by ratio), with the range of the ratio over "
+        "its rounds.",
         "",
         "| setup | load avg | service studies/s | bare model studies/s (before / after) "
         "| ratio | overhead ms/study | model ms in service / bare "
         "| CPU ms/study: service / bare model | clients | other processes "
         "| time to triage p50 / p95 / p99 s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        *(result.row() for result in results),
+        *(result.row(rounds) for result, rounds in zip(results, by_setup, strict=True)),
         "",
         "- **Service studies/s** = (n - 1) / (last - first server `triaged_at`); every study "
         "was pushed at the start (pushes done within "
@@ -671,6 +687,7 @@ def main() -> int:
         help="serve|worker[:workers=N][:processes=N][:ort=N], repeatable (default: serve, "
         "serve:ort=1, worker:ort=1)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every setup")
     parser.add_argument("--model", type=Path, default=None, help="bundle folder to serve")
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--settle", type=float, default=0.2, help="CT series settle seconds")
@@ -684,8 +701,8 @@ def main() -> int:
         setups = [Setup.parse(text) for text in args.setup]
     except ValueError as error:
         parser.error(str(error))
-    if args.hospitals < 1 or args.studies < 2:
-        parser.error("need at least 1 hospital and 2 studies")
+    if args.hospitals < 1 or args.studies < 2 or args.rounds < 1:
+        parser.error("need at least 1 hospital, 2 studies and 1 round")
 
     work = Path(tempfile.mkdtemp(prefix="oncotriage-load-"))
     try:
@@ -693,11 +710,15 @@ def main() -> int:
         folders = write_studies(args.kind, args.studies, work / "studies", args.seed)
         bundle = resolve_model(args.kind, args.model, work)
         images = load_images(folders)
-        results = [
-            run_setup(args, setup, work / f"setup{index}", bundle, folders, images)
-            for index, setup in enumerate(setups)
-        ]
-        block = render_table(args, results)
+        by_setup: list[list[SetupResult]] = [[] for _ in setups]
+        for round_index in range(args.rounds):
+            for index, setup in enumerate(setups):
+                by_setup[index].append(
+                    run_setup(
+                        args, setup, work / f"setup{index}-{round_index}", bundle, folders, images
+                    )
+                )
+        block = render_table(args, by_setup)
         print(block)
         if not args.no_write:
             write_block(block)

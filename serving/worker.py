@@ -82,6 +82,10 @@ _STUDY_PROCESSING = (
 )
 
 
+#: Claimed jobs a worker keeps read and waiting for its model.
+READ_AHEAD = 2
+
+
 class PermanentJobError(Exception):
     """An error retrying cannot fix (the images are unusable)."""
 
@@ -233,8 +237,10 @@ class Worker:
     :meth:`run` keeps the model busy: while the model scores one job on the worker's model
     thread, the worker's own thread records the previous job's result, claims the next job
     and reads its images, so the database and image reading overlap the inference instead
-    of adding to it. At most one claimed job waits for the model (its lease is renewed like
-    a running job's); on stop it is put back in the queue unstarted.
+    of adding to it. Up to :data:`READ_AHEAD` claimed jobs wait for the model (their leases
+    are renewed like a running job's: a short stall of the database, e.g. SQLite's single
+    writer busy with intake, then does not leave the model idle); on stop they are put back
+    in the queue unstarted.
 
     Args:
         settings: lease, retry and backoff settings.
@@ -291,7 +297,7 @@ class Worker:
         """
         logger.info("worker %s started", self.name)
         wake = threading.Event()
-        ready: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        ready: queue.Queue[_Prepared | None] = queue.Queue(maxsize=READ_AHEAD)
         done: queue.SimpleQueue[_Inferred] = queue.SimpleQueue()
         model_thread = threading.Thread(
             target=self._model_loop,
@@ -319,14 +325,14 @@ class Worker:
                         in_hand -= 1
                         busy = True
                         self._finish(inferred)
-                    if in_hand < 2:  # one on the model and one ready behind it
+                    if in_hand <= READ_AHEAD:  # one on the model, READ_AHEAD behind it
                         claim_started = time.monotonic()
                         claimed = self._claim()
                         if isinstance(claimed, _Prepared):
                             ready.put(claimed)
                             in_hand += 1
                         busy = busy or bool(claimed)
-                    busy = self._deliver_due_webhook() or busy
+                    busy = self._deliver_due_webhook(working=in_hand > 0) or busy
                 except Exception:
                     logger.exception("worker %s: unexpected error; continuing", self.name)
                     busy = False
@@ -338,13 +344,14 @@ class Worker:
                     wake.wait(timeout)
         finally:
             self.signal.unsubscribe(wake)
-            try:  # a job still waiting for the model goes back to the queue unstarted
-                waiting = ready.get_nowait()
-            except queue.Empty:
-                waiting = None
-            if waiting is not None:
-                in_hand -= 1
-                self._give_back(waiting)
+            while True:  # jobs still waiting for the model go back to the queue unstarted
+                try:
+                    waiting = ready.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is not None:
+                    in_hand -= 1
+                    self._give_back(waiting)
             ready.put(None)
             while in_hand > 0 and (model_thread.is_alive() or not done.empty()):
                 try:
@@ -374,17 +381,22 @@ class Worker:
         except Exception:  # the lease expires and another worker redoes the job
             logger.exception("worker %s: could not record job %d", self.name, inferred.lease.id)
 
-    def _deliver_due_webhook(self) -> bool:
+    def _deliver_due_webhook(self, *, working: bool = False) -> bool:
         """One webhook delivery if the outbox may hold one that is due.
 
         The outbox is looked at when this worker queued an event, after a delivery (there may
-        be more), and otherwise every ``worker_poll_interval_s`` (events queued elsewhere).
+        be more), and otherwise every ``worker_poll_interval_s`` (events queued elsewhere),
+        at most every second while jobs are in hand (each look is a write transaction, and
+        on SQLite every write waits for the single writer).
         """
         now = time.monotonic()
         if now < self._webhooks_due_at:
             return False
         delivered = self.deliver_next_webhook()
-        self._webhooks_due_at = now if delivered else now + self.settings.worker_poll_interval_s
+        interval = self.settings.worker_poll_interval_s
+        if working:
+            interval = max(interval, 1.0)
+        self._webhooks_due_at = now if delivered else now + interval
         return delivered
 
     # -- inference jobs ----------------------------------------------------------------------
