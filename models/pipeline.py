@@ -36,6 +36,7 @@ __all__ = [
     "Detections",
     "NetworkRunner",
     "OrtRunner",
+    "PreparedInput",
     "available_providers",
 ]
 
@@ -130,6 +131,23 @@ class OrtRunner:
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
         return list(self.session.run(self.output_names, feed))
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """An image made ready for the network (:meth:`DetectionPipeline.prepare`).
+
+    Attributes:
+        image: the source image (boxes go back to its index space and to world mm).
+        pre: the preprocessed image and its mapping to the source.
+        batch: ``(1, C, *S)`` float32, padded to the model's ``size_divisible``.
+        sliding_window: whether the network runs by sliding window on it.
+    """
+
+    image: ImageVolume
+    pre: PreprocessedImage
+    batch: np.ndarray
+    sliding_window: bool
 
 
 @dataclass(frozen=True)
@@ -320,6 +338,19 @@ class DetectionPipeline:
         image's extent ``[-0.5, n - 0.5]``) and in millimetres (``box_world``, via
         :meth:`ImageVolume.box_index_to_world`).
 
+        The same as :meth:`prepare`, :meth:`run_network` and :meth:`findings` in turn; a
+        service may run the three on different threads (the network, which releases the
+        GIL, on its own; numpy before and after it elsewhere).
+
+        Raises:
+            UnsupportedImageError: if the image does not suit this model (e.g. 2D vs 3D).
+        """
+        prepared = self.prepare(image)
+        return self.findings(prepared, self.run_network(prepared))
+
+    def prepare(self, image: ImageVolume) -> PreparedInput:
+        """Stage 1 of :meth:`detect`: the padded network input for ``image``.
+
         Raises:
             UnsupportedImageError: if the image does not suit this model (e.g. 2D vs 3D).
         """
@@ -332,9 +363,25 @@ class DetectionPipeline:
                 code="modality",
             )
         pre = self.preprocess(image)
-        detections = self.predict_preprocessed(
-            pre.array[None], image_sizes=[pre.mapping.content_shape]
-        )[0]
+        x = pre.array[None]
+        spatial = [int(s) for s in x.shape[2:]]
+        return PreparedInput(
+            image=image,
+            pre=pre,
+            batch=pad_to_divisible(x, self.spec.size_divisible),
+            sliding_window=self._uses_sliding_window(spatial, None),
+        )
+
+    def run_network(self, prepared: PreparedInput) -> list[np.ndarray]:
+        """Stage 2 of :meth:`detect`: the network's head maps (one pass or sliding window)."""
+        return self.head_outputs(prepared.batch, prepared.sliding_window)
+
+    def findings(self, prepared: PreparedInput, maps: Sequence[np.ndarray]) -> list[Finding]:
+        """Stage 3 of :meth:`detect`: boxes from the head maps, back in the source image."""
+        image, pre = prepared.image, prepared.pre
+        detections = self.postprocess(maps, prepared.batch.shape[2:], [pre.mapping.content_shape])[
+            0
+        ]
         boxes = pre.mapping.network_to_source_boxes(detections.boxes)
         dims = image.spatial_dims
         upper = np.asarray(image.array.shape, dtype=float) - 0.5

@@ -8,6 +8,7 @@ process only serves the API and separate ``oncotriage worker`` processes do the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from oncotriage.serving.db.migrate import upgrade
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.inference import ModelManager, ModelUnavailableError, RunnerFactory
 from oncotriage.serving.metrics import ServiceMetrics
+from oncotriage.serving.priority import lower_thread_priority
 from oncotriage.serving.settings import Settings, get_settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.worker import WebhookSender, WorkerPool
@@ -169,18 +171,22 @@ def create_app(
     store = ContentStore(settings.image_store_dir)
     models = ModelManager(settings, runner_factory)
     metrics = ServiceMetrics(db, models)
-    trail = ReadTrail(db)
+    trail = ReadTrail(db, nice=settings.service_thread_nice)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Start-up work runs on the event loop's own executor, not the request thread pool,
+        # so that every request thread is created after the loop thread lowers its priority
+        # below (serving/priority.py); the model is loaded at the base priority (ONNX
+        # Runtime's intra-op threads inherit the loading thread's).
         if migrate:
-            await run_in_threadpool(upgrade, settings.database_url)
+            await asyncio.to_thread(upgrade, settings.database_url)
         store.root.mkdir(parents=True, exist_ok=True)
         trail.start()
         pool: WorkerPool | None = None
         if settings.embedded_workers > 0:
             try:
-                await run_in_threadpool(models.refresh)
+                await asyncio.to_thread(models.refresh)
             except ModelUnavailableError as error:
                 logger.error("no model yet (jobs wait for one; /readyz says why): %s", error)
             models.start_polling()
@@ -193,6 +199,9 @@ def create_app(
                 webhook_sender=webhook_sender,
             )
             pool.start()
+        # The model threads exist now; the event loop (HTTP) and the request threads it
+        # creates from here on run behind them.
+        lower_thread_priority(settings.service_thread_nice)
         logger.info(
             "oncotriage %s serving (database %s, %d embedded workers)",
             __version__,

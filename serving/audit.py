@@ -13,6 +13,7 @@ from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import AuditEvent
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import AuditAction
+from oncotriage.serving.priority import lower_thread_priority
 from oncotriage.serving.security import Principal
 
 logger = logging.getLogger(__name__)
@@ -59,9 +60,10 @@ class ReadTrail:
     read events; :meth:`stop` flushes what is queued.
     """
 
-    def __init__(self, db: Database, *, flush_interval_s: float = 0.25) -> None:
+    def __init__(self, db: Database, *, flush_interval_s: float = 0.25, nice: int = 0) -> None:
         self.db = db
         self.flush_interval_s = flush_interval_s
+        self.nice = nice  # steps behind the model threads (serving/priority.py)
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -121,5 +123,6 @@ class ReadTrail:
         self.flush()
 
     def _run(self) -> None:
+        lower_thread_priority(self.nice)
         while not self._stop.wait(self.flush_interval_s):
             self.flush()

@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     series_settle_s: float = Field(
         default=2.0, ge=0, description="Wait this long after a CT series' last instance."
     )
+    service_thread_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Nice steps (Linux) that every thread but the model's runs behind it: "
+        "HTTP, intake, job claims, DICOM reading, webhooks, audit. Keeps the model's core for "
+        "the model at saturation; 0 turns it off.",
+    )
 
     # --- intake limits (decompression bombs, runaway clients)
     max_request_bytes: int = Field(default=512 * 1024 * 1024, gt=0)

@@ -40,12 +40,16 @@ from oncotriage.serving.inference import (
     ModelUnavailableError,
 )
 from oncotriage.serving.outbox import enqueue_webhook
+from oncotriage.serving.priority import lower_thread_priority
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import priority_for, refresh_study, suspicion_score
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from oncotriage.datasets.image import ImageVolume
+    from oncotriage.models.pipeline import PreparedInput
 
 logger = logging.getLogger(__name__)
 
@@ -101,21 +105,22 @@ class _JobInput:
 
 @dataclass
 class _Prepared:
-    """A claimed job with its images read, waiting for (or on) the model."""
+    """A claimed job with its images read and preprocessed, waiting for (or on) the model."""
 
     lease: jobs.Lease
     job_input: _JobInput
     model: LoadedModel
-    image: ImageVolume
+    network_input: PreparedInput
     held: HeldLease
+    prepare_s: float
 
 
 @dataclass
 class _Inferred:
-    """What the model made of a prepared job: findings, or the error it raised."""
+    """What the network made of a prepared job: its head maps, or the error it raised."""
 
     prepared: _Prepared
-    findings: list[object]
+    maps: list[np.ndarray]
     elapsed_s: float
     error: Exception | None
 
@@ -307,6 +312,9 @@ class Worker:
         )
         self.signal.subscribe(wake)
         model_thread.start()
+        # The model thread keeps the base priority; this thread (claims, reads, results,
+        # webhooks) and the lease keeper it starts run behind it (serving/priority.py).
+        lower_thread_priority(self.settings.service_thread_nice)
         in_hand = 0  # jobs given to the model thread and not yet recorded
         try:
             while not stop.is_set():
@@ -464,6 +472,9 @@ class Worker:
         try:
             model = self.models.current()
             image = self._read(job_input)
+            started = time.perf_counter()
+            network_input = model.pipeline.prepare(image)
+            prepare_s = time.perf_counter() - started
         except Exception as error:
             self.leases.release(held)
             self._settle_error(lease, error)
@@ -471,34 +482,46 @@ class Worker:
         except BaseException:
             self.leases.release(held)
             raise
-        return _Prepared(lease, job_input, model, image, held)
+        return _Prepared(lease, job_input, model, network_input, held, prepare_s)
 
     def _infer(self, prepared: _Prepared) -> _Inferred:
-        """Run the model (the only step on the model thread); errors are kept for _finish."""
+        """Run the network (the only step on the model thread: ONNX Runtime and the Triton
+        client release the GIL, so the worker thread's Python does not slow it, nor its
+        numpy the network); errors are kept for _finish."""
         if prepared.held.lost:  # taken over while it waited: _finish discards it
             return _Inferred(prepared, [], 0.0, None)
         try:
             started = time.perf_counter()
-            findings: list[object] = list(prepared.model.pipeline.detect(prepared.image))
-            return _Inferred(prepared, findings, time.perf_counter() - started, None)
+            maps = prepared.model.pipeline.run_network(prepared.network_input)
+            return _Inferred(prepared, maps, time.perf_counter() - started, None)
         except Exception as error:
             return _Inferred(prepared, [], 0.0, error)
 
     def _finish(self, inferred: _Inferred) -> None:
-        """Record a scored job (or its failure) and let its lease go."""
+        """Turn the network's maps into findings, record the job (or its failure) and let
+        its lease go."""
         prepared = inferred.prepared
+        error = inferred.error
+        findings: list[object] = []
+        started = time.perf_counter()
+        if error is None and not prepared.held.lost:
+            try:
+                findings = list(
+                    prepared.model.pipeline.findings(prepared.network_input, inferred.maps)
+                )
+            except Exception as raised:
+                error = raised
+        # The model's time: preprocessing + network + box decoding and NMS (what
+        # DetectionPipeline.detect does in one call).
+        model_s = prepared.prepare_s + inferred.elapsed_s + (time.perf_counter() - started)
         self.leases.release(prepared.held)
-        if inferred.error is not None:
-            self._settle_error(prepared.lease, inferred.error)
+        if error is not None:
+            self._settle_error(prepared.lease, error)
         elif prepared.held.lost:
             logger.warning("job %d: lease lost while running; result discarded", inferred.lease.id)
         else:
             self._complete_job(
-                prepared.lease,
-                prepared.job_input,
-                prepared.model,
-                inferred.findings,
-                inferred.elapsed_s,
+                prepared.lease, prepared.job_input, prepared.model, findings, model_s
             )
 
     def _give_back(self, prepared: _Prepared) -> None:
