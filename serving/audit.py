@@ -13,7 +13,7 @@ from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import AuditEvent
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import AuditAction
-from oncotriage.serving.priority import lower_thread_priority
+from oncotriage.serving.priority import lower_thread_priority, name_native_thread
 from oncotriage.serving.security import Principal
 
 logger = logging.getLogger(__name__)
@@ -124,5 +124,6 @@ class ReadTrail:
 
     def _run(self) -> None:
         lower_thread_priority(self.nice)
+        name_native_thread("ot-audit")
         while not self._stop.wait(self.flush_interval_s):
             self.flush()

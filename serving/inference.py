@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oncotriage.serving.priority import temporary_native_thread_name
 from oncotriage.serving.settings import Settings
 
 if TYPE_CHECKING:
@@ -211,7 +212,8 @@ class ModelManager:
         from oncotriage.models.pipeline import DetectionPipeline
 
         factory = self._runner_factory or make_runner_factory(self.settings)
-        pipeline = DetectionPipeline(resolved.spec, factory(resolved))
+        with temporary_native_thread_name("ot-model"):  # ONNX Runtime's threads inherit it
+            pipeline = DetectionPipeline(resolved.spec, factory(resolved))
         version = str(resolved.version) if resolved.version is not None else resolved.spec.version
         return LoadedModel(
             name=resolved.name, version=version, pipeline=pipeline, resolved=resolved

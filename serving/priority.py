@@ -22,12 +22,24 @@ service's ratio to the bare model rose from 0.83-0.85 to 0.9x.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["BASE_NICE", "MAX_NICE", "lower_thread_priority", "thread_nice"]
+__all__ = [
+    "BASE_NICE",
+    "MAX_NICE",
+    "lower_thread_priority",
+    "name_native_thread",
+    "native_thread_name",
+    "temporary_native_thread_name",
+    "thread_nice",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,3 +77,45 @@ def lower_thread_priority(increment: int) -> int | None:
     except OSError as error:  # a container's seccomp profile may refuse it: not fatal
         logger.debug("could not lower the priority of thread %d: %s", native_id, error)
         return None
+
+
+_PR_SET_NAME = 15
+_libc: ctypes.CDLL | None = None
+
+
+def name_native_thread(name: str) -> bool:
+    """Give the calling thread an operating-system name (Linux, 15 bytes at most), shown by
+    ``top -H``, ``ps -T`` and ``/proc/<pid>/task/<tid>/comm``; threads it creates from now on
+    start with the same name. True when it was set."""
+    global _libc
+    if not _SUPPORTED:
+        return False
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        return int(_libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)) == 0
+    except (OSError, AttributeError):  # no prctl in this libc
+        return False
+
+
+def native_thread_name() -> str | None:
+    """The calling thread's operating-system name (Linux), or None."""
+    if not _SUPPORTED:
+        return None
+    try:
+        return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def temporary_native_thread_name(name: str) -> Iterator[None]:
+    """Name the calling thread ``name`` for the ``with`` block, so that the threads created
+    in it (ONNX Runtime's intra-op threads, created with a session) carry that name."""
+    previous = native_thread_name()
+    name_native_thread(name)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            name_native_thread(previous)

@@ -40,7 +40,7 @@ from oncotriage.serving.inference import (
     ModelUnavailableError,
 )
 from oncotriage.serving.outbox import enqueue_webhook
-from oncotriage.serving.priority import lower_thread_priority
+from oncotriage.serving.priority import lower_thread_priority, name_native_thread
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import priority_for, refresh_study, suspicion_score
@@ -315,6 +315,7 @@ class Worker:
         # The model thread keeps the base priority; this thread (claims, reads, results,
         # webhooks) and the lease keeper it starts run behind it (serving/priority.py).
         lower_thread_priority(self.settings.service_thread_nice)
+        name_native_thread("ot-worker")  # its lease keeper thread inherits the name
         in_hand = 0  # jobs given to the model thread and not yet recorded
         try:
             while not stop.is_set():
@@ -379,6 +380,7 @@ class Worker:
         wake: threading.Event,
     ) -> None:
         """The model thread: score prepared jobs back to back until given ``None``."""
+        name_native_thread("ot-model")
         while (prepared := ready.get()) is not None:
             done.put(self._infer(prepared))
             wake.set()

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.server import stow, study_id_for
 
-from oncotriage.serving.priority import BASE_NICE, MAX_NICE, lower_thread_priority, thread_nice
+from oncotriage.serving.priority import (
+    BASE_NICE,
+    MAX_NICE,
+    lower_thread_priority,
+    native_thread_name,
+    temporary_native_thread_name,
+    thread_nice,
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's"
 )
+
+
+def _comm(native_id: int | None) -> str:
+    return Path(f"/proc/self/task/{native_id}/comm").read_text().strip()
 
 
 def _in_thread(fn: Any) -> Any:
@@ -84,6 +96,12 @@ def test_service_threads_run_behind_the_model_thread(
         leases = [tid for name, tid in threads.items() if name.endswith("-leases")]
         assert [thread_nice(tid) for tid in leases] == [expected] * len(leases)
 
+        # and they carry operating-system names (top -H, ps -T, the load benchmark)
+        assert _comm(model[0]) == "ot-model"
+        assert _comm(workers[0]) == "ot-worker"
+        assert {_comm(tid) for tid in requests} == {"ot-http"}
+        assert _comm(threads["audit-trail"]) == "ot-audit"
+
 
 def test_nice_zero_leaves_every_thread_at_the_base(sqlite_service_factory, flagging_bundle) -> None:
     with sqlite_service_factory(model_uri=str(flagging_bundle), service_thread_nice=0) as svc:
@@ -93,3 +111,18 @@ def test_nice_zero_leaves_every_thread_at_the_base(sqlite_service_factory, flagg
         assert svc.wait_for_study(study_id_for(svc, "A", uid), "A")["status"] == "triaged"
         nices = {t.name: thread_nice(t.native_id) for t in threading.enumerate() if t.native_id}
         assert set(nices.values()) == {BASE_NICE}, nices
+
+
+def test_temporary_native_thread_name_names_the_threads_started_inside() -> None:
+    def run() -> tuple[str | None, str | None, str | None]:
+        before = native_thread_name()
+        seen: dict[str, str | None] = {}
+        with temporary_native_thread_name("ot-test"):
+            child = threading.Thread(target=lambda: seen.setdefault("child", native_thread_name()))
+            child.start()
+            child.join()
+        return before, seen["child"], native_thread_name()
+
+    before, child, after = _in_thread(run)
+    assert child == "ot-test"
+    assert after == before != "ot-test"
