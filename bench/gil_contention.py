@@ -76,8 +76,7 @@ def main() -> int:
     from oncotriage.models.pipeline import DetectionPipeline
 
     with tempfile.TemporaryDirectory() as work:
-        folder = write_example_study(Path(work) / "study")
-        image = read_image(sorted(folder.rglob("*.dcm"))[0])
+        image = read_image(write_example_study(Path(work)))  # the DICOM file
     pipeline = DetectionPipeline.from_bundle(args.model, intra_op_threads=1)
     prepared = pipeline.prepare(image)
     for _ in range(5):

@@ -239,10 +239,13 @@ def default_webhook_sender(
 class Worker:
     """Processes inference jobs and webhook deliveries from the shared database.
 
-    :meth:`run` keeps the model busy: while the model scores one job on the worker's model
-    thread, the worker's own thread records the previous job's result, claims the next job
-    and reads its images, so the database and image reading overlap the inference instead
-    of adding to it. Up to :data:`READ_AHEAD` claimed jobs wait for the model (their leases
+    :meth:`run` keeps the model busy: while the network scores one job on the worker's model
+    thread, the worker's own thread turns the previous job's network maps into findings and
+    records them, claims the next job, reads its images and preprocesses them, so the
+    database, image reading and the model's numpy steps overlap the network instead of
+    adding to it. The model thread runs nothing but the network (which releases the GIL),
+    at the base priority; this thread runs ``service_thread_nice`` steps behind it
+    (:mod:`oncotriage.serving.priority`; measured in docs/benchmarks.md). Up to :data:`READ_AHEAD` claimed jobs wait for the model (their leases
     are renewed like a running job's: a short stall of the database, e.g. SQLite's single
     writer busy with intake, then does not leave the model idle); on stop they are put back
     in the queue unstarted.
