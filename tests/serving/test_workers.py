@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -270,3 +271,58 @@ def test_webhooks_arrive_signed_and_are_retried(service_factory, flagging_bundle
         "see us",
     )
     assert decision_event["study"]["decision"] == "refer"
+
+
+class _TruncatingRunner:
+    """The real network, with every output cut to half its channels: box decoding (on the
+    worker's thread, after the network) cannot make sense of them."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.input_name = inner.input_name
+        self.output_names = inner.output_names
+
+    def __call__(self, batch: Any) -> list[Any]:
+        return [out[:, : max(1, out.shape[1] // 2)] for out in self.inner(batch)]
+
+
+def test_box_decoding_failure_flags_needs_manual_review(
+    sqlite_service_factory, flagging_bundle
+) -> None:
+    from service_utils.server import service_settings
+
+    from oncotriage.serving.inference import ort_runner_factory
+
+    inner = ort_runner_factory(service_settings("sqlite://", flagging_bundle.parent / "unused"))
+    instance = dx_instance(44)
+    with sqlite_service_factory(
+        model_uri=str(flagging_bundle),
+        runner_factory=lambda resolved: _TruncatingRunner(inner(resolved)),
+        job_max_attempts=2,
+    ) as service:
+        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        study_id = study_id_for(service, "A", instance.StudyInstanceUID)
+        study = service.wait_for_study(study_id, "A")
+        assert (study["status"], study["priority"]) == ("failed", "needs_manual_review")
+        assert study["failure_reason"].startswith("inference failed after 2 attempts:")
+        with service.db.session() as session:
+            job = session.scalar(sa.select(Job))
+            assert job is not None
+            assert (job.state, job.attempts) == (JobState.FAILED, 2)
+            assert session.scalar(sa.select(sa.func.count()).select_from(Finding)) == 0
+
+
+def test_radiograph_for_a_ct_model_flags_needs_manual_review(
+    sqlite_service_factory, make_bundle, base_bundle_3d
+) -> None:
+    # Preprocessing (on the worker's thread, before the network) refuses a 2D image for a
+    # 3D model: the study is flagged with the reason, never scored.
+    bundle = make_bundle(base=base_bundle_3d)
+    instance = dx_instance(45)
+    with sqlite_service_factory(model_uri=str(bundle), job_max_attempts=2) as service:
+        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        study_id = study_id_for(service, "A", instance.StudyInstanceUID)
+        study = service.wait_for_study(study_id, "A")
+        assert (study["status"], study["priority"]) == ("failed", "needs_manual_review")
+        assert "reads 3D images; this image is 2D" in study["failure_reason"]
+        assert study["suspicion_score"] is None
