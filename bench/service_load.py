@@ -91,9 +91,9 @@ Before (commit 43d77fc, this benchmark, demo model, 64 studies): `serve` 0.73, `
 - **The GIL.** `detect`'s numpy steps (preprocessing, box decoding, NMS) need the GIL again
   and again; the worker's and the request threads' Python holds it. Beside a thread busy 30 %
   of the time, `detect` takes 8 % longer while the network alone does not move
-  (`bench/gil_contention.py`, its table on this page). Now the model thread runs the network and nothing
-  else (`DetectionPipeline.run_network`); the worker's thread, which runs Python anyway,
-  prepares the next input and turns the previous maps into findings
+  (`bench/gil_contention.py`, its table on this page). Now the model thread runs the
+  network and nothing else (`DetectionPipeline.run_network`); the worker's thread, which
+  runs Python anyway, prepares the next input and turns the previous maps into findings
   (`prepare` / `findings`: the same code as `detect`, findings identical, tested). The
   numpy steps then run on the other core beside the network, which is why the service can
   pass the bare `detect` loop, up to the "network alone" ceiling.

@@ -7,6 +7,7 @@ source scripts/setup-env.sh
 setup_env "serve,train,dev"
 ./scripts/install-browser.sh
 
-echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== ruff"; .venv/bin/ruff check .
+echo "== ruff format"; .venv/bin/ruff format --check .
 echo "== mypy"; ./scripts/typecheck.sh
 echo "== pytest"; .venv/bin/pytest "$@"

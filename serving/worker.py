@@ -245,10 +245,11 @@ class Worker:
     database, image reading and the model's numpy steps overlap the network instead of
     adding to it. The model thread runs nothing but the network (which releases the GIL),
     at the base priority; this thread runs ``service_thread_nice`` steps behind it
-    (:mod:`oncotriage.serving.priority`; measured in docs/benchmarks.md). Up to :data:`READ_AHEAD` claimed jobs wait for the model (their leases
-    are renewed like a running job's: a short stall of the database, e.g. SQLite's single
-    writer busy with intake, then does not leave the model idle); on stop they are put back
-    in the queue unstarted.
+    (:mod:`oncotriage.serving.priority`; measured in docs/benchmarks.md). Up to
+    :data:`READ_AHEAD` claimed jobs wait for the model (their leases are renewed like a
+    running job's: a short stall of the database, e.g. SQLite's single writer busy with
+    intake, then does not leave the model idle); on stop they are put back in the queue
+    unstarted.
 
     Args:
         settings: lease, retry and backoff settings.
