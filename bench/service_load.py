@@ -123,11 +123,11 @@ and, for a fast network, workers in their own processes; or run the network on a
 THREAD_KINDS = ("model", "worker", "http", "audit", "rest")
 DEFAULT_SETUPS = (
     "serve",
-    "serve:ort=1",
-    "worker:ort=1",
-    "serve:workers=2:ort=1",
-    "serve:ort=1:model=light",
-    "worker:ort=1:model=light",
+    "serve:ort=0",
+    "worker",
+    "serve:workers=2",
+    "serve:model=light",
+    "worker:model=light",
 )
 TOKEN_RE = re.compile(r"\botk_[0-9a-f]+_[A-Za-z0-9_\-]+")
 DONE_STATUSES = {"triaged", "failed"}
@@ -178,7 +178,7 @@ class Setup:
 
     worker_processes: int = 0  # 0: worker threads inside `oncotriage serve`
     workers: int = 1  # worker threads (in serve, or per worker process)
-    ort_threads: int | None = None  # intra-op threads; None: ONNX Runtime's default
+    ort_threads: int | None = None  # intra-op threads; None: the service's default; 0: ORT's
     model: str = "demo"  # demo | light | a bundle folder (see resolve_model)
     text: str = ""  # as given on the command line
 
@@ -217,8 +217,10 @@ class Setup:
             if self.worker_processes
             else f"serve with {self.workers} in-process worker(s)"
         )
-        ort = "default" if self.ort_threads is None else str(self.ort_threads)
-        return f"{where}; ORT intra-op threads {ort}"
+        ort = {None: "the service's default (cores - 1)", 0: "ONNX Runtime's default"}.get(
+            self.ort_threads, str(self.ort_threads)
+        )
+        return f"{where}; ORT intra-op threads: {ort}"
 
     @property
     def reference_key(self) -> tuple[str, int | None, int]:
@@ -265,11 +267,16 @@ def load_images(folders: list[Path]) -> list[Any]:
     return images
 
 
-def bare_model_rate(env: dict[str, str], images: list[Any], workers: int) -> BareResult:
-    """Studies/s of ``DetectionPipeline.detect`` alone on decoded images.
+def bare_model_rate(
+    env: dict[str, str], images: list[Any], workers: int, processes: int = 1
+) -> BareResult:
+    """Studies/s of ``DetectionPipeline.detect`` alone on decoded images, ``workers``
+    threads at once.
 
     The pipeline comes from the service's own :class:`ModelManager` with the service's
-    settings, so the runner and its ONNX Runtime options are the ones the service uses.
+    settings and as many workers sharing it as each service process has (``workers`` over
+    ``processes``), so the runner and its ONNX Runtime options (threads included) are the
+    ones the service uses.
     """
     from oncotriage.serving.inference import ModelManager
     from oncotriage.serving.settings import Settings
@@ -284,7 +291,7 @@ def bare_model_rate(env: dict[str, str], images: list[Any], workers: int) -> Bar
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    manager = ModelManager(settings)
+    manager = ModelManager(settings, model_threads=max(1, workers // processes))
     pipeline = manager.current().pipeline
     for image in images[:2]:  # warm-up: ORT allocations, first-call costs
         pipeline.detect(image)
@@ -861,7 +868,8 @@ def run_setup(
     port = free_port()
     env = service_env(work / "data", bundle, setup, args, port)
     bare_env = {**env, "ONCOTRIAGE_DATA_DIR": str(work / "bare")}
-    before = bare_model_rate(bare_env, images, setup.model_threads)
+    processes = max(1, setup.worker_processes)
+    before = bare_model_rate(bare_env, images, setup.model_threads, processes)
     print(
         f"[{setup.text}] bare model: {before.rate:.2f} studies/s, network alone "
         f"{before.network_rate:.2f} (load {before.load:.1f})"
@@ -876,7 +884,7 @@ def run_setup(
     finally:
         service.stop()
     timings = job_timings(service.database)
-    after = bare_model_rate(bare_env, images, setup.model_threads)
+    after = bare_model_rate(bare_env, images, setup.model_threads, processes)
     result = SetupResult(setup, load, (before, after), timings)
     print(
         f"[{setup.text}] service {load['service_rate']:.2f} studies/s, bare again "

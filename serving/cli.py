@@ -115,7 +115,7 @@ def worker(
         configure_logging(json_logs=True)
     upgrade(settings.database_url)
     db = Database(settings.database_url)
-    models = ModelManager(settings)
+    models = ModelManager(settings, model_threads=threads)
     try:
         models.refresh()
     except ModelUnavailableError as error:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oncotriage.serving.cpus import default_intra_op_threads
 from oncotriage.serving.priority import temporary_native_thread_name
 from oncotriage.serving.settings import Settings
 
@@ -85,15 +86,33 @@ def demo_bundle_dir() -> Path:
     return Path(oncotriage.models.__file__).resolve().parent / DEMO_BUNDLE_DIRNAME
 
 
-def ort_runner_factory(settings: Settings) -> RunnerFactory:
-    """ONNX Runtime in this process (CPU unless a GPU build of onnxruntime is installed)."""
+def ort_intra_op_threads(settings: Settings, model_threads: int = 1) -> int | None:
+    """ONNX Runtime's intra-op threads for a session that ``model_threads`` workers share:
+    the setting, else :func:`~oncotriage.serving.cpus.default_intra_op_threads`; None (0 in
+    the setting) lets ONNX Runtime choose."""
+    threads = settings.ort_intra_op_threads
+    if threads is None:
+        return default_intra_op_threads(model_threads)
+    return threads or None
+
+
+def ort_runner_factory(settings: Settings, model_threads: int = 1) -> RunnerFactory:
+    """ONNX Runtime in this process (CPU unless a GPU build of onnxruntime is installed);
+    ``model_threads`` workers share each session."""
     from oncotriage.models.pipeline import OrtRunner, available_providers
+
+    threads = ort_intra_op_threads(settings, model_threads)
+    logger.info(
+        "ONNX Runtime sessions: %s intra-op thread(s) each, %d worker(s) sharing them",
+        threads if threads is not None else "ONNX Runtime's default",
+        model_threads,
+    )
 
     def factory(resolved: ResolvedModel) -> NetworkRunner:
         return OrtRunner(
             resolved.onnx_path,
             providers=available_providers(),
-            intra_op_threads=settings.ort_intra_op_threads,
+            intra_op_threads=threads,
         )
 
     return factory
@@ -106,14 +125,15 @@ def _import_attribute(dotted: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def make_runner_factory(settings: Settings) -> RunnerFactory:
-    """The runner factory the settings ask for (see the module docstring)."""
+def make_runner_factory(settings: Settings, model_threads: int = 1) -> RunnerFactory:
+    """The runner factory the settings ask for (see the module docstring); ``model_threads``
+    workers of this process share each runner."""
     if settings.runner_factory:
         return _import_attribute(settings.runner_factory)(settings)
     if settings.inference_backend == "triton":
         backend = importlib.import_module("oncotriage.serving.triton.backend")
         return backend.make_runner_factory(settings)
-    return ort_runner_factory(settings)
+    return ort_runner_factory(settings, model_threads)
 
 
 @contextlib.contextmanager
@@ -135,11 +155,20 @@ class ModelManager:
         settings: ``model_uri``, ``mlflow_tracking_uri``, ``data_dir``,
             ``model_poll_interval_s``, ``register_demo_model`` and the backend choice.
         runner_factory: overrides :func:`make_runner_factory`.
+        model_threads: workers of this process that share the model (default
+            ``settings.embedded_workers``, at least 1); sizes ONNX Runtime's thread pool.
     """
 
-    def __init__(self, settings: Settings, runner_factory: RunnerFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runner_factory: RunnerFactory | None = None,
+        *,
+        model_threads: int | None = None,
+    ) -> None:
         self.settings = settings
         self._runner_factory = runner_factory
+        self.model_threads = max(1, model_threads or settings.embedded_workers)
         self._current: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
@@ -211,7 +240,7 @@ class ModelManager:
     def _build(self, resolved: ResolvedModel) -> LoadedModel:
         from oncotriage.models.pipeline import DetectionPipeline
 
-        factory = self._runner_factory or make_runner_factory(self.settings)
+        factory = self._runner_factory or make_runner_factory(self.settings, self.model_threads)
         with temporary_native_thread_name("ot-model"):  # ONNX Runtime's threads inherit it
             pipeline = DetectionPipeline(resolved.spec, factory(resolved))
         version = str(resolved.version) if resolved.version is not None else resolved.spec.version

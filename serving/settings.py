@@ -70,7 +70,12 @@ class Settings(BaseSettings):
         "the backend's default (ONNX Runtime for embedded, Triton for triton).",
     )
     ort_intra_op_threads: int | None = Field(
-        default=None, ge=1, description="ONNX Runtime threads per operator (default: its own)."
+        default=None,
+        ge=0,
+        description="ONNX Runtime intra-op threads per model session. Default: every usable "
+        "core but one (CPU affinity and cgroup quota respected, SMT siblings counted once), "
+        "split between the process's workers; the core left over runs the rest of the "
+        "service. 0: ONNX Runtime's own default (one per physical core of the machine).",
     )
     triton_url: str = "127.0.0.1:8001"
     triton_model_repository: Path | None = None

@@ -45,7 +45,8 @@ def test_setup_parse(bench: ModuleType) -> None:
         None,
         "demo",
     )
-    assert "ORT intra-op threads default" in plain.label
+    assert "ORT intra-op threads: the service's default" in plain.label
+    assert "ONNX Runtime's default" in bench.Setup.parse("serve:ort=0").label
     for bad in ("triton", "serve:gpu=1", "serve:workers=0"):
         with pytest.raises(ValueError):
             bench.Setup.parse(bad)

@@ -1,0 +1,85 @@
+"""How many cores this process may use, and how many ONNX Runtime threads to give a model.
+
+ONNX Runtime's own default (one intra-op thread per physical core of the machine) leaves
+nothing for the rest of the service, and it ignores the process's CPU affinity and a
+container's CPU quota: in a container limited to 2 CPUs on a 64-core host it starts 64
+threads. The service's default instead gives the model threads of a process every usable
+core but one, split between them: the one left over runs HTTP, intake, the database and the
+worker's reading and preprocessing beside the network (docs/benchmarks.md, service load:
+same throughput on two cores, and the service keeps up with the bare model).
+
+The default assumes this process is the only inference process on the machine; with several
+``oncotriage worker`` processes on one host, set ``ONCOTRIAGE_ORT_INTRA_OP_THREADS``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+__all__ = ["default_intra_op_threads", "usable_cores"]
+
+_SYS_CPU = Path("/sys/devices/system/cpu")
+_CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def _allowed_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def _cgroup_quota(path: Path = _CGROUP_CPU_MAX) -> float | None:
+    """CPUs allowed by a cgroup v2 quota (``cpu.max``: ``QUOTA PERIOD`` or ``max PERIOD``)."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _physical_cores(cpus: list[int], sys_cpu: Path = _SYS_CPU) -> int:
+    """Distinct (package, core) pairs among ``cpus`` (SMT siblings count once); ``len(cpus)``
+    where the topology is not readable."""
+    cores = set()
+    for cpu in cpus:
+        topology = sys_cpu / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return len(cpus)
+        cores.add((package, core))
+    return len(cores) or len(cpus)
+
+
+def usable_cores(
+    *,
+    cpus: list[int] | None = None,
+    quota: float | None = None,
+    sys_cpu: Path = _SYS_CPU,
+) -> int:
+    """Physical cores this process may run on: its CPU affinity, SMT siblings counted once,
+    capped by a cgroup v2 CPU quota (rounded up). At least 1.
+
+    The keyword arguments replace what is read from the system (for tests).
+    """
+    allowed = cpus if cpus is not None else _allowed_cpus()
+    cores = _physical_cores(allowed, sys_cpu)
+    limit = quota if quota is not None else (_cgroup_quota() if cpus is None else None)
+    if limit is not None:
+        cores = min(cores, max(1, math.ceil(limit)))
+    return max(1, cores)
+
+
+def default_intra_op_threads(model_threads: int, cores: int | None = None) -> int:
+    """Intra-op threads for each of ``model_threads`` concurrent inferences in this process:
+    all usable cores but one, split between them; at least 1."""
+    available = usable_cores() if cores is None else cores
+    return max(1, (available - 1) // max(1, model_threads))
