@@ -1,12 +1,14 @@
 """How many cores this process may use, and how many ONNX Runtime threads to give a model.
 
-ONNX Runtime's own default (one intra-op thread per physical core of the machine) leaves
-nothing for the rest of the service, and it ignores the process's CPU affinity and a
-container's CPU quota: in a container limited to 2 CPUs on a 64-core host it starts 64
-threads. The service's default instead gives the model threads of a process every usable
-core but one, split between them: the one left over runs HTTP, intake, the database and the
-worker's reading and preprocessing beside the network (docs/benchmarks.md, service load:
-same throughput on two cores, and the service keeps up with the bare model).
+ONNX Runtime's own default (one intra-op thread per physical core of the machine) ignores
+the process's CPU affinity and a container's CPU quota: in a container limited to 2 CPUs on
+a 64-core host it starts 64 threads. The service's default gives the model threads of a
+process the cores this process may actually use, split between them, less
+``ONCOTRIAGE_RESERVED_CORES`` (default 0) kept for HTTP, intake, the database and the
+worker's reading and preprocessing. Measured in docs/benchmarks.md (service load): on two
+cores, every core to the model gives the highest throughput and the shortest time to
+triage; one core reserved makes the service keep up with the bare model at that budget,
+and keeps the API responsive at saturation.
 
 The default assumes this process is the only inference process on the machine; with several
 ``oncotriage worker`` processes on one host, set ``ONCOTRIAGE_ORT_INTRA_OP_THREADS``.
@@ -78,8 +80,10 @@ def usable_cores(
     return max(1, cores)
 
 
-def default_intra_op_threads(model_threads: int, cores: int | None = None) -> int:
+def default_intra_op_threads(
+    model_threads: int, reserved: int = 0, cores: int | None = None
+) -> int:
     """Intra-op threads for each of ``model_threads`` concurrent inferences in this process:
-    all usable cores but one, split between them; at least 1."""
+    the usable cores less ``reserved``, split between them; at least 1."""
     available = usable_cores() if cores is None else cores
-    return max(1, (available - 1) // max(1, model_threads))
+    return max(1, (available - reserved) // max(1, model_threads))

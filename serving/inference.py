@@ -92,7 +92,7 @@ def ort_intra_op_threads(settings: Settings, model_threads: int = 1) -> int | No
     the setting) lets ONNX Runtime choose."""
     threads = settings.ort_intra_op_threads
     if threads is None:
-        return default_intra_op_threads(model_threads)
+        return default_intra_op_threads(model_threads, settings.reserved_cores)
     return threads or None
 
 

@@ -72,10 +72,17 @@ class Settings(BaseSettings):
     ort_intra_op_threads: int | None = Field(
         default=None,
         ge=0,
-        description="ONNX Runtime intra-op threads per model session. Default: every usable "
-        "core but one (CPU affinity and cgroup quota respected, SMT siblings counted once), "
-        "split between the process's workers; the core left over runs the rest of the "
-        "service. 0: ONNX Runtime's own default (one per physical core of the machine).",
+        description="ONNX Runtime intra-op threads per model session. Default: the cores "
+        "this process may use (CPU affinity and cgroup quota respected, SMT siblings counted "
+        "once) less reserved_cores, split between the process's workers. 0: ONNX Runtime's "
+        "own default (one per physical core of the machine).",
+    )
+    reserved_cores: int = Field(
+        default=0,
+        ge=0,
+        description="Cores the default ONNX Runtime threads leave to the rest of the service "
+        "(HTTP, intake, the database, the worker's reading): 1 keeps the API responsive and "
+        "the service level with the bare model at saturation, at some peak throughput.",
     )
     triton_url: str = "127.0.0.1:8001"
     triton_model_repository: Path | None = None

@@ -28,16 +28,18 @@ def bench() -> ModuleType:
 
 
 def test_setup_parse(bench: ModuleType) -> None:
-    setup = bench.Setup.parse("worker:processes=2:workers=3:ort=1:model=light")
+    setup = bench.Setup.parse("worker:processes=2:workers=3:ort=1:reserve=1:model=light")
     assert (setup.worker_processes, setup.workers, setup.ort_threads, setup.model) == (
         2,
         3,
         1,
         "light",
     )
+    assert setup.reserved_cores == 1
     assert setup.model_threads == 6
-    assert setup.reference_key == ("light", 1, 6)
-    assert setup.text == "worker:processes=2:workers=3:ort=1:model=light"
+    assert setup.reference_key == ("light", 1, 1, 6)
+    assert setup.text == "worker:processes=2:workers=3:ort=1:reserve=1:model=light"
+    assert "1 core(s) reserved" in setup.label
     plain = bench.Setup.parse("serve")
     assert (plain.worker_processes, plain.workers, plain.ort_threads, plain.model) == (
         0,
@@ -109,7 +111,7 @@ def test_references_pool_over_rounds_and_setups_of_the_same_model_and_threads(
         [_result(bench, "serve:ort=1:model=light", 40.0, (44.0, 45.0))],
     ]
     pooled = bench.pool_references(by_setup)
-    assert sorted(pooled[("demo", 1, 1)][0]) == [18.0, 19.0, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0]
+    assert sorted(pooled[("demo", 1, 0, 1)][0]) == [18.0, 19.0, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0]
     for rounds in by_setup[:2]:
         for result in rounds:
             assert result.bare_rate == pytest.approx(20.75)  # median of the eight

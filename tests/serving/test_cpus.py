@@ -49,17 +49,32 @@ def test_this_machine() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cores", "model_threads", "expected"),
-    [(1, 1, 1), (2, 1, 1), (4, 1, 3), (16, 1, 15), (16, 2, 7), (16, 4, 3), (2, 2, 1), (4, 8, 1)],
+    ("cores", "model_threads", "reserved", "expected"),
+    [
+        (1, 1, 0, 1),
+        (2, 1, 0, 2),
+        (2, 1, 1, 1),
+        (1, 1, 1, 1),  # at least one thread
+        (16, 1, 0, 16),
+        (16, 1, 1, 15),
+        (16, 2, 0, 8),
+        (16, 4, 1, 3),
+        (2, 2, 0, 1),
+        (4, 8, 0, 1),
+    ],
 )
-def test_default_intra_op_threads(cores: int, model_threads: int, expected: int) -> None:
-    assert default_intra_op_threads(model_threads, cores=cores) == expected
+def test_default_intra_op_threads(
+    cores: int, model_threads: int, reserved: int, expected: int
+) -> None:
+    assert default_intra_op_threads(model_threads, reserved, cores=cores) == expected
 
 
 def test_settings_choose_the_threads(tmp_path: Path, flagging_bundle: Path) -> None:
     auto = service_settings("sqlite://", tmp_path, ort_intra_op_threads=None)
-    assert ort_intra_op_threads(auto, 1) == default_intra_op_threads(1)
+    assert ort_intra_op_threads(auto, 1) == default_intra_op_threads(1) == usable_cores()
     assert ort_intra_op_threads(auto, 3) == default_intra_op_threads(3)
+    reserving = service_settings("sqlite://", tmp_path, ort_intra_op_threads=None, reserved_cores=1)
+    assert ort_intra_op_threads(reserving, 1) == max(1, usable_cores() - 1)
     own = service_settings("sqlite://", tmp_path, ort_intra_op_threads=0)
     assert ort_intra_op_threads(own) is None  # ONNX Runtime decides
     fixed = service_settings("sqlite://", tmp_path, ort_intra_op_threads=3)
