@@ -274,6 +274,41 @@ def test_keyboard_moves_claims_releases_and_returns(
     assert f"/ui/cases/{first}" not in page.url
 
 
+def test_reloading_a_claimed_case_keeps_the_claim(
+    page: Any, live_service: LiveService, tmp_path: Path
+) -> None:
+    service = live_service
+    study_id = submit_synthetic_study(service, tmp_path / "r", seed=23)
+
+    def claimed_by() -> str | None:
+        items = _api(service, service.specialist_token, "/v1/worklist")["data"]
+        return next(i["claimed_by"] for i in items if i["id"] == study_id)
+
+    sign_in(page, service, service.specialist_token)
+    page.wait_for_url("**/ui/worklist")
+    page.goto(f"{service.base_url}/ui/cases/{study_id}")
+    page.locator('#viewport[data-ready="true"]').wait_for()
+    page.locator("#claim-btn").click()
+    page.locator("#claim-state", has_text="You hold this case.").wait_for()
+    assert claimed_by() == "dr.ada"
+
+    # The page releases its claim as it goes away, and takes it back after the reload.
+    page.reload()
+    page.locator('#viewport[data-ready="true"]').wait_for()
+    page.locator("#claim-state", has_text="You hold this case.").wait_for()
+    assert claimed_by() == "dr.ada"
+    page.wait_for_timeout(500)  # a late release from the old page would land by now
+    assert claimed_by() == "dr.ada"
+
+    # Released on purpose, a reload leaves it in the queue.
+    page.keyboard.press("Escape")
+    page.locator("#claim-state", has_text="Not claimed.").wait_for()
+    page.reload()
+    page.locator('#viewport[data-ready="true"]').wait_for()
+    page.locator("#claim-state", has_text="Not claimed.").wait_for()
+    assert claimed_by() is None
+
+
 def test_a_refused_token_is_explained(page: Any, live_service: LiveService) -> None:
     page.goto(f"{live_service.base_url}/ui/")
     assert axe_violations(page) == []

@@ -24,6 +24,10 @@ const DECISION_ACTIONS = {
 const RENEW_CLAIM_MS = 4 * 60 * 1000;
 
 const studyId = config.study_id;
+// This tab holds the claim: set on claim, cleared on an explicit release or a decision. The
+// page releases its claim when it goes away (pagehide); coming back by reload or history in
+// the same tab claims the case again, unless someone else took it meanwhile.
+const HELD_KEY = `oncotriage.claim.${studyId}`;
 const $ = (id) => document.getElementById(id);
 const els = {
   viewport: $("viewport"), msg: $("viewport-msg"), slice: $("slice"), sliceLabel: $("slice-label"),
@@ -188,6 +192,7 @@ async function loadStudy() {
   state.boxes = (result.findings || []).map(normaliseFinding).sort((a, b) => b.score - a.score);
   readClaim(info.claim);
   state.decided = study.review_status === "decided" ? study.decision : null;
+  await reclaimAfterReload();
   renderFacts();
   renderFindings();
   renderClaim();
@@ -198,6 +203,22 @@ async function loadStudy() {
   renderSeriesControls();
   await showImage();
   if (!state.decided) state.renewTimer = setInterval(renewClaim, RENEW_CLAIM_MS);
+}
+
+/** Reload (or back/forward) of a case this tab held: claim it again, quietly. */
+async function reclaimAfterReload() {
+  if (!sessionStorage.getItem(HELD_KEY)) return;
+  const navigation = performance.getEntriesByType("navigation")[0];
+  const returning = navigation && ["reload", "back_forward"].includes(navigation.type);
+  const someoneElse = Boolean(state.claimedBy) && !state.claimedByMe;
+  if (state.decided || someoneElse || !returning) {
+    sessionStorage.removeItem(HELD_KEY);
+    return;
+  }
+  // Also when the server still shows it as ours: the release sent as the page went away may
+  // arrive after this page loaded, and claiming again renews the lease either way.
+  state.claimedByMe = false;
+  await claim({ quiet: true });
 }
 
 function readClaim(claim) {
@@ -489,16 +510,18 @@ async function renewClaim() {
   }
 }
 
-async function claim() {
+async function claim({ quiet = false } = {}) {
   if (state.decided || state.claimedByMe) return true;
   try {
     const response = await api(`/v1/worklist/${encodeURIComponent(studyId)}/claim`, { method: "POST" });
     state.claimedByMe = true;
     state.claimedBy = response?.claimed_by ?? "you";
+    sessionStorage.setItem(HELD_KEY, "1");
     renderClaim();
-    toast("Case claimed.");
+    if (!quiet) toast("Case claimed.");
     return true;
   } catch (error) {
+    sessionStorage.removeItem(HELD_KEY);
     els.error.textContent = error instanceof ApiError && error.status === 409
       ? `Someone else holds this case: ${error.message}`
       : `Could not claim: ${error.message}`;
@@ -517,6 +540,7 @@ async function release({ quiet = false, keepalive = false } = {}) {
       });
     } else {
       await api(`/v1/worklist/${encodeURIComponent(studyId)}/release`, { method: "POST" });
+      sessionStorage.removeItem(HELD_KEY);  // let go on purpose: a reload does not take it back
     }
     state.claimedByMe = false;
     state.claimedBy = null;
@@ -558,6 +582,7 @@ async function submitDecision() {
     const body = { decision, note: els.note.value.trim() };
     if (boxesChanged()) body.corrected_boxes = correctedBoxes();
     await api(`/v1/studies/${encodeURIComponent(studyId)}/review`, { method: "POST", body });
+    sessionStorage.removeItem(HELD_KEY);
     state.decided = decision;
     state.claimedByMe = false;
     cancelDecision();
