@@ -7,8 +7,10 @@ the lease expires and another worker takes the job over (its attempt counts). Tr
 errors are retried with exponential backoff; an image the reader refuses fails at once;
 when the attempts are used up the study becomes ``needs_manual_review`` with the reason.
 
-Each worker keeps its model busy: the model runs on a thread of its own, and the worker's
-thread meanwhile records the previous result and claims and reads the next job.
+Each worker keeps its model busy: the network runs on a thread of its own (at the base
+priority, nothing but the network), and the worker's thread meanwhile turns the previous
+job's network maps into findings and records them, and claims, reads and preprocesses the
+next job (see :class:`Worker`).
 """
 
 from __future__ import annotations
