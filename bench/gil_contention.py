@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchdoc import DOC, markers, write_block
+
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
-START_MARKER = "<!-- gil_contention:start -->"
-END_MARKER = "<!-- gil_contention:end -->"
+START_MARKER, END_MARKER = markers("gil_contention")
 DUTIES = (0.0, 0.3, 0.6, 1.0)
 SWITCH_INTERVALS = (0.005, 0.001)
 
@@ -139,13 +139,7 @@ def main() -> int:
     block = "\n".join(lines)
     print(block)
     if not args.no_write:
-        text = DOC.read_text()
-        start, end = text.find(START_MARKER), text.find(END_MARKER)
-        if start != -1 and end > start:
-            text = text[:start] + block + text[end + len(END_MARKER) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        DOC.write_text(text)
+        write_block("gil_contention", block)
         print(f"wrote {DOC.relative_to(REPO)}")
     return 0
 

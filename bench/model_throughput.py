@@ -35,10 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from benchdoc import DOC, markers, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- model_throughput:start -->", "<!-- model_throughput:end -->"
+START, END = markers("model_throughput")
 
 logger = logging.getLogger("bench.model_throughput")
 
@@ -349,21 +349,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_block(block: str, path: Path = DOC) -> None:
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if START in text and END in text:
-            before, rest = text.split(START, 1)
-            after = rest.split(END, 1)[1]
-            text = before + block + after
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        text = "# Benchmarks\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="also the ResNet-50 configs (slow)")
@@ -410,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     block = render(rows, args, gpu_note, (load_start, os.getloadavg()[0]))
     print(block)
     if not args.no_write:
-        write_block(block)
+        write_block("model_throughput", block)
         logger.info("wrote %s", DOC)
     return 0
 

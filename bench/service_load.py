@@ -71,12 +71,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+from benchdoc import DOC, markers, write_block
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "benchmarks.md"
 DEMO_MODEL = REPO / "models" / "demo"
-START_MARKER = "<!-- service_load:start -->"
-END_MARKER = "<!-- service_load:end -->"
+START_MARKER, END_MARKER = markers("service_load")
 LIGHT_CONFIGS = {
     "cxr": REPO / "configs" / "detector_cxr2d_light.yaml",
     "ldct": REPO / "configs" / "detector_ct3d_light.yaml",
@@ -102,8 +101,9 @@ measured and fixed:
   clients), Linux shares the cores evenly among equal `nice` values and the model thread
   lost slices to the service's bookkeeping. Now every service thread but the model's runs
   `ONCOTRIAGE_SERVICE_THREAD_NICE` (default 10) steps behind it (`serving/priority.py`);
-  they still run whenever a core is free. This alone took `worker:ort=1` from 0.85 to
-  0.90-0.96 and `serve:ort=1` from 0.83 to 0.88-0.92.
+  they still run whenever a core is free. This alone (priorities in, network not yet on
+  its own thread; 96 studies, 3 rounds) took `worker:ort=1` from 0.85 to 0.84-0.92 (median
+  0.92) and `serve:ort=1` from 0.83 to 0.87-0.92 (median 0.89).
 - **Cores for the model, and a core for the service.** The service now sizes ONNX
   Runtime's threads from the cores the process may use (`serving/cpus.py`: CPU affinity and
   cgroup quota respected, where ONNX Runtime's own default counts the host's cores), less
@@ -485,9 +485,7 @@ class StudyRun:
     study_uid: str
     body: bytes
     boundary: str
-    push_started: float = 0.0
     push_done: float = 0.0
-    seen_done: float = 0.0
     status: str = ""
     failed_instances: int = 0
     server: dict[str, Any] = field(default_factory=dict)
@@ -516,7 +514,6 @@ def hospital_load(
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/dicom+json"}
     with httpx.Client(base_url=base, headers=headers, timeout=300) as http:
         for run in runs:
-            run.push_started = time.time()
             answer = http.post(
                 f"/dicomweb/studies/{run.study_uid}",
                 content=run.body,
@@ -539,7 +536,6 @@ def hospital_load(
             for study in answer.json().get("data", []):
                 run = pending.get(study.get("study_instance_uid"))
                 if run is not None and study.get("status") in DONE_STATUSES:
-                    run.seen_done = time.time()
                     run.status = study["status"]
                     run.server = study
                     del pending[run.study_uid]
@@ -587,7 +583,6 @@ def run_load(
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.time() - started
     threads_after = service.thread_cpu_seconds()
     client_cpu = time.process_time() - cpu[0]
     service_cpu = service.cpu_seconds() - cpu[1]
@@ -616,13 +611,9 @@ def run_load(
         "failed_studies": sum(r.status == "failed" for r in runs),
         "failed_instances": sum(r.failed_instances for r in runs),
         "push_s": max(r.push_done for r in runs) - started,
-        "push_ms": statistics.median(r.push_done - r.push_started for r in runs) * 1000,
         "service_rate": saturated_rate,
-        "end_to_end_rate": n / (max(r.seen_done for r in done) - started),
-        "ttt": server_ttt or [r.seen_done - r.push_started for r in done],
-        "ttt_source": "server" if server_ttt else "client",
+        "ttt": server_ttt,
         "load": load,
-        "wall_s": wall,
         "cpu_ms": {
             "service": service_cpu / n * 1000,
             "client": client_cpu / n * 1000,
@@ -631,12 +622,6 @@ def run_load(
         "thread_cpu_ms": {
             kind: (threads_after[kind] - threads_before.get(kind, 0.0)) / n * 1000
             for kind in threads_after
-        },
-        "cpu_share": {
-            "service": service_cpu / (wall * (os.cpu_count() or 1)),
-            "client": client_cpu / (wall * (os.cpu_count() or 1)),
-            "other": max(0.0, machine_cpu - service_cpu - client_cpu)
-            / (wall * (os.cpu_count() or 1)),
         },
         "model": {
             "name": done[0].server.get("model_name"),
@@ -854,18 +839,6 @@ def render_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) ->
     return "\n".join(lines)
 
 
-def write_block(block: str, doc: Path = DOC) -> None:
-    """Replace the service_load block of ``doc`` (append it, with markers, if missing)."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
-    if start != -1 and end > start:
-        text = text[:start] + block + text[end + len(END_MARKER) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-
-
 def run_setup(
     args: argparse.Namespace,
     setup: Setup,
@@ -954,7 +927,7 @@ def main() -> int:
         block = render_table(args, by_setup)
         print(block)
         if not args.no_write:
-            write_block(block)
+            write_block("service_load", block)
             print(f"wrote {DOC.relative_to(REPO)}")
         return 0
     finally:

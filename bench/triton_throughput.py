@@ -41,10 +41,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from benchdoc import DOC, markers, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- triton_throughput:start -->", "<!-- triton_throughput:end -->"
+START, END = markers("triton_throughput")
 DEFAULT_CONFIG = ROOT / "configs" / "detector_cxr2d_light.yaml"
 
 logger = logging.getLogger("bench.triton_throughput")
@@ -362,18 +362,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_block(block: str, path: Path = DOC) -> None:
-    """Replace the ``triton_throughput`` block of ``path`` (appended at the end if missing)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -396,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     block = render(cells, gpu_rows, args, model, host)
     print(block)
     if not args.no_write:
-        write_block(block)
+        write_block("triton_throughput", block)
     return 0
 
 

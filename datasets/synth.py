@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from oncotriage.datasets.dicom_writer import (
     SYNTHETIC_NOTICE,
@@ -43,6 +41,7 @@ from oncotriage.datasets.dicom_writer import (
 )
 from oncotriage.datasets.synth_cxr import CxrCase, render_cxr_case
 from oncotriage.datasets.synth_ldct import CtCase, render_ct_case
+from oncotriage.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -223,16 +222,6 @@ def dump_datalist_json(datalist: dict[str, Any]) -> str:
     return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\s*", ", ", m.group(1)) + "]", text) + "\n"
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-
-
 def run_synth(kind: str, n: int, seed: int, out: Path, negative_fraction: float = 0.3) -> Path:
     """Write ``n`` synthetic studies of ``kind`` and their datalist under ``out``.
 
@@ -272,7 +261,7 @@ def run_synth(kind: str, n: int, seed: int, out: Path, negative_fraction: float 
         "labels": {"0": "nodule"},
         **{split: [] for split in SPLITS},
     }
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task(f"synth {kind}", total=n)
         for index in range(n):
             entry = write_case(kind, seed, index, positive=positive[index], out=out)

@@ -29,7 +29,7 @@ from oncotriage.serving.db.migrate import upgrade
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.inference import ModelManager, ModelUnavailableError, RunnerFactory
 from oncotriage.serving.metrics import ServiceMetrics
-from oncotriage.serving.priority import lower_thread_priority, name_native_thread
+from oncotriage.serving.priority import run_behind_model
 from oncotriage.serving.settings import Settings, get_settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.worker import WebhookSender, WorkerPool
@@ -201,8 +201,7 @@ def create_app(
             pool.start()
         # The model threads exist now; the event loop (HTTP) and the request threads it
         # creates from here on run behind them.
-        lower_thread_priority(settings.service_thread_nice)
-        name_native_thread("ot-http")  # the request threads it starts inherit the name
+        run_behind_model(settings.service_thread_nice, "ot-http")
         logger.info(
             "oncotriage %s serving (database %s, %d embedded workers)",
             __version__,

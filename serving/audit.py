@@ -13,7 +13,7 @@ from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import AuditEvent
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import AuditAction
-from oncotriage.serving.priority import lower_thread_priority, name_native_thread
+from oncotriage.serving.priority import run_behind_model
 from oncotriage.serving.security import Principal
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,6 @@ class ReadTrail:
         self.flush()
 
     def _run(self) -> None:
-        lower_thread_priority(self.nice)
-        name_native_thread("ot-audit")
+        run_behind_model(self.nice, "ot-audit")
         while not self._stop.wait(self.flush_interval_s):
             self.flush()

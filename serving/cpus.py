@@ -20,7 +20,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["default_intra_op_threads", "usable_cores"]
+__all__ = ["count_cores", "default_intra_op_threads", "usable_cores"]
 
 _SYS_CPU = Path("/sys/devices/system/cpu")
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -61,23 +61,19 @@ def _physical_cores(cpus: list[int], sys_cpu: Path = _SYS_CPU) -> int:
     return len(cores) or len(cpus)
 
 
-def usable_cores(
-    *,
-    cpus: list[int] | None = None,
-    quota: float | None = None,
-    sys_cpu: Path = _SYS_CPU,
-) -> int:
-    """Physical cores this process may run on: its CPU affinity, SMT siblings counted once,
-    capped by a cgroup v2 CPU quota (rounded up). At least 1.
-
-    The keyword arguments replace what is read from the system (for tests).
-    """
-    allowed = cpus if cpus is not None else _allowed_cpus()
-    cores = _physical_cores(allowed, sys_cpu)
-    limit = quota if quota is not None else (_cgroup_quota() if cpus is None else None)
-    if limit is not None:
-        cores = min(cores, max(1, math.ceil(limit)))
+def count_cores(cpus: list[int], quota: float | None = None, sys_cpu: Path = _SYS_CPU) -> int:
+    """Physical cores among ``cpus`` (SMT siblings counted once), capped by a CPU ``quota``
+    (rounded up). At least 1."""
+    cores = _physical_cores(cpus, sys_cpu)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return max(1, cores)
+
+
+def usable_cores() -> int:
+    """Physical cores this process may run on: its CPU affinity, capped by its cgroup v2
+    CPU quota."""
+    return count_cores(_allowed_cpus(), _cgroup_quota())
 
 
 def default_intra_op_threads(

@@ -42,7 +42,7 @@ from oncotriage.serving.inference import (
     ModelUnavailableError,
 )
 from oncotriage.serving.outbox import enqueue_webhook
-from oncotriage.serving.priority import lower_thread_priority, name_native_thread
+from oncotriage.serving.priority import name_native_thread, run_behind_model
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import priority_for, refresh_study, suspicion_score
@@ -320,8 +320,7 @@ class Worker:
         model_thread.start()
         # The model thread keeps the base priority; this thread (claims, reads, results,
         # webhooks) and the lease keeper it starts run behind it (serving/priority.py).
-        lower_thread_priority(self.settings.service_thread_nice)
-        name_native_thread("ot-worker")  # its lease keeper thread inherits the name
+        run_behind_model(self.settings.service_thread_nice, "ot-worker")
         in_hand = 0  # jobs given to the model thread and not yet recorded
         try:
             while not stop.is_set():

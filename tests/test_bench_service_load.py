@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
+    sys.path.insert(0, str(REPO / "bench"))  # as when run as `python bench/service_load.py`
     spec = importlib.util.spec_from_file_location(
         "service_load", REPO / "bench" / "service_load.py"
     )
@@ -152,7 +153,7 @@ def test_table_rows_and_block(bench: ModuleType, tmp_path: Path) -> None:
         "# Benchmarks\n\nbefore\n\n"
         "<!-- service_load:start -->\nstale table\n<!-- service_load:end -->\n\nafter\n"
     )
-    bench.write_block(block, doc)
+    bench.write_block("service_load", block, doc)
     text = doc.read_text()
     assert "stale table" not in text
     assert text.index("before") < text.index(block) < text.index("after")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+
+from oncotriage.progress import progress_bar
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite in the data dir)."
 MODEL_HELP = (
@@ -122,28 +124,6 @@ def train_command(
     typer.echo(f"dataset:    {result.dataset_fingerprint}")
 
 
-def _progress_bar(description: str) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn(f"[bold]{description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-
-
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or value != value:  # NaN
         return "n/a"
@@ -174,8 +154,8 @@ def evaluate_command(
     from oncotriage.models.registry import RegistryError
     from oncotriage.training.evaluate import evaluate_model
 
-    with _progress_bar(f"evaluating on {split}") as progress:
-        task = progress.add_task("images", total=None)
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task(f"evaluating on {split}", total=None)
         try:
             report = evaluate_model(
                 model,
@@ -248,8 +228,8 @@ def calibrate_command(
     from oncotriage.models.registry import RegistryError
     from oncotriage.training.calibrate import calibrate_model
 
-    with _progress_bar(f"scoring {split} studies") as progress:
-        task = progress.add_task("images", total=None)
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task(f"scoring {split} studies", total=None)
         try:
             report = calibrate_model(
                 model,

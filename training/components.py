@@ -21,6 +21,7 @@ import torch
 from oncotriage.datasets.datalist import CORNER_MODE, load_datalist
 from oncotriage.models.build import build_detector, build_network, set_training_components
 from oncotriage.models.config import DetectorConfig
+from oncotriage.progress import progress_bar as shared_progress_bar
 from oncotriage.training.config import TrainingConfig
 from oncotriage.training.data import DetectionSample, load_samples
 from oncotriage.training.transforms import (
@@ -82,27 +83,8 @@ def lr_factor(train: TrainingConfig, steps_per_epoch: int) -> Any:
 
 
 def progress_bar(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
+    """The training loop's bar: steps with the running loss."""
+    return shared_progress_bar("loss {task.fields[loss]}", enabled=enabled)
 
 
 def cycle_batches(loader: Any, sampler: Any) -> Iterator[list[dict[str, torch.Tensor]]]:

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 from service_utils.server import service_settings
 
-from oncotriage.serving.cpus import _cgroup_quota, default_intra_op_threads, usable_cores
+from oncotriage.serving.cpus import (
+    _cgroup_quota,
+    count_cores,
+    default_intra_op_threads,
+    usable_cores,
+)
 from oncotriage.serving.inference import ModelManager, ort_intra_op_threads
 
 
@@ -25,13 +30,13 @@ def _topology(root: Path, cores: dict[int, tuple[int, int]]) -> Path:
 def test_smt_siblings_count_once_and_a_quota_caps(tmp_path: Path) -> None:
     # 8 logical CPUs = 4 cores x 2 threads (siblings N and N + 4), one package
     sys_cpu = _topology(tmp_path, {cpu: (0, cpu % 4) for cpu in range(8)})
-    assert usable_cores(cpus=list(range(8)), sys_cpu=sys_cpu) == 4
-    assert usable_cores(cpus=[0, 4], sys_cpu=sys_cpu) == 1  # two siblings: one core
-    assert usable_cores(cpus=[0, 1, 2], sys_cpu=sys_cpu) == 3
-    assert usable_cores(cpus=list(range(8)), quota=2.5, sys_cpu=sys_cpu) == 3  # rounded up
-    assert usable_cores(cpus=list(range(8)), quota=0.2, sys_cpu=sys_cpu) == 1
+    assert count_cores(list(range(8)), sys_cpu=sys_cpu) == 4
+    assert count_cores([0, 4], sys_cpu=sys_cpu) == 1  # two siblings: one core
+    assert count_cores([0, 1, 2], sys_cpu=sys_cpu) == 3
+    assert count_cores(list(range(8)), 2.5, sys_cpu) == 3  # rounded up
+    assert count_cores(list(range(8)), 0.2, sys_cpu) == 1
     # no topology to read: every allowed CPU counts
-    assert usable_cores(cpus=[0, 1, 2, 3, 4], sys_cpu=tmp_path / "none") == 5
+    assert count_cores([0, 1, 2, 3, 4], sys_cpu=tmp_path / "none") == 5
 
 
 def test_cgroup_quota(tmp_path: Path) -> None:
