@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -245,6 +248,14 @@ def create_app(
             {"detail": f"request body over {settings.max_request_bytes} bytes"}, status_code=413
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, and a NaN or infinite number in it cannot
+        # be written as JSON (a 500 instead of the 422): echo such numbers as text.
+        return JSONResponse(
+            {"detail": _finite_json(jsonable_encoder(exc.errors()))}, status_code=422
+        )
+
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
 
@@ -259,6 +270,17 @@ def create_app(
         return RedirectResponse("/ui" if web_router is not None else "/docs")
 
     return app
+
+
+def _finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by its text (``"nan"``, ``"inf"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    return value
 
 
 def _web_router() -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from oncotriage.datasets.boxes import index_box_problem
 from oncotriage.serving.db.models import Finding, Instance, Review, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import Decision
@@ -203,6 +204,7 @@ def _entry(
         copied.append(target)
     volume = read_image(copied)
     dims = volume.spatial_dims
+    boxes, skipped = _usable_boxes(boxes, volume.array.shape, review)
     world = [volume.box_index_to_world(np.asarray(box, dtype=float)) for box, _ in boxes]
     converted = (
         convert_box_mode(np.asarray(world), "xyxy" if dims == 2 else "xyzxyz", BOX_MODE[dims])
@@ -220,4 +222,22 @@ def _entry(
         "label_source": source,
         "model_version": review.model_version,
         "review_id": review.id,
+        **({"skipped_boxes": skipped} if skipped else {}),
     }
+
+
+def _usable_boxes(
+    boxes: list[tuple[list[float], int]], extent: tuple[int, ...], review: Review
+) -> tuple[list[tuple[list[float], int]], list[str]]:
+    """The boxes that are finite, of positive size and inside the image, and why the others
+    were left out (boxes stored before the API checked them, or by hand)."""
+    kept: list[tuple[list[float], int]] = []
+    skipped: list[str] = []
+    for box, label in boxes:
+        problem = index_box_problem(box, extent)
+        if problem is None:
+            kept.append((box, label))
+            continue
+        skipped.append(problem)
+        logger.warning("review %d: box left out of the datalist: %s", review.id, problem)
+    return kept, skipped

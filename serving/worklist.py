@@ -12,10 +12,12 @@ so only the holder of a live claim can decide, and only once.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
+from oncotriage.datasets.boxes import index_box_problem
 from oncotriage.serving import audit
 from oncotriage.serving.api.schemas import (
     ClaimPublic,
@@ -237,24 +239,33 @@ def release(session: Session, principal: Principal, study_id: str, *, now: datet
 
 
 def _check_boxes(session: Session, study: Study, boxes: list[CorrectedBox]) -> None:
-    series_uids = dict(
-        session.execute(
-            sa.select(Series.series_instance_uid, Series.id).where(Series.study_id == study.id)
-        ).all()
-    )
+    """Each box names a series (and, on radiographs, an image) of this study and lies inside
+    that image (:func:`~oncotriage.datasets.boxes.index_box_problem`)."""
+    series_by_uid = {
+        series.series_instance_uid: series
+        for series in session.scalars(sa.select(Series).where(Series.study_id == study.id))
+    }
     for box in boxes:
-        series_id = series_uids.get(box.series_instance_uid)
-        if series_id is None:
+        series = series_by_uid.get(box.series_instance_uid)
+        if series is None:
             raise ReviewInputError(f"series {box.series_instance_uid} is not part of this study")
+        query = sa.select(Instance.rows, Instance.columns, Instance.frames).where(
+            Instance.series_id == series.id
+        )
         if box.sop_instance_uid is not None:
-            found = session.scalar(
-                sa.select(Instance.id).where(
-                    Instance.series_id == series_id,
-                    Instance.sop_instance_uid == box.sop_instance_uid,
-                )
-            )
-            if found is None:
-                raise ReviewInputError(f"instance {box.sop_instance_uid} is not in that series")
+            query = query.where(Instance.sop_instance_uid == box.sop_instance_uid)
+        sizes = session.execute(query).all()
+        if not sizes:
+            raise ReviewInputError(f"instance {box.sop_instance_uid} is not in that series")
+        extent: tuple[int, ...] = (
+            max(size.columns for size in sizes),
+            max(size.rows for size in sizes),
+        )
+        if series.is_volume:
+            extent = (*extent, sum(size.frames for size in sizes))
+        problem = index_box_problem(box.box_index, extent)
+        if problem is not None:
+            raise ReviewInputError(f"series {box.series_instance_uid}: {problem}")
 
 
 def review(
@@ -361,15 +372,25 @@ def review_public(row: Review, reviewer: str, referral_id: int | None) -> Review
         study_id=row.study_id,
         decision=row.decision,
         note=row.note,
-        corrected_boxes=[CorrectedBox.model_validate(box) for box in row.corrected_boxes]
-        if row.corrected_boxes is not None
-        else None,
+        corrected_boxes=_stored_boxes(row.corrected_boxes),
         reviewer=reviewer,
         model_name=row.model_name,
         model_version=row.model_version,
         created_at=row.created_at,
         referral_id=referral_id,
     )
+
+
+def _stored_boxes(stored: list[dict[str, Any]] | None) -> list[CorrectedBox] | None:
+    """Stored corrections as the API shows them; a box stored before boxes were checked
+    (NaN, infinite, inverted) is left out rather than break the response's schema."""
+    if stored is None:
+        return None
+    return [
+        CorrectedBox.model_validate(box)
+        for box in stored
+        if index_box_problem(box.get("box_index", [])) is None
+    ]
 
 
 def reviews_of(session: Session, study: Study) -> list[ReviewPublic]:

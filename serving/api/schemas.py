@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from oncotriage.datasets.boxes import index_box_problem
 from oncotriage.serving.enums import (
     Decision,
     Priority,
@@ -175,11 +176,9 @@ class CorrectedBox(BaseModel):
     @field_validator("box_index")
     @classmethod
     def _box(cls, value: list[float]) -> list[float]:
-        if len(value) not in (4, 6):
-            raise ValueError("box_index has 4 (xyxy) or 6 (xyzxyz) numbers")
-        half = len(value) // 2
-        if any(value[i] > value[i + half] for i in range(half)):
-            raise ValueError("box_index minimum corner must not exceed its maximum corner")
+        problem = index_box_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

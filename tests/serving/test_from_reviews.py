@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.server import stow, study_id_for
 from typer.testing import CliRunner
 
 from oncotriage.cli import app
 from oncotriage.datasets.datalist import load_datalist
+from oncotriage.serving.db.models import Review
 from oncotriage.serving.from_reviews import split_of
 
 
@@ -46,6 +48,25 @@ def test_reviews_become_a_datalist(
             for study_id, body in decisions.items():
                 client.post(f"/v1/worklist/{study_id}/claim").raise_for_status()
                 client.post(f"/v1/studies/{study_id}/review", json=body).raise_for_status()
+        # boxes stored before the API checked them (a NaN box, one 36 m wide): the export
+        # leaves both out with the reason; the API's view of the review drops the one its
+        # schema cannot carry (NaN)
+        with service.db.session() as session:
+            review = session.scalars(sa.select(Review).where(Review.study_id == corrected)).one()
+            good = review.corrected_boxes[0]
+            review.corrected_boxes = [
+                good,
+                {**good, "box_index": [float("nan"), 20.0, 30.0, 40.0]},
+                {**good, "box_index": [-50.0, -50.0, 99999.0, 99999.0]},
+            ]
+            session.commit()
+        with service.client("A") as client:
+            listed = client.get(f"/v1/studies/{corrected}/reviews")
+            assert listed.status_code == 200
+            assert [b["box_index"] for b in listed.json()["data"][0]["corrected_boxes"]] == [
+                [10.0, 20.0, 30.0, 40.0],
+                [-50.0, -50.0, 99999.0, 99999.0],
+            ]
         monkeypatch.setenv("ONCOTRIAGE_DATABASE_URL", service.settings.database_url)
         monkeypatch.setenv("ONCOTRIAGE_DATA_DIR", str(service.settings.data_dir))
         from oncotriage.serving.settings import get_settings
@@ -73,12 +94,25 @@ def test_reviews_become_a_datalist(
     _, entry = entries[instances[0].StudyInstanceUID]
     np.testing.assert_allclose(entry.boxes, [[5.0, 10.0, 15.0, 20.0]], atol=1e-3)
     assert entry.meta["label_source"] == "specialist_boxes"
+    assert raw_entry(raw, instances[0].StudyInstanceUID)["skipped_boxes"] == [
+        "a box's coordinates must be finite numbers (no NaN or infinity)",
+        "the box runs outside the image: columns -50..99999, the image has 64 columns (0..63)",
+    ]
     _, entry = entries[instances[1].StudyInstanceUID]
     assert entry.boxes.shape == (0, 4) and entry.meta["label_source"] == "returned_negative"
     _, entry = entries[instances[2].StudyInstanceUID]
     assert entry.meta["label_source"] == "model_confirmed_by_referral"
     expected = sorted(tuple(f["box_world"]) for f in model_boxes)
     np.testing.assert_allclose(sorted(map(tuple, entry.boxes)), expected, atol=1e-3)
+
+
+def raw_entry(raw: dict, study_uid: str) -> dict:
+    return next(
+        entry
+        for split in ("training", "validation", "test")
+        for entry in raw[split]
+        if entry["study_uid"] == study_uid
+    )
 
 
 def test_split_shares_are_80_10_10() -> None:

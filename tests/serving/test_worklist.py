@@ -265,3 +265,49 @@ def test_review_schema_rejects_bad_input(sqlite_service_factory, decision: str) 
         ]
         assert [r.status_code for r in responses] == [422, 422, 404]
         assert isinstance(client, httpx.Client)
+
+
+def test_corrected_boxes_must_be_finite_inside_the_image_and_of_positive_size(
+    service_factory, flagging_bundle
+) -> None:
+    """What a clumsy or hostile client sent (and was stored with 201 before boxes were
+    checked): a box far outside the 64 x 64 image, infinity, NaN, zero size, a 3D box on a
+    radiograph. Each is refused with the reason, and the case stays undecided."""
+    with service_factory(model_uri=str(flagging_bundle)) as service:
+        [study_id] = _push_and_triage(service, "A", 30)
+        with service.client("spec1") as spec:
+            spec.post(f"/v1/worklist/{study_id}/claim").raise_for_status()
+            finding = spec.get(f"/v1/studies/{study_id}/result").json()["findings"][0]
+            uids = (
+                f'"series_instance_uid": "{finding["series_instance_uid"]}", '
+                f'"sop_instance_uid": "{finding["sop_instance_uid"]}"'
+            )
+            cases = {
+                "[-50, -50, 99999, 99999]": "the box runs outside the image: columns -50..99999",
+                "[1e309, 0, 5, 5]": "finite numbers",
+                "[NaN, 0, 5, 5]": "finite numbers",
+                "[10, 10, 10, 20]": "positive size",
+                "[1, 1, 1, 5, 5, 5]": "a box on a radiograph has 4 numbers (xyxy), not 6",
+            }
+            for box, reason in cases.items():
+                body = (
+                    f'{{"decision": "refer", "corrected_boxes": [{{{uids}, "box_index": {box}}}]}}'
+                )
+                answer = spec.post(
+                    f"/v1/studies/{study_id}/review",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                assert answer.status_code == 422, (box, answer.text)
+                assert reason in answer.text, (box, answer.text)
+            assert spec.get(f"/v1/studies/{study_id}/reviews").json()["count"] == 0
+            good_box = f'{{{uids}, "box_index": [0, 0, 63, 63]}}'
+            good = f'{{"decision": "refer", "corrected_boxes": [{good_box}]}}'
+            decided = spec.post(
+                f"/v1/studies/{study_id}/review",
+                content=good,
+                headers={"Content-Type": "application/json"},
+            )
+            assert decided.status_code == 201, decided.text
+            listed = spec.get(f"/v1/studies/{study_id}/reviews").json()
+            assert listed["data"][0]["corrected_boxes"][0]["box_index"] == [0, 0, 63, 63]
