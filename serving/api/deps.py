@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,16 @@ from oncotriage.serving.inference import ModelManager
 from oncotriage.serving.security import AuthenticationError, Principal, authenticate, hash_token
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
+
+#: The largest id or offset the API takes: the database's 32-bit integer columns (a larger
+#: number was an OverflowError, a 500, before every integer parameter was bounded).
+MAX_DB_INT = 2**31 - 1
+
+Skip = Annotated[int, Query(ge=0, le=MAX_DB_INT, description="Rows to skip.")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Rows to return (at most 500).")]
+HospitalFilter = Annotated[
+    int | None, Query(ge=1, le=MAX_DB_INT, description="Only this hospital's studies.")
+]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer otk_...`")
 

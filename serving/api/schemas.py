@@ -171,7 +171,7 @@ class CorrectedBox(BaseModel):
     series_instance_uid: str = Field(max_length=64)
     sop_instance_uid: str | None = Field(default=None, max_length=64)
     box_index: list[float]
-    label: int = Field(default=0, ge=0)
+    label: int = Field(default=0, ge=0, le=1000, description="Class index (0: nodule).")
 
     @field_validator("box_index")
     @classmethod

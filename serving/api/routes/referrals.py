@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from oncotriage.serving.api.deps import CurrentPrincipal, SessionDep
+from oncotriage.serving.api.deps import CurrentPrincipal, Limit, SessionDep, Skip
 from oncotriage.serving.api.schemas import ReferralsPublic
 from oncotriage.serving.enums import ReferralStatus
 from oncotriage.serving.worklist import referrals
@@ -19,8 +19,8 @@ def read_referrals(
     session: SessionDep,
     principal: CurrentPrincipal,
     status_: Annotated[ReferralStatus | None, Query(alias="status")] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    skip: Skip = 0,
+    limit: Limit = 100,
 ) -> ReferralsPublic:
     """A hospital sees the referrals it sent (a centre also those it received); a
     specialist sees their centre's."""

@@ -9,11 +9,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from oncotriage.serving.api.deps import (
+    MAX_DB_INT,
     CurrentHospital,
     CurrentPrincipal,
     DatabaseDep,
+    HospitalFilter,
+    Limit,
     SessionDep,
     SettingsDep,
+    Skip,
     StoreDep,
     TrailDep,
 )
@@ -127,10 +131,10 @@ def read_studies(
     status_: Annotated[StudyStatus | None, Query(alias="status")] = None,
     priority: Priority | None = None,
     review_status: ReviewStatus | None = None,
-    hospital_id: int | None = None,
+    hospital_id: HospitalFilter = None,
     study_instance_uid: Annotated[str | None, Query(max_length=64)] = None,
-    skip: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    skip: Skip = 0,
+    limit: Limit = 100,
 ) -> StudiesPublic:
     """Studies the caller may see (a hospital: its own), newest first."""
     data, count = list_studies(
@@ -222,7 +226,7 @@ def read_render(
     series: Annotated[str | None, Query(max_length=64, description="SeriesInstanceUID")] = None,
     instance: Annotated[str | None, Query(max_length=64, description="SOPInstanceUID")] = None,
     slice_: Annotated[
-        int | None, Query(alias="slice", ge=0, description="CT slice (axis 2)")
+        int | None, Query(alias="slice", ge=0, le=MAX_DB_INT, description="CT slice (axis 2)")
     ] = None,
     window: Annotated[
         str | None, Query(max_length=40, description="lung, mediastinum, bone, or CENTRE,WIDTH")

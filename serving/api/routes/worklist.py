@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from oncotriage.serving.api.deps import CurrentSpecialist, SessionDep, SettingsDep, TrailDep
+from oncotriage.serving.api.deps import (
+    CurrentSpecialist,
+    HospitalFilter,
+    Limit,
+    SessionDep,
+    SettingsDep,
+    Skip,
+    TrailDep,
+)
 from oncotriage.serving.api.schemas import ClaimPublic, Message, WorklistPublic
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction, Priority, StudyStatus
@@ -27,12 +35,12 @@ def read_worklist(
     principal: CurrentSpecialist,
     settings: SettingsDep,
     trail: TrailDep,
-    hospital_id: int | None = None,
+    hospital_id: HospitalFilter = None,
     priority: Priority | None = None,
     status_: Annotated[StudyStatus | None, Query(alias="status")] = None,
     include_decided: bool = False,
-    skip: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    skip: Skip = 0,
+    limit: Limit = 100,
 ) -> WorklistPublic:
     """Flagged, undecided studies of the centre's hospitals.
 
