@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from oncotriage.serving.db.models import Hospital, Job, Study, WebhookDelivery
+from oncotriage.serving.db.models import Job, Study, WebhookDelivery
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
 from oncotriage.serving.inference import ModelManager
@@ -58,17 +58,16 @@ class DatabaseCollector(Collector):
 
             flags = GaugeMetricFamily(
                 "oncotriage_studies_by_priority",
-                "Triaged studies by priority and hospital (flags: urgent, suspicious, "
-                "needs_manual_review).",
-                labels=["priority", "hospital"],
+                "Triaged studies by priority and hospital id (flags: urgent, suspicious, "
+                "needs_manual_review). Ids, not names: `oncotriage admin list` maps them.",
+                labels=["priority", "hospital_id"],
             )
-            for priority, hospital, count in session.execute(
-                sa.select(Study.priority, Hospital.name, sa.func.count())
-                .join(Hospital, Hospital.id == Study.hospital_id)
+            for priority, hospital_id, count in session.execute(
+                sa.select(Study.priority, Study.hospital_id, sa.func.count())
                 .where(Study.priority.is_not(None))
-                .group_by(Study.priority, Hospital.name)
+                .group_by(Study.priority, Study.hospital_id)
             ):
-                flags.add_metric([str(Priority(str(priority))), hospital], int(count))
+                flags.add_metric([str(Priority(str(priority))), str(hospital_id)], int(count))
             yield flags
 
             statuses = GaugeMetricFamily(

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = Field(default=5.0, ge=0)
     webhook_backoff_max_s: float = Field(default=3600.0, ge=0)
 
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Prometheus sends to read /metrics (an administrator's API "
+        "token works too); without it only administrators read /metrics.",
+    )
+
     # --- logs
     log_json: bool = False
 
@@ -166,6 +172,15 @@ class Settings(BaseSettings):
                     f"ONCOTRIAGE_SECRET_KEY is a placeholder or shorter than {_MIN_SECRET_LENGTH} "
                     f"characters, which is refused when environment={self.environment!r}; "
                     "generate one: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                )
+            if self.metrics_token is not None and (
+                self.metrics_token.get_secret_value().lower() in PLACEHOLDER_SECRETS
+                or len(self.metrics_token.get_secret_value()) < _MIN_SECRET_LENGTH
+            ):
+                raise ValueError(
+                    "ONCOTRIAGE_METRICS_TOKEN is a placeholder or shorter than "
+                    f"{_MIN_SECRET_LENGTH} characters, which is refused when "
+                    f"environment={self.environment!r}"
                 )
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import threading
 import time
 from collections.abc import Iterator
@@ -144,6 +145,29 @@ def get_specialist(principal: CurrentPrincipal) -> Principal:
     if not (principal.is_specialist or principal.is_admin):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs a specialist's token")
     return principal
+
+
+def require_metrics_reader(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """``/metrics`` readers: the metrics token (``ONCOTRIAGE_METRICS_TOKEN``), which is what
+    a Prometheus scrape job sends, or an administrator's API token. 401 or 403 otherwise:
+    the counts by hospital are the union's business, not the public's."""
+    settings: Settings = request.app.state.settings
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("missing bearer token: /metrics needs the metrics token")
+    expected = settings.metrics_token
+    if expected is not None and hmac.compare_digest(
+        credentials.credentials.encode(), expected.get_secret_value().encode()
+    ):
+        return
+    principal = get_principal(request, session, credentials)
+    if not principal.is_admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "/metrics needs the metrics token or an administrator"
+        )
 
 
 CurrentHospital = Annotated[Principal, Depends(get_hospital)]

@@ -75,7 +75,7 @@ def test_promotion_swaps_the_model_and_results_keep_their_version(
             )
             assert (
                 'oncotriage_model_info{model="oncotriage-test",version="2"} 1.0'
-                in client.get("/metrics").text
+                in service.client("root").get("/metrics").text
             )
 
         stow(service, "A", [to_bytes(second)]).raise_for_status()

@@ -8,9 +8,12 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.server import stow, study_id_for
+
+from oncotriage.serving.db.models import Hospital
 
 
 @pytest.fixture
@@ -119,15 +122,19 @@ def test_health_readiness_metrics(triaged) -> None:
         }
         assert (checks["model"]["model"], checks["model"]["version"]) == ("oncotriage-test", "1")
         client.get("/v1/studies")  # a 401, counted too
-        text = client.get("/metrics").text
+    with service.client("root") as admin:
+        text = admin.get("/metrics").text
     samples = _samples(text)
+    with service.db.session() as session:
+        hospital_a = session.scalar(sa.select(Hospital.id).where(Hospital.name == "Hospital A"))
+    assert "Hospital A" not in text  # names are not for the scraper
     assert samples[("oncotriage_queue_depth", (("state", "done"),))] == 1
     assert samples[("oncotriage_queue_depth", (("state", "queued"),))] == 0
     assert (
         samples[
             (
                 "oncotriage_studies_by_priority",
-                (("hospital", "Hospital A"), ("priority", "suspicious")),
+                (("hospital_id", str(hospital_a)), ("priority", "suspicious")),
             )
         ]
         == 1
@@ -145,6 +152,23 @@ def test_health_readiness_metrics(triaged) -> None:
     assert samples[key] == 1
     # raw paths (which may hold UIDs) never become labels
     assert study_id not in text
+
+
+def test_metrics_need_the_metrics_token_or_an_administrator(
+    service_factory, flagging_bundle
+) -> None:
+    token = "metrics-" + "x" * 40
+    with service_factory(model_uri=str(flagging_bundle), metrics_token=token) as service:
+        with service.client() as anonymous:
+            refused = anonymous.get("/metrics")
+            assert refused.status_code == 401 and "metrics token" in refused.json()["detail"]
+            wrong = anonymous.get("/metrics", headers={"Authorization": "Bearer not-it"})
+            assert wrong.status_code == 401
+            scraped = anonymous.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+            assert scraped.status_code == 200 and "oncotriage_queue_depth" in scraped.text
+        for who, expected in (("A", 403), ("spec1", 403), ("root", 200)):
+            with service.client(who) as client:
+                assert client.get("/metrics").status_code == expected, who
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,16 +1,23 @@
-"""Operations: liveness, readiness and Prometheus metrics (no authentication)."""
+"""Operations: liveness and readiness (no authentication), Prometheus metrics (the metrics
+token or an administrator)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from oncotriage.serving.api.deps import DatabaseDep, InferenceDep, SettingsDep, StoreDep
-from oncotriage.serving.api.schemas import HealthPublic, ReadinessPublic
+from oncotriage.serving.api.deps import (
+    DatabaseDep,
+    InferenceDep,
+    SettingsDep,
+    StoreDep,
+    require_metrics_reader,
+)
+from oncotriage.serving.api.schemas import HealthPublic, Message, ReadinessPublic
 from oncotriage.serving.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
@@ -65,8 +72,19 @@ async def readyz(
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Depends(require_metrics_reader)],
+    responses={
+        200: {"content": {CONTENT_TYPE: {}}},
+        401: {"model": Message, "description": "No token, or not a valid one."},
+        403: {"model": Message, "description": "A token that is not allowed to read metrics."},
+    },
+)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition format."""
+    """Prometheus exposition format. Send ``Authorization: Bearer <ONCOTRIAGE_METRICS_TOKEN>``
+    (Prometheus: ``authorization: {credentials: ...}`` in the scrape job) or an
+    administrator's API token."""
     payload = await run_in_threadpool(request.app.state.metrics.render)
     return Response(payload, media_type=CONTENT_TYPE)
