@@ -177,6 +177,16 @@ def train(
     parts = build_components(cfg, train_cfg, dev, steps_per_epoch)
     network, detector, optimizer = parts.network, parts.detector, parts.optimizer
     state = parts.restore(last_path) if resume else LoopState()
+    if state.best_epoch and not best_path.is_file():
+        # Ctrl-C between picking a new best and writing it: the checkpoint names a best
+        # epoch whose weights were never saved. Forget it, so validation picks one again.
+        logger.warning(
+            "%s names epoch %d as best, but %s is missing: the best is chosen again",
+            last_path,
+            state.best_epoch,
+            best_path,
+        )
+        state.best_metric, state.best_epoch, state.best_val = -math.inf, 0, {}
     start_epoch = state.epoch
 
     client = None
@@ -364,6 +374,17 @@ def train(
         raise TrainingInterrupted(last_path, state.run_id) from None
 
     bundle_dir: Path | None = None
+    if main and not best_path.is_file():
+        # Every completed run ends with a best checkpoint; should none have been written (no
+        # validation ran in the epochs this process trained), the final weights are it.
+        logger.warning(
+            "no validation chose a best checkpoint in this run; the final weights (epoch %d) "
+            "are saved as %s",
+            state.epoch,
+            best_path,
+        )
+        state.best_epoch = state.epoch
+        save_checkpoint(best_path, checkpoint_state(state.epoch))
     if main:
         assert client is not None and state.run_id is not None
         bundle_dir = _finish_run(

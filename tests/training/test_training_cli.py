@@ -331,3 +331,51 @@ def test_3d_detector_trains_and_evaluates_with_sliding_window(tmp_path: Path) ->
     )
     assert report.metrics.froc.num_images == 1 and report.run_id is not None
     assert report.metrics.froc.num_lesions >= 1
+
+
+@pytest.mark.parametrize("best_file", ["missing", "kept"])
+def test_resume_always_ends_with_a_best_checkpoint(tmp_path: Path, best_file: str) -> None:
+    """The flaky fresh-clone failure, made deterministic: a checkpoint names a best epoch
+    (metric 2.0, above anything validation can reach) whose best.pt was never written, as when
+    Ctrl-C lands between choosing a new best and saving it. Resumed training must still end
+    with a best checkpoint (it crashed with 'No such file ... best.pt'); a best.pt that does
+    exist is kept."""
+    import torch
+
+    from oncotriage.datasets.synth import run_synth
+    from oncotriage.training.config import load_training_config
+    from oncotriage.training.train import train
+
+    datalist = run_synth("cxr", 6, 1, tmp_path / "data")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+
+    def run(epochs: int, *, resume: bool) -> Any:
+        cfg = load_training_config(TINY, [*TINY_TRAINING, f"training.epochs={epochs}"])
+        return train(
+            cfg,
+            datalist,
+            out_dir=out,
+            tracking_uri=uri,
+            resume=resume,
+            export=False,
+            show_progress=False,
+        )
+
+    run(1, resume=False)
+    last, best = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
+    state = torch.load(last, weights_only=False)
+    state["best_metric"], state["best_epoch"] = 2.0, 1
+    torch.save(state, last)
+    if best_file == "missing":
+        best.unlink()
+    before = best.read_bytes() if best.is_file() else None
+    result = run(2, resume=True)
+    assert result.best_checkpoint == best and best.is_file()
+    saved = torch.load(best, weights_only=False)
+    if best_file == "missing":
+        # chosen again by epoch 2's validation
+        assert (result.best_epoch, saved["epoch"]) == (2, 2)
+        assert result.best_metric is not None and result.best_metric <= 1.0
+    else:
+        assert best.read_bytes() == before and result.best_epoch == 1
