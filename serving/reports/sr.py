@@ -250,6 +250,10 @@ def _as_priority(priority: Priority | str) -> Priority:
         raise ValueError(f"unknown priority {priority!r}; use one of {allowed}") from None
 
 
+#: Defined Terms of Specific Character Set (PS3.3 C.12.1.1.2) that highdicom takes.
+_KNOWN_CHARSETS = frozenset(term.value for term in hd.enum.SpecificCharacterSetValues)
+
+
 def _header_only(ds: Dataset) -> Dataset:
     """A shallow copy of ``ds`` without pixel data, with empty type 2 patient/study attributes
     added where the source lacks them (highdicom requires them on the first evidence item)."""
@@ -264,7 +268,24 @@ def _header_only(ds: Dataset) -> Dataset:
     for keyword in _REQUIRED_HEADER_KEYWORDS:
         if keyword not in header:
             setattr(header, keyword, "")
+    _known_character_set(header)
     return header
+
+
+def _known_character_set(header: Dataset) -> None:
+    """Give ``header`` a Specific Character Set highdicom accepts.
+
+    Its text values are already decoded (iterating the source decoded them, with pydicom's
+    default where a term was unknown); an unknown term (``NOT_A_CHARSET``, seen from real
+    senders) is replaced by UTF-8, in which the report then writes those values.
+    """
+    terms = header.get("SpecificCharacterSet")
+    if terms is None:
+        return
+    values = [terms] if isinstance(terms, str) else list(terms)
+    if all(str(term).strip() in _KNOWN_CHARSETS for term in values if str(term).strip()):
+        return
+    header.SpecificCharacterSet = "ISO_IR 192"
 
 
 def _datasets_for_key(

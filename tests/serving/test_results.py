@@ -222,3 +222,22 @@ def test_openapi_documents_every_route_with_a_response_model(sqlite_service_fact
         content = spec["paths"][path][method]["responses"]["200"].get("content", {})
         if "application/json" in content:
             assert "$ref" in str(content["application/json"]["schema"]), (path, method)
+
+
+def test_report_of_a_study_sent_with_an_unknown_character_set(
+    sqlite_service_factory, flagging_bundle
+) -> None:
+    """The probe's 500: an instance whose Specific Character Set is ``NOT_A_CHARSET``, stored
+    and triaged; its report.dcm must still be served (written in UTF-8)."""
+    instance = dx_instance(51)
+    instance.SpecificCharacterSet = "NOT_A_CHARSET"
+    with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
+        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        study_id = study_id_for(service, "A", instance.StudyInstanceUID)
+        service.wait_for_study(study_id, "A")
+        with service.client("A") as client:
+            answer = client.get(f"/v1/studies/{study_id}/report.dcm")
+    assert answer.status_code == 200, answer.text
+    report = pydicom.dcmread(io.BytesIO(answer.content))
+    assert report.SpecificCharacterSet == "ISO_IR 192"
+    assert report.StudyInstanceUID == instance.StudyInstanceUID

@@ -335,3 +335,27 @@ def test_rejects_a_ct_finding_outside_the_volume() -> None:
 def test_rejects_bad_study_values(override: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_sr([_radiograph()], {}, **{**_kwargs(), **override})
+
+
+@pytest.mark.parametrize(
+    "charset", ["NOT_A_CHARSET", ["ISO_IR 100", "NOT_A_CHARSET"], "ISO_IR 192", "GB18030"]
+)
+def test_a_source_with_any_character_set_gives_a_report(charset) -> None:
+    """A stored instance whose Specific Character Set pydicom does not know (the probe's
+    ``NOT_A_CHARSET``) made report.dcm a 500 (ValueError in highdicom). The report is written
+    in UTF-8 and keeps the patient's name."""
+    image = _radiograph()
+    image.SpecificCharacterSet = charset
+    image.PatientName = "Zhang^San"
+    stored = pydicom.dcmread(io.BytesIO(_to_file_bytes(image)))
+    sr = build_sr([stored], {image.SeriesInstanceUID: []}, **_kwargs())
+    doc = _round_trip(sr)
+    assert str(doc.PatientName) == "Zhang^San"
+    if charset in ("NOT_A_CHARSET", ["ISO_IR 100", "NOT_A_CHARSET"]):
+        assert doc.SpecificCharacterSet == "ISO_IR 192"
+
+
+def _to_file_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
