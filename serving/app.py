@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oncotriage import __version__
+from oncotriage.serving.api.contract import OptionsMiddleware, install_openapi, negotiate
 from oncotriage.serving.api.deps import TokenCache
 from oncotriage.serving.api.routes import API_ROUTERS
 from oncotriage.serving.audit import ReadTrail
@@ -225,6 +226,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(negotiate)],
         openapi_tags=[
             {"name": "dicomweb", "description": "DICOMweb STOW-RS intake and WADO-RS retrieval."},
             {"name": "studies", "description": "Submitted studies, results and reports."},
@@ -257,6 +259,7 @@ def create_app(
         )
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(OptionsMiddleware, router_app=app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
 
     for router in API_ROUTERS:
@@ -269,6 +272,7 @@ def create_app(
     def _root() -> RedirectResponse:
         return RedirectResponse("/ui" if web_router is not None else "/docs")
 
+    install_openapi(app)
     return app
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -59,6 +60,12 @@ DatabaseDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ContentStore, Depends(get_store)]
 InferenceDep = Annotated[ModelManager, Depends(get_models)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def unprocessable(message: str, *loc: str | int) -> RequestValidationError:
+    """A 422 whose body has the same shape as FastAPI's own validation errors
+    (``{"detail": [{"type", "loc", "msg"}]}``), so every 422 matches one schema."""
+    return RequestValidationError([{"type": "value_error", "loc": list(loc), "msg": message}])
 
 
 def _unauthorized(detail: str) -> HTTPException:

@@ -223,6 +223,22 @@ class ReferralsPublic(BaseModel):
     count: int
 
 
+class ValidationErrorItem(BaseModel):
+    """One reason a request was refused (the shape of FastAPI's validation errors)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorsPublic(BaseModel):
+    """Every 422 body, from the request's schema or from the service's own checks."""
+
+    detail: list[ValidationErrorItem]
+
+
 class HealthPublic(BaseModel):
     status: str
 

@@ -10,8 +10,15 @@ from oncotriage.serving.api.deps import (
     SessionDep,
     SettingsDep,
     TrailDep,
+    unprocessable,
 )
-from oncotriage.serving.api.schemas import Message, ReviewCreate, ReviewPublic, ReviewsPublic
+from oncotriage.serving.api.schemas import (
+    Message,
+    ReviewCreate,
+    ReviewPublic,
+    ReviewsPublic,
+    ValidationErrorsPublic,
+)
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction
 from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
@@ -32,7 +39,7 @@ router = APIRouter(prefix="/v1/studies", tags=["reviews"])
     responses={
         404: {"model": Message, "description": "No such study on your worklist."},
         409: {"model": Message, "description": "You do not hold a live claim, or it is decided."},
-        422: {"description": "Invalid decision or boxes."},
+        422: {"model": ValidationErrorsPublic, "description": "Invalid decision or boxes."},
     },
 )
 def create_review(
@@ -52,7 +59,7 @@ def create_review(
     except ClaimConflictError as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
     except ReviewInputError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        raise unprocessable(str(error), "body", "corrected_boxes") from None
 
 
 @router.get(

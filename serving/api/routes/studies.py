@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, UploadFile, status
@@ -20,6 +21,7 @@ from oncotriage.serving.api.deps import (
     Skip,
     StoreDep,
     TrailDep,
+    unprocessable,
 )
 from oncotriage.serving.api.routes.dicomweb import base_url
 from oncotriage.serving.api.schemas import (
@@ -29,6 +31,7 @@ from oncotriage.serving.api.schemas import (
     StudyPublic,
     StudyResultPublic,
     SubmissionPublic,
+    ValidationErrorsPublic,
 )
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import Study
@@ -213,7 +216,10 @@ def read_report(
     response_class=Response,
     responses={
         200: {"content": {"image/png": {}}, "description": "The image with the model's boxes."},
-        422: {"model": Message, "description": "No such series/instance/slice, or bad window."},
+        422: {
+            "model": ValidationErrorsPublic,
+            "description": "No such series/instance/slice, or a bad window.",
+        },
         **NOT_FOUND,
     },
 )
@@ -241,7 +247,15 @@ def read_render(
         try:
             centre, width = (float(part) for part in window.split(","))
         except ValueError:
-            raise HTTPException(422, "window is a preset name or CENTRE,WIDTH") from None
+            raise unprocessable(
+                "window is a preset name or CENTRE,WIDTH", "query", "window"
+            ) from None
+        if not (math.isfinite(centre) and math.isfinite(width) and width > 0):
+            raise unprocessable(
+                "window CENTRE,WIDTH must be finite numbers with a positive width",
+                "query",
+                "window",
+            )
         parsed_window = (centre, width)
     request = RenderRequest(
         series_instance_uid=series,
@@ -257,5 +271,5 @@ def read_render(
         trail.add(principal, AuditAction.STUDY_RENDER_READ, study_id=study.id)
         payload = render(store, plan)
     except RenderRequestError as error:
-        raise HTTPException(422, str(error)) from None
+        raise unprocessable(str(error), "query") from None
     return Response(payload, media_type="image/png", headers={"Cache-Control": "private, no-store"})
