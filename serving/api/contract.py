@@ -109,6 +109,7 @@ class OptionsMiddleware:
 
 _MESSAGE = {"$ref": "#/components/schemas/Message"}
 _ERRORS = {
+    "400": "The body could not be read: malformed JSON or multipart.",
     "401": "No token, or not a valid one (`Authorization: Bearer <token>`).",
     "403": "The token's role may not do this (a hospital's token on a specialist's route, or "
     "the reverse).",
@@ -143,7 +144,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
             if "{" in path:
                 wanted.append("404")
             if "requestBody" in operation:
-                wanted.append("413")
+                wanted += ["400", "413"]
             for code in wanted:
                 responses.setdefault(
                     code,
