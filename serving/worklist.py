@@ -155,6 +155,18 @@ def _user(session: Session, principal: Principal) -> User:
     return user
 
 
+#: A case can be claimed and decided once the model has scored it or flagged it for manual
+#: review; before that a decision would race the model's own result.
+DECIDABLE_STATUSES = (StudyStatus.TRIAGED, StudyStatus.FAILED)
+
+
+def not_yet_triaged(status: StudyStatus | str) -> str:
+    return (
+        f"this study is still {StudyStatus(status).value}: it can be claimed and decided once "
+        "the model has triaged it or flagged it for manual review"
+    )
+
+
 def claim(
     session: Session, principal: Principal, study_id: str, *, lease_s: float, now: datetime
 ) -> ClaimPublic:
@@ -172,6 +184,7 @@ def claim(
         .where(
             Study.id == study.id,
             Study.review_status == ReviewStatus.PENDING,
+            Study.status.in_(DECIDABLE_STATUSES),
             sa.or_(
                 Study.claimed_by_id.is_(None),
                 Study.claim_expires_at.is_(None),
@@ -188,6 +201,8 @@ def claim(
         current = session.get(Study, study_id)
         if current is not None and current.review_status is ReviewStatus.DECIDED:
             raise ClaimConflictError("this case has been decided already")
+        if current is not None and current.status not in DECIDABLE_STATUSES:
+            raise ClaimConflictError(not_yet_triaged(current.status))
         holder = current.claimed_by.username if current and current.claimed_by else "someone"
         until = current.claim_expires_at.isoformat() if current and current.claim_expires_at else ""
         raise ClaimConflictError(f"claimed by {holder} until {until}")
@@ -294,6 +309,7 @@ def review(
         .where(
             Study.id == study.id,
             Study.review_status == ReviewStatus.PENDING,
+            Study.status.in_(DECIDABLE_STATUSES),
             Study.claimed_by_id == user.id,
             Study.claim_expires_at > now,
         )
@@ -308,6 +324,8 @@ def review(
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         session.rollback()
+        if study.status not in DECIDABLE_STATUSES:
+            raise ClaimConflictError(not_yet_triaged(study.status))
         raise ClaimConflictError(
             "claim the case first (POST /v1/worklist/{id}/claim); your claim may have expired, "
             "or the case is decided already"

@@ -311,3 +311,36 @@ def test_corrected_boxes_must_be_finite_inside_the_image_and_of_positive_size(
             assert decided.status_code == 201, decided.text
             listed = spec.get(f"/v1/studies/{study_id}/reviews").json()
             assert listed["data"][0]["corrected_boxes"][0]["box_index"] == [0, 0, 63, 63]
+
+
+def test_claims_and_decisions_wait_for_triage(service_factory, flagging_bundle) -> None:
+    """A specialist could claim and decide a study the model had not scored yet; the model
+    then scored it urgent and it never reached the worklist. Now: 409 with the reason while
+    it is received, queued or processing; a study flagged needs_manual_review (failed) can
+    be claimed and decided."""
+    with service_factory(model_uri=str(flagging_bundle), embedded_workers=0) as service:
+        instance = dx_instance(31)
+        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        study_id = study_id_for(service, "A", instance.StudyInstanceUID)
+        with service.client("spec1") as spec:
+            for state in (StudyStatus.RECEIVED, StudyStatus.QUEUED, StudyStatus.PROCESSING):
+                with service.db.session() as session:
+                    session.execute(
+                        sa.update(Study).where(Study.id == study_id).values(status=state)
+                    )
+                    session.commit()
+                refused = spec.post(f"/v1/worklist/{study_id}/claim")
+                assert refused.status_code == 409, (state, refused.text)
+                assert f"still {state.value}" in refused.json()["detail"]
+                decided = spec.post(f"/v1/studies/{study_id}/review", json={"decision": "refer"})
+                assert decided.status_code == 409 and f"still {state.value}" in decided.text
+            with service.db.session() as session:
+                session.execute(
+                    sa.update(Study)
+                    .where(Study.id == study_id)
+                    .values(status=StudyStatus.FAILED, priority=Priority.NEEDS_MANUAL_REVIEW)
+                )
+                session.commit()
+            assert spec.post(f"/v1/worklist/{study_id}/claim").status_code == 200
+            decided = spec.post(f"/v1/studies/{study_id}/review", json={"decision": "more_imaging"})
+            assert decided.status_code == 201, decided.text
