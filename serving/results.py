@@ -132,8 +132,9 @@ class ReportPlan:
     findings_by_key: dict[str, list[object]]
     model_name: str
     model_version: str
-    suspicion_score: float
+    suspicion_score: float | None
     priority: Priority
+    no_score_reason: str | None = None
 
 
 def plan_report(session: Session, study: Study) -> ReportPlan:
@@ -169,8 +170,11 @@ def plan_report(session: Session, study: Study) -> ReportPlan:
         findings_by_key=dict(by_key),
         model_name=study.model_name or "unknown",
         model_version=study.model_version or "unknown",
-        suspicion_score=float(study.suspicion_score or 0.0),
+        suspicion_score=None if study.suspicion_score is None else float(study.suspicion_score),
         priority=study.priority or Priority.NEEDS_MANUAL_REVIEW,
+        no_score_reason=None
+        if study.suspicion_score is not None
+        else (study.failure_reason or "no model scored this study"),
     )
 
 
@@ -189,6 +193,7 @@ def build_report(store: ContentStore, plan: ReportPlan) -> bytes:
         algorithm_version=plan.model_version,
         suspicion_score=plan.suspicion_score,
         priority=plan.priority,
+        no_score_reason=plan.no_score_reason,
     )
     return sr_to_bytes(sr)
 

@@ -62,6 +62,8 @@ SUSPICION_SCORE = Code("SUSPICION-SCORE", LOCAL_SCHEME, "Suspicion score")
 TRIAGE_PRIORITY = codes.SCT.Priority
 FINDING_SCORE = codes.DCM.CertaintyOfFinding
 SCORE_UNIT = codes.UCUM.NoUnits
+#: DCM 121106 "Comment": why a study carries no suspicion score.
+NO_SCORE_COMMENT = codes.DCM.Comment
 FINDING_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
 GEOMETRIC_PURPOSE = codes.SCT.BoundedBy
 
@@ -94,8 +96,9 @@ def build_sr(
     *,
     algorithm_name: str,
     algorithm_version: str,
-    suspicion_score: float,
+    suspicion_score: float | None,
     priority: Priority | str,
+    no_score_reason: str | None = None,
     series_number: int = 9901,
     institution_name: str | None = None,
     manufacturer: str = "oncotriage",
@@ -115,8 +118,11 @@ def build_sr(
             Empty or missing entries mean "nothing found".
         algorithm_name: model name, e.g. ``"cxr-nodule-retinanet"``.
         algorithm_version: model version, e.g. ``"3"``.
-        suspicion_score: study-level score (highest finding score), ``0..1``.
+        suspicion_score: study-level score (highest finding score), ``0..1``; ``None`` when
+            no model scored the study (it then carries no score, never a 0.0).
         priority: triage priority (:class:`~oncotriage.serving.enums.Priority` or its string).
+        no_score_reason: why there is no score (a Comment in the study group), with
+            ``suspicion_score=None``.
         series_number: Series Number of the SR series.
         institution_name: institution that produced the report.
         manufacturer: manufacturer of the algorithm and of the SR.
@@ -135,7 +141,7 @@ def build_sr(
     if not source_datasets:
         raise ValueError("build_sr needs at least one source dataset of the study")
     priority = _as_priority(priority)
-    if not 0.0 <= float(suspicion_score) <= 1.0:
+    if suspicion_score is not None and not 0.0 <= float(suspicion_score) <= 1.0:
         raise ValueError(f"suspicion_score must lie in 0..1, got {suspicion_score}")
     evidence = [_header_only(ds) for ds in source_datasets]
     study_uids = {str(ds.StudyInstanceUID) for ds in evidence}
@@ -158,7 +164,8 @@ def build_sr(
         | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
     ] = [
         _study_group(
-            suspicion_score=float(suspicion_score),
+            suspicion_score=None if suspicion_score is None else float(suspicion_score),
+            no_score_reason=no_score_reason,
             priority=priority,
             algorithm_id=algorithm_id,
             tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "study"]),
@@ -406,21 +413,35 @@ def _procedure_reported(evidence: Sequence[Dataset]) -> Code:
 
 def _study_group(
     *,
-    suspicion_score: float,
+    suspicion_score: float | None,
+    no_score_reason: str | None,
     priority: Priority,
     algorithm_id: hd.sr.AlgorithmIdentification,
     tracking_uid: str,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    measurements = (
+        [hd.sr.Measurement(name=SUSPICION_SCORE, value=suspicion_score, unit=SCORE_UNIT)]
+        if suspicion_score is not None
+        else None
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="Study triage"),
         algorithm_id=algorithm_id,
-        measurements=[
-            hd.sr.Measurement(name=SUSPICION_SCORE, value=suspicion_score, unit=SCORE_UNIT)
-        ],
+        measurements=measurements,
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(name=TRIAGE_PRIORITY, value=PRIORITY_CODES[priority])
         ],
     )
+    if suspicion_score is None:
+        reason = no_score_reason or "no model scored this study"
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=NO_SCORE_COMMENT,
+                value=f"No suspicion score: {reason}"[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
 
 
 def _finding_group(

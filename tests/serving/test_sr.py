@@ -359,3 +359,24 @@ def _to_file_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def test_a_study_without_a_model_score_says_why() -> None:
+    image = _radiograph()
+    sr = build_sr(
+        [image],
+        {},
+        algorithm_name="a",
+        algorithm_version="1",
+        suspicion_score=None,
+        priority=Priority.NEEDS_MANUAL_REVIEW,
+        no_score_reason="image_quality: the image is blank after windowing",
+    )
+    doc = _round_trip(sr)
+    (group,) = doc.content.get_image_measurement_groups()
+    assert group.get_measurements(name=SUSPICION_SCORE) == []
+    assert _text_values(group, codes.DCM.Comment) == [
+        "No suspicion score: image_quality: the image is blank after windowing"
+    ]
+    (evaluation,) = group.get_qualitative_evaluations(name=codes.SCT.Priority)
+    assert evaluation.value == PRIORITY_CODES[Priority.NEEDS_MANUAL_REVIEW]

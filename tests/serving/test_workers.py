@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -10,8 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
+import pydicom
 import pytest
 import sqlalchemy as sa
+from pydicom.sr.codedict import codes
 from service_utils.dicom import ct_series, dx_instance, to_bytes
 from service_utils.receiver import webhook_receiver
 from service_utils.server import Service, stow, study_id_for, wait_until
@@ -149,6 +153,18 @@ def test_failing_model_flags_needs_manual_review(service_factory, make_bundle) -
             result = client.get(f"/v1/studies/{study_id}/result").json()
             assert result["series"][0]["status"] == "failed"
             assert result["findings"] == []
+            # the report carries no suspicion score (never a 0.0), and says why
+            report = client.get(f"/v1/studies/{study_id}/report.dcm")
+            assert report.status_code == 200, report.text
+            doc = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(report.content)))
+            (group,) = doc.content.get_image_measurement_groups()
+            assert group.get_measurements() == []
+            comments = [
+                item.value
+                for item in hd.sr.utils.find_content_items(group[0], name=codes.DCM.Comment)
+            ]
+            assert len(comments) == 1
+            assert comments[0].startswith("No suspicion score: inference failed after 3 attempts")
         with service.db.session() as session:
             job = session.scalar(sa.select(Job))
             assert job is not None
