@@ -27,8 +27,11 @@ _ALIASES = {"application/json": DICOM_JSON, "application/xml": DICOM_XML}
 def produces(route: APIRoute) -> set[str] | None:
     """Media types ``route`` answers with, or ``None`` where the route does not say (it
     negotiates itself, e.g. WADO-RS multipart)."""
-    for code in (200, "200", route.status_code, str(route.status_code)):
-        content = (route.responses.get(code) or {}).get("content")  # type: ignore[call-overload]
+    codes: list[int | str] = [200, "200"]
+    if route.status_code is not None:
+        codes += [route.status_code, str(route.status_code)]
+    for code in codes:
+        content = (route.responses.get(code) or {}).get("content")
         if content:
             return {str(media) for media in content}
     response_class = route.response_class
