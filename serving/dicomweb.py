@@ -20,6 +20,10 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 NATIVE_DICOM_MODEL_NS = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
 
+#: STOW-RS Warning Reason B000 "Coercion of data elements": what the service keeps differs
+#: from what was sent (PS3.18 Table 10.5.3-1).
+WARNING_COERCION = 0xB000
+
 
 class FailureReason(IntEnum):
     """Failure Reason (0008,1197) values used in STOW-RS responses (PS3.18 Table 10.5.3-3,
@@ -149,6 +153,7 @@ class StoreOutcome:
     failure_reason: FailureReason | None = None
     message: str = ""
     retrieve_url: str | None = None
+    warning: str = ""
 
 
 @dataclass
@@ -177,6 +182,9 @@ class StoreResponse:
             item.ReferencedSOPInstanceUID = outcome.sop_instance_uid
             if outcome.retrieve_url:
                 item.RetrieveURL = outcome.retrieve_url
+            if outcome.warning:
+                # PS3.18 Table 10.5.3-1: B000, the service did not keep the data as sent
+                item.WarningReason = WARNING_COERCION
             referenced.append(item)
         failed = []
         for outcome in self.failed:
@@ -192,9 +200,10 @@ class StoreResponse:
         return ds
 
     def http_status(self) -> int:
-        """200 all stored, 202 some stored and some failed, 409 none stored (PS3.18 10.5.3)."""
+        """200 all stored, 202 some stored and some failed or stored with a warning, 409 none
+        stored (PS3.18 10.5.3)."""
         if not self.failed:
-            return 200
+            return 202 if any(outcome.warning for outcome in self.stored) else 200
         if self.stored:
             return 202
         return 409
@@ -203,8 +212,8 @@ class StoreResponse:
         """``Warning: 299`` values explaining each failure in words (PS3.18 8.4.3)."""
         return [
             f'299 oncotriage "{outcome.sop_instance_uid or "unknown instance"}: '
-            f'{_header_safe(outcome.message)}"'
-            for outcome in self.failed[:20]
+            f'{_header_safe(outcome.message or outcome.warning)}"'
+            for outcome in [*self.failed, *(o for o in self.stored if o.warning)][:20]
         ]
 
 

@@ -56,6 +56,7 @@ class InstanceOutcome:
         failure_reason: STOW-RS failure reason when not stored.
         message: why it was refused, in words.
         study_id: the service's study id, when stored.
+        warning: kept, but the sender should know something (in words).
     """
 
     index: int
@@ -68,6 +69,7 @@ class InstanceOutcome:
     failure_reason: FailureReason | None = None
     message: str = ""
     study_id: str | None = None
+    warning: str = ""
 
 
 @dataclass
@@ -248,7 +250,6 @@ def _study_for(
         ["hospital_id", "study_instance_uid"],
     )
     if study is not None:
-        audit.record(session, principal, AuditAction.STUDY_CREATED, study_id=study.id)
         return study, True
     study = session.scalar(
         sa.select(Study).where(
@@ -375,14 +376,17 @@ def _record(
     series_rows: dict[tuple[str, str], Series] = {}
     series_jobs: dict[int, Job] = {}
     held = _held_instances(session, principal.hospital_id, candidates)
+    created: dict[str, Study] = {}
     for candidate in candidates:
         outcome = candidate.outcome
         study = studies.get(outcome.study_instance_uid)
         if study is None:
-            study, _ = _study_for(
+            study, new = _study_for(
                 session, principal, outcome.study_instance_uid, candidate.modality, now
             )
             studies[outcome.study_instance_uid] = study
+            if new:
+                created[study.id] = study
         existing = held.get(outcome.sop_instance_uid)
         if existing is None:
             series_key = (study.id, outcome.series_instance_uid)
@@ -441,7 +445,20 @@ def _record(
                 "re-sent instance differs in encoding; the first copy is kept",
                 extra={"fields": {"instance_id": existing.id}},
             )
+            outcome.warning = (
+                "this SOP Instance UID was received before with different bytes; the first "
+                "copy is kept (a changed image needs a new SOP Instance UID)"
+            )
         outcome.stored, outcome.duplicate, outcome.study_id = True, True, study.id
+    kept = {candidate.outcome.study_id for candidate in candidates if candidate.outcome.stored}
+    for study in created.values():
+        if study.id in kept:
+            audit.record(session, principal, AuditAction.STUDY_CREATED, study_id=study.id)
+        else:
+            # Every instance of this new study was refused (e.g. its SOP Instance UID is
+            # held in another study): no study row without an accepted instance.
+            session.execute(sa.delete(Series).where(Series.study_id == study.id))
+            session.execute(sa.delete(Study).where(Study.id == study.id))
     session.flush()
     for study in touched.values():
         refresh_study(session, study, now=now)

@@ -82,6 +82,11 @@ class InstanceResultPublic(BaseModel):
         default=None, description="STOW-RS Failure Reason (e.g. 49152 = 0xC000)."
     )
     message: str = ""
+    warning: str | None = Field(
+        default=None,
+        description="Kept, but with a warning (e.g. a re-sent SOP Instance UID whose bytes "
+        "differ: the first copy is kept).",
+    )
 
 
 class SubmissionPublic(BaseModel):

@@ -13,8 +13,9 @@ from dicomweb_client.web import _load_xml_dataset
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.server import dicom_json_value, pretty, stow, study_id_for
 
-from oncotriage.serving.db.models import Instance, Job
+from oncotriage.serving.db.models import AuditEvent, Instance, Job, Study
 from oncotriage.serving.dicomweb import FailureReason, parse_multipart
+from oncotriage.serving.enums import AuditAction
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 
@@ -132,14 +133,30 @@ def test_resending_the_same_instance_is_idempotent(service_factory, flagging_bun
         reencoded = dx_instance(8)
         reencoded.ImageComments = "re-sent by another PACS"
         assert to_bytes(reencoded) != data
-        assert stow(service, "A", [to_bytes(reencoded)]).status_code == 200
-        # the same SOP Instance UID in another study is refused
+        # ... but the sender is told its new bytes were not kept: 202, Warning Reason B000
+        # and a Warning header in words
+        warned = stow(service, "A", [to_bytes(reencoded)])
+        assert warned.status_code == 202, pretty(warned)
+        [referenced] = dicom_json_value(warned.json(), "00081199")
+        assert dicom_json_value(referenced, "00081196") == [0xB000]
+        assert "the first copy is kept" in warned.headers["warning"]
+        assert "00081198" not in warned.json()  # nothing failed
+        # the same SOP Instance UID in another study is refused, and leaves no empty study
         moved = dx_instance(8)
         moved.StudyInstanceUID = dx_instance(9).StudyInstanceUID
         conflict = stow(service, "A", [to_bytes(moved)])
         assert conflict.status_code == 409
         failed = dicom_json_value(conflict.json(), "00081198")
         assert dicom_json_value(failed[0], "00081197") == [FailureReason.DUPLICATE_SOP_INSTANCE]
+        with service.client("A") as client:
+            listed = client.get("/v1/studies").json()
+        assert [s["study_instance_uid"] for s in listed["data"]] == [instance.StudyInstanceUID]
+        with service.db.session() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Study)) == 1
+            created = session.scalars(
+                sa.select(AuditEvent.study_id).where(AuditEvent.action == AuditAction.STUDY_CREATED)
+            ).all()
+            assert len(created) == 1
         with service.client("A") as client:
             kept = client.get(
                 f"/dicomweb/studies/{instance.StudyInstanceUID}/series/{instance.SeriesInstanceUID}"

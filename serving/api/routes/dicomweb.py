@@ -86,6 +86,7 @@ def stow_response(
                 stored=outcome.stored,
                 failure_reason=outcome.failure_reason,
                 message=outcome.message,
+                warning=outcome.warning,
                 retrieve_url=(
                     f"{root}/dicomweb/studies/{outcome.study_instance_uid}/series/"
                     f"{outcome.series_instance_uid}/instances/{outcome.sop_instance_uid}"

@@ -115,6 +115,7 @@ async def submit_study(
                 duplicate=outcome.duplicate,
                 failure_reason=int(outcome.failure_reason) if outcome.failure_reason else None,
                 message=outcome.message,
+                warning=outcome.warning or None,
             )
             for outcome in result.outcomes
         ],
