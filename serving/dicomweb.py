@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol
 from xml.etree import ElementTree
 
 import pydicom
@@ -59,6 +60,14 @@ class MultipartError(ValueError):
     """The body is not a well-formed multipart message."""
 
 
+class Buffer(Protocol):
+    """What :func:`split_multipart` reads: ``bytes`` or an ``mmap``."""
+
+    def find(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class BodyPart:
     """One part of a multipart body: its headers (lower-case names) and content."""
@@ -86,8 +95,24 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
     return media_type.strip().lower(), params
 
 
-def parse_multipart(body: bytes, boundary: str, *, max_parts: int) -> list[BodyPart]:
-    """Split a ``multipart/*`` body (RFC 2046) into its parts.
+@dataclass
+class PartSpan:
+    """Where one part of a multipart body lies: its headers and ``body[start:end]``."""
+
+    headers: dict[str, str]
+    start: int
+    end: int
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+def split_multipart(body: Buffer, boundary: str, *, max_parts: int) -> list[PartSpan]:
+    """Find the parts of a ``multipart/*`` body (RFC 2046) without copying them.
+
+    ``body`` is anything with ``find`` and slicing: ``bytes``, or an ``mmap`` of a spooled
+    upload, so a request's parts are read one at a time, never all at once.
 
     Raises:
         MultipartError: malformed body, or more than ``max_parts`` parts.
@@ -95,14 +120,14 @@ def parse_multipart(body: bytes, boundary: str, *, max_parts: int) -> list[BodyP
     if not boundary or len(boundary) > 200:
         raise MultipartError("missing or invalid multipart boundary")
     delimiter = b"--" + boundary.encode("latin-1")
-    if body.startswith(delimiter):
+    if body[: len(delimiter)] == delimiter:
         position = 0
     else:
         position = body.find(b"\r\n" + delimiter)
         if position < 0:
             raise MultipartError("the body has no part with the declared boundary")
         position += 2
-    parts: list[BodyPart] = []
+    parts: list[PartSpan] = []
     while True:
         position += len(delimiter)
         if body[position : position + 2] == b"--":
@@ -114,7 +139,7 @@ def parse_multipart(body: bytes, boundary: str, *, max_parts: int) -> list[BodyP
         if body[header_start : header_start + 2] == b"\r\n":
             header_block, content_start = b"", header_start + 2
         else:
-            header_end = body.find(b"\r\n\r\n", header_start)
+            header_end = body.find(b"\r\n\r\n", header_start, header_start + 16384)
             if header_end < 0:
                 raise MultipartError("multipart part has no end of headers")
             header_block, content_start = body[header_start:header_end], header_end + 4
@@ -122,14 +147,27 @@ def parse_multipart(body: bytes, boundary: str, *, max_parts: int) -> list[BodyP
         if next_delimiter < 0:
             raise MultipartError("multipart body is not closed by its final boundary")
         headers: dict[str, str] = {}
-        for line in header_block.split(b"\r\n"):
+        for line in bytes(header_block).split(b"\r\n"):
             name, sep, value = line.decode("latin-1").partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
-        parts.append(BodyPart(headers=headers, content=body[content_start:next_delimiter]))
+        parts.append(PartSpan(headers=headers, start=content_start, end=next_delimiter))
         if len(parts) > max_parts:
             raise MultipartError(f"more than {max_parts} parts in one request")
         position = next_delimiter + 2
+
+
+def parse_multipart(body: bytes, boundary: str, *, max_parts: int) -> list[BodyPart]:
+    """Split a ``multipart/*`` body held in memory into its parts (see
+    :func:`split_multipart`).
+
+    Raises:
+        MultipartError: malformed body, or more than ``max_parts`` parts.
+    """
+    return [
+        BodyPart(headers=span.headers, content=body[span.start : span.end])
+        for span in split_multipart(body, boundary, max_parts=max_parts)
+    ]
 
 
 def encode_multipart(parts: list[bytes], content_type: str, boundary: str) -> bytes:

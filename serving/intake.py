@@ -473,6 +473,7 @@ def ingest(
     payloads: Sequence[bytes],
     *,
     expected_study_uid: str | None = None,
+    declared_types: Sequence[str] | None = None,
     now: datetime,
 ) -> IntakeResult:
     """Take in the objects of one request for the hospital ``principal`` acts for.
@@ -480,6 +481,8 @@ def ingest(
     Args:
         payloads: DICOM Part 10 files, in request order.
         expected_study_uid: the Study Instance UID from the URL, when the request named one.
+        declared_types: each object's declared media type ("" when none); an object declared
+            as anything but ``application/dicom`` is refused unread.
         now: the request time (recorded as arrival time).
     """
     if principal.hospital_id is None or not principal.is_hospital:
@@ -487,7 +490,19 @@ def ingest(
     result = IntakeResult()
     candidates: list[_Candidate] = []
     first_copy: dict[str, _Candidate] = {}
-    for index, data in enumerate(payloads):
+    for index in range(len(payloads)):
+        declared = declared_types[index] if declared_types is not None else ""
+        if declared not in ("", "application/dicom"):
+            result.outcomes.append(
+                _fail(
+                    InstanceOutcome(index=index),
+                    FailureReason.CANNOT_UNDERSTAND,
+                    f"part {index + 1} is declared {declared[:60]}, not application/dicom: "
+                    "send DICOM Part 10 files",
+                )
+            )
+            continue
+        data = payloads[index]
         checked = _check_and_store(
             index, data, settings=settings, store=store, expected_study_uid=expected_study_uid
         )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
+from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
@@ -293,3 +297,97 @@ def test_retrieved_instance_is_byte_identical(sqlite_service_factory, flagging_b
         )
         with service.client("B") as other:
             assert other.get(path).status_code == 404
+
+
+def _related(boundary: str) -> str:
+    return f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def _anonymous_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def test_a_large_upload_is_not_held_in_memory(sqlite_service_factory, flagging_bundle) -> None:
+    """A 200 MB STOW-RS body (100 parts of a 2 MB radiograph) raised the server's memory by
+    twice its size (the body, then a copy of every part). Spooled to disk and read a part at
+    a time, the server's own memory (RssAnon, sampled while the request runs; the service runs
+    in this process, and the client streams the body) grows by a few instances at most."""
+    boundary = "large-upload-boundary"
+    instance = to_bytes(dx_instance(300, size=1024))
+    copies = 100
+    part = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + instance + b"\r\n"
+
+    def body():
+        for _ in range(copies):
+            yield part
+        yield f"--{boundary}--\r\n".encode()
+
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _anonymous_rss_bytes())
+            time.sleep(0.005)
+
+    with sqlite_service_factory(model_uri=str(flagging_bundle), embedded_workers=0) as service:
+        with service.client("A") as client:
+            # warm up the request path (imports, caches) before measuring
+            client.post(
+                "/dicomweb/studies",
+                content=part + f"--{boundary}--\r\n".encode(),
+                headers={"Content-Type": _related(boundary)},
+            ).raise_for_status()
+            gc.collect()
+            before = _anonymous_rss_bytes()
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            try:
+                answer = client.post(
+                    "/dicomweb/studies",
+                    content=body(),
+                    headers={"Content-Type": _related(boundary)},
+                    timeout=300,
+                )
+            finally:
+                done.set()
+                sampler.join()
+    assert answer.status_code == 200, answer.text[:500]
+    assert len(dicom_json_value(answer.json(), "00081199")) == copies
+    growth_mb = (peak - before) / 2**20
+    assert growth_mb < 64, f"server memory grew by {growth_mb:.0f} MB for a 200 MB body"
+
+
+def test_a_part_that_is_not_dicom_is_refused_by_its_content_type(
+    sqlite_service_factory, flagging_bundle
+) -> None:
+    """A part declared ``text/plain`` was read and accepted as DICOM. It is refused unread,
+    with the reason; the DICOM part beside it is kept (202)."""
+    boundary = "mixed-boundary"
+    good, notes = dx_instance(301), to_bytes(dx_instance(302))
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + to_bytes(good)
+        + f"\r\n--{boundary}\r\nContent-Type: text/plain\r\n\r\n".encode()
+        + notes
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    with sqlite_service_factory(model_uri=str(flagging_bundle), embedded_workers=0) as service:
+        with service.client("A") as client:
+            answer = client.post(
+                "/dicomweb/studies",
+                content=body,
+                headers={"Content-Type": _related(boundary)},
+            )
+            assert answer.status_code == 202, answer.text
+            [failed] = dicom_json_value(answer.json(), "00081198")
+            assert dicom_json_value(failed, "00081197") == [FailureReason.CANNOT_UNDERSTAND]
+            assert (
+                "part 2 is declared text/plain, not application/dicom" in answer.headers["warning"]
+            )
+            listed = client.get("/v1/studies").json()["data"]
+            assert [s["study_instance_uid"] for s in listed] == [good.StudyInstanceUID]

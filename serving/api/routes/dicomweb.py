@@ -27,13 +27,13 @@ from oncotriage.serving.dicomweb import (
     StoreResponse,
     encode_multipart,
     parse_media_type,
-    parse_multipart,
     to_dicom_json,
     to_dicom_xml,
 )
 from oncotriage.serving.enums import AuditAction
 from oncotriage.serving.intake import IntakeResult, ingest
 from oncotriage.serving.security import study_visibility_clause
+from oncotriage.serving.uploads import multipart_parts, spool
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -135,29 +135,33 @@ async def _stow(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             'send multipart/related; type="application/dicom" (DICOM Part 10 files)',
         )
-    body = await request.body()
-    try:
-        parts = parse_multipart(
-            body, params.get("boundary", ""), max_parts=settings.max_instances_per_request
-        )
-    except MultipartError as error:
-        too_many = "parts in one request" in str(error)
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE if too_many else status.HTTP_400_BAD_REQUEST,
-            str(error),
-        ) from None
-    if not parts:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "the request holds no instances")
-    result = await run_in_threadpool(
-        ingest,
-        db,
-        store,
-        settings,
-        principal,
-        [part.content for part in parts],
-        expected_study_uid=study_uid,
-        now=utcnow(),
-    )
+    # Spooled to disk and read a part at a time: memory stays bounded whatever the body size.
+    with await spool(request.stream()) as spooled:
+        try:
+            with multipart_parts(
+                spooled, params.get("boundary", ""), max_parts=settings.max_instances_per_request
+            ) as parts:
+                if not len(parts):
+                    raise HTTPException(
+                        status.HTTP_400_BAD_REQUEST, "the request holds no instances"
+                    )
+                result = await run_in_threadpool(
+                    ingest,
+                    db,
+                    store,
+                    settings,
+                    principal,
+                    parts,
+                    expected_study_uid=study_uid,
+                    declared_types=parts.declared_types(),
+                    now=utcnow(),
+                )
+        except MultipartError as error:
+            too_many = "parts in one request" in str(error)
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE if too_many else status.HTTP_400_BAD_REQUEST,
+                str(error),
+            ) from None
     return stow_response(result, base_url(request, settings.public_base_url), study_uid, media_type)
 
 

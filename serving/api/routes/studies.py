@@ -53,6 +53,7 @@ from oncotriage.serving.studies import (
     list_studies,
     study_public,
 )
+from oncotriage.serving.uploads import UploadedFiles, read_whole
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"])
 
@@ -98,7 +99,8 @@ async def submit_study(
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"at most {settings.max_instances_per_request} files per request",
         )
-    payloads = [await upload.read() for upload in files]
+    # each upload is read from its spooled file when intake reaches it
+    payloads = UploadedFiles([upload.file for upload in files], read_whole)
     result = await run_in_threadpool(ingest, db, store, settings, principal, payloads, now=utcnow())
     studies: list[StudyPublic] = []
     for study_id in result.study_ids:
