@@ -179,6 +179,7 @@ def _check_and_store(
         validate_instance(ds)
     except UnsupportedImageError as error:
         return _fail(outcome, failure_reason_for(error.code), str(error))
+    outcome.warning = _charset_warning(ds)
     try:
         stored = store.put(data)
     except StoreError as error:
@@ -194,6 +195,23 @@ def _check_and_store(
         content_hash=stored.content_hash,
         stored_path=stored.relative_path,
         size_bytes=stored.size_bytes,
+    )
+
+
+def _charset_warning(ds: Any) -> str:
+    """Words for the sender when the Specific Character Set names terms DICOM does not
+    define (e.g. ``NOT_A_CHARSET``): the instance is kept as sent, its text read as the
+    default repertoire, and reports are written in UTF-8."""
+    from pydicom.charset import python_encoding
+
+    terms = ds.get("SpecificCharacterSet")
+    values = [terms] if isinstance(terms, str) else list(terms or [])
+    unknown = [str(term) for term in values if str(term).strip() not in python_encoding]
+    if not unknown:
+        return ""
+    return (
+        f"unknown Specific Character Set {', '.join(unknown)[:60]}: kept, its text read as "
+        "the default character set (names may show wrongly)"
     )
 
 

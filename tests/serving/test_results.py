@@ -232,7 +232,10 @@ def test_report_of_a_study_sent_with_an_unknown_character_set(
     instance = dx_instance(51)
     instance.SpecificCharacterSet = "NOT_A_CHARSET"
     with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
-        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        sent = stow(service, "A", [to_bytes(instance)])
+        # kept, and the sender is told its character set is unknown
+        assert sent.status_code == 202, sent.text
+        assert "unknown Specific Character Set NOT_A_CHARSET" in sent.headers["warning"]
         study_id = study_id_for(service, "A", instance.StudyInstanceUID)
         service.wait_for_study(study_id, "A")
         with service.client("A") as client:
