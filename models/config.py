@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from oncotriage.models.intended import IntendedInputs
+
 __all__ = [
     "BackboneConfig",
     "DetectorConfig",
@@ -216,6 +218,8 @@ class DetectorConfig(_Strict):
         box_coder_weights: MONAI ``BoxCoder`` weights, ``2 * spatial_dims`` values.
         preprocessing, postprocess, inference, export: see their classes.
         training: free-form section read by the training code (epochs, patch size, matcher...).
+        intended_inputs: the images the model is made for (written into every exported
+            spec; the dimensionality's default when absent).
     """
 
     name: str
@@ -235,6 +239,7 @@ class DetectorConfig(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     training: dict[str, Any] = Field(default_factory=dict)
+    intended_inputs: IntendedInputs | None = None
 
     @property
     def num_levels(self) -> int:

@@ -272,6 +272,7 @@ def spec_tags(spec: ModelSpec) -> dict[str, str]:
         if value is None or key in ("name", "version"):  # the registry's own, not the spec's
             continue
         tags[f"{TAG_PREFIX}{key}"] = value if isinstance(value, str) else _json(value)
+    tags[f"{TAG_PREFIX}reads"] = _clip(spec.reads.describe())  # also for older specs
     return tags
 
 

@@ -24,6 +24,7 @@ from oncotriage.models.config import (
     PreprocessingConfig,
     SlidingWindowConfig,
 )
+from oncotriage.models.intended import IntendedInputs
 
 __all__ = [
     "MODEL_FILENAME",
@@ -102,6 +103,8 @@ class ModelSpec(BaseModel):
         dataset_fingerprint: identifier of the training data (hash of its datalist).
         training_run_id: MLflow run that produced the weights.
         intended_use: who may use it for what; synthetic-data models say so.
+        intended_inputs: the images it reads (modality, body part, view, dimensionality,
+            spacing, slices); ``None`` in older specs, read as :attr:`reads` says.
         created_at: export time (UTC ISO 8601).
         export: how the ONNX file was produced (opset, versions, optimisation, checks).
     """
@@ -129,8 +132,14 @@ class ModelSpec(BaseModel):
     dataset_fingerprint: str | None = None
     training_run_id: str | None = None
     intended_use: str = UNTRAINED_INTENDED_USE
+    intended_inputs: IntendedInputs | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     export: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def reads(self) -> IntendedInputs:
+        """The images this model is made for (the dimensionality's default when unstated)."""
+        return self.intended_inputs or IntendedInputs.default_for(self.spatial_dims)
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -144,6 +153,11 @@ class ModelSpec(BaseModel):
         if len(self.anchors.feature_map_scales) != self.num_levels:
             raise ValueError(
                 f"{len(self.anchors.feature_map_scales)} anchor scales for {self.num_levels} levels"
+            )
+        if self.intended_inputs and self.intended_inputs.spatial_dims != self.spatial_dims:
+            raise ValueError(
+                f"intended_inputs are {self.intended_inputs.spatial_dims}D for a "
+                f"{self.spatial_dims}D model"
             )
         for key, value in self.metrics.items():
             if not math.isfinite(value):
@@ -185,6 +199,10 @@ class ModelSpec(BaseModel):
                 operating=0.5, urgent=0.9, target_sensitivity=0.95, calibrated=False
             )
         weights = cfg.box_coder_weights or [1.0] * (2 * cfg.spatial_dims)
+        fields.setdefault(
+            "intended_inputs",
+            cfg.intended_inputs or IntendedInputs.default_for(cfg.spatial_dims),
+        )
         return cls(
             name=name or cfg.name,
             version=version,

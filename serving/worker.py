@@ -480,7 +480,7 @@ class Worker:
             model = self.models.current()
             image = self._read(job_input)
             started = time.perf_counter()
-            network_input = model.pipeline.prepare(image)
+            network_input = self._prepare(model, image)
             prepare_s = time.perf_counter() - started
         except Exception as error:
             self.leases.release(held)
@@ -490,6 +490,35 @@ class Worker:
             self.leases.release(held)
             raise
         return _Prepared(lease, job_input, model, network_input, held, prepare_s)
+
+    @staticmethod
+    def _prepare(model: LoadedModel, image: ImageVolume) -> PreparedInput:
+        """The network input, once the image is known to be for this model and readable.
+
+        Raises:
+            PermanentJobError: no model for this image ("no model for MG: ..."), or it
+                fails the quality gate ("image_quality: ..."); a person reads it instead.
+        """
+        from oncotriage.datasets.image import UnsupportedImageError
+        from oncotriage.datasets.quality import image_quality_problem
+
+        reason = model.spec.reads.mismatch(image)
+        if reason is not None:
+            raise PermanentJobError(reason)
+        problem = image_quality_problem(image.array)
+        if problem is not None:
+            raise PermanentJobError(f"image_quality: {problem}")
+        try:
+            prepared = model.pipeline.prepare(image)
+        except UnsupportedImageError as error:
+            raise PermanentJobError(f"image cannot be used ({error.code}): {error}") from error
+        intensity = model.spec.preprocessing.intensity
+        problem = image_quality_problem(
+            image.array, prepared.pre.array, low=intensity.b_min, high=intensity.b_max
+        )
+        if problem is not None:
+            raise PermanentJobError(f"image_quality: {problem}")
+        return prepared
 
     def _infer(self, prepared: _Prepared) -> _Inferred:
         """Run the network (the only step on the model thread: ONNX Runtime and the Triton

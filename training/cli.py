@@ -432,6 +432,7 @@ def models_show_command(
         table.add_row(label, *values)
 
     row("aliases", [", ".join(v.aliases) or "-" for v in shown])
+    row("reads", [v.tags.get("oncotriage.reads", "-") for v in shown])
     row("created", [v.created.strftime("%Y-%m-%d %H:%M") for v in shown])
     row(
         "dataset",

@@ -340,5 +340,8 @@ def test_radiograph_for_a_ct_model_flags_needs_manual_review(
         study_id = study_id_for(service, "A", instance.StudyInstanceUID)
         study = service.wait_for_study(study_id, "A")
         assert (study["status"], study["priority"]) == ("failed", "needs_manual_review")
-        assert "reads 3D images; this image is 2D" in study["failure_reason"]
+        # the model's intended inputs do not fit: a permanent failure, no retries
+        assert study["failure_reason"].startswith("no model for DX: the model reads 3D CT")
         assert study["suspicion_score"] is None
+        with service.db.session() as session:
+            assert session.scalar(sa.select(Job.attempts)) == 1

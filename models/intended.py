@@ -1,0 +1,93 @@
+"""What a model version reads: the images it was made for, as a typed part of its spec.
+
+A series is scored only by a model whose intended inputs fit it; anything else goes to a
+person (``needs_manual_review``) at once with the reason ("no model for MG"), never to a
+model made for something else. Specs written before this field existed get the default of
+their dimensionality: 2D models read chest radiographs (DX/CR), 3D models chest CT.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from oncotriage.datasets.image import ImageVolume
+
+#: Modalities each dimensionality reads by default (specs without ``intended_inputs``).
+DEFAULT_MODALITIES = {2: ["DX", "CR"], 3: ["CT"]}
+
+
+class IntendedInputs(BaseModel):
+    """The images a model version is made for.
+
+    Attributes:
+        modalities: DICOM Modality values (``DX``, ``CR``, ``CT``, later ``MG``).
+        body_parts: Body Part Examined values it reads (upper case); an image that does not
+            state its body part is taken as the model's.
+        views: View Position values (``PA``, ``AP``); empty: any view.
+        spatial_dims: 2 (radiographs) or 3 (CT volumes).
+        min_pixel_spacing_mm, max_pixel_spacing_mm: in-plane spacing range it was trained on.
+        min_slices: fewest slices of a volume it reads.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    modalities: list[str]
+    body_parts: list[str] = Field(default_factory=lambda: ["CHEST"])
+    views: list[str] = Field(default_factory=list)
+    spatial_dims: int = Field(ge=2, le=3)
+    min_pixel_spacing_mm: float | None = Field(default=None, gt=0)
+    max_pixel_spacing_mm: float | None = Field(default=None, gt=0)
+    min_slices: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def default_for(cls, spatial_dims: int) -> IntendedInputs:
+        if spatial_dims not in DEFAULT_MODALITIES:
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        return cls(
+            modalities=list(DEFAULT_MODALITIES[spatial_dims]),
+            spatial_dims=spatial_dims,
+            min_slices=16 if spatial_dims == 3 else None,
+        )
+
+    def describe(self) -> str:
+        """One line for ``models show`` and for reasons: ``2D DX/CR chest (PA/AP)``."""
+        views = f" ({'/'.join(self.views)})" if self.views else ""
+        spacing = ""
+        if self.min_pixel_spacing_mm or self.max_pixel_spacing_mm:
+            spacing = (
+                f", spacing {self.min_pixel_spacing_mm or 0:g}-"
+                f"{self.max_pixel_spacing_mm or float('inf'):g} mm"
+            )
+        slices = f", at least {self.min_slices} slices" if self.min_slices else ""
+        return (
+            f"{self.spatial_dims}D {'/'.join(self.modalities)} "
+            f"{'/'.join(part.lower() for part in self.body_parts)}{views}{spacing}{slices}"
+        )
+
+    def mismatch(self, image: ImageVolume, *, body_part: str = "", view: str = "") -> str | None:
+        """Why ``image`` is not for this model (a reason for the worklist), or ``None``."""
+        modality = (image.modality or "").upper()
+        if modality not in self.modalities:
+            return f"no model for {modality or 'this modality'}: the model reads {self.describe()}"
+        if image.spatial_dims != self.spatial_dims:
+            return (
+                f"no model for {image.spatial_dims}D {modality}: the model reads {self.describe()}"
+            )
+        part = body_part.strip().upper()
+        if part and part not in self.body_parts:
+            return (
+                f"no model for {modality} of the {part.lower()}: the model reads {self.describe()}"
+            )
+        if view and self.views and view.strip().upper() not in self.views:
+            return f"no model for {modality} view {view}: the model reads {self.describe()}"
+        if self.min_slices and image.spatial_dims == 3 and image.array.shape[2] < self.min_slices:
+            return (
+                f"the series has {image.array.shape[2]} slices; the model reads volumes of at "
+                f"least {self.min_slices}"
+            )
+        spacing = min(image.spacing[:2])
+        if self.min_pixel_spacing_mm and spacing < self.min_pixel_spacing_mm * 0.5:
+            return f"pixel spacing {spacing:g} mm is far below the model's {self.describe()}"
+        if self.max_pixel_spacing_mm and spacing > self.max_pixel_spacing_mm * 2:
+            return f"pixel spacing {spacing:g} mm is far above the model's {self.describe()}"
+        return None
