@@ -44,13 +44,31 @@ def synth_command(
     negative_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of studies without nodules.")
     ] = 0.3,
+    generator_version: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2,
+            help="1: the original generator (old seeds reproduce); 2: 3D nodules, benign "
+            "distractors, vendors and acquisition variety (cxr only).",
+        ),
+    ] = 1,
 ) -> None:
     """Write synthetic screening studies as DICOM plus a MONAI detection datalist."""
     from oncotriage.datasets.synth import run_synth
 
-    datalist = run_synth(
-        kind=kind.value, n=n, seed=seed, out=out, negative_fraction=negative_fraction
-    )
+    try:
+        datalist = run_synth(
+            kind=kind.value,
+            n=n,
+            seed=seed,
+            out=out,
+            negative_fraction=negative_fraction,
+            generator_version=generator_version,
+        )
+    except ValueError as exc:
+        typer.secho(f"synth: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"datalist: {datalist}")
 
 

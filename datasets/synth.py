@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from oncotriage.datasets.dicom_writer import (
+    MANUFACTURER,
     SYNTHETIC_NOTICE,
     build_ct_slice_dataset,
     build_dx_dataset,
@@ -40,6 +41,7 @@ from oncotriage.datasets.dicom_writer import (
     save_dataset,
 )
 from oncotriage.datasets.synth_cxr import CxrCase, render_cxr_case
+from oncotriage.datasets.synth_cxr_v2 import CxrCaseV2, render_cxr_case_v2
 from oncotriage.datasets.synth_ldct import CtCase, render_ct_case
 from oncotriage.progress import progress_bar
 
@@ -47,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("cxr", "ldct")
 SPLITS = ("training", "validation", "test")
+#: generator versions: 1 as it always was (old seeds reproduce); 2 adds 3D nodules, distractors
+#: and acquisition variety (radiographs only; CT stays version 1)
+GENERATOR_VERSIONS = (1, 2)
 _KIND_CODE = {"cxr": 2, "ldct": 3}
 _SPLIT_STREAM = 0x5B117
 
@@ -64,9 +69,22 @@ def case_entropy(kind: str, seed: int, case_index: int) -> tuple[int, int, int]:
     return (seed, _KIND_CODE[kind], case_index)
 
 
+def _check_version(kind: str, generator_version: int) -> None:
+    if generator_version not in GENERATOR_VERSIONS:
+        raise ValueError(f"generator version must be one of {GENERATOR_VERSIONS}")
+    if generator_version == 2 and kind != "cxr":
+        raise ValueError("generator version 2 makes radiographs only (--kind cxr)")
+
+
 def render_case(
-    kind: str, seed: int, case_index: int, *, positive: bool, include_nodules: bool = True
-) -> CxrCase | CtCase:
+    kind: str,
+    seed: int,
+    case_index: int,
+    *,
+    positive: bool,
+    include_nodules: bool = True,
+    generator_version: int = 1,
+) -> CxrCase | CxrCaseV2 | CtCase:
     """Render (without writing) case ``case_index`` of a synthetic set.
 
     Args:
@@ -75,8 +93,12 @@ def render_case(
         case_index: 0-based case number.
         positive: whether the case has nodules.
         include_nodules: ``False`` renders the identical case without its nodules.
+        generator_version: 1 (default) or 2 (see :mod:`oncotriage.datasets.synth_cxr_v2`).
     """
+    _check_version(kind, generator_version)
     entropy = case_entropy(kind, seed, case_index)
+    if generator_version == 2:
+        return render_cxr_case_v2(entropy, positive=positive, include_nodules=include_nodules)
     if kind == "cxr":
         return render_cxr_case(entropy, positive=positive, include_nodules=include_nodules)
     return render_ct_case(entropy, positive=positive, include_nodules=include_nodules)
@@ -98,7 +120,8 @@ def write_case(
     out: Path,
     include_nodules: bool = True,
     case_id: str | None = None,
-    case: CxrCase | CtCase | None = None,
+    case: CxrCase | CxrCaseV2 | CtCase | None = None,
+    generator_version: int = 1,
 ) -> dict[str, Any]:
     """Render one case, write its DICOM under ``out`` and return its datalist entry.
 
@@ -123,10 +146,44 @@ def write_case(
     identity = make_identity(kind, seed, case_index)
     if case is None:
         case = render_case(
-            kind, seed, case_index, positive=positive, include_nodules=include_nodules
+            kind,
+            seed,
+            case_index,
+            positive=positive,
+            include_nodules=include_nodules,
+            generator_version=generator_version,
         )
     extra: dict[str, Any]
-    if isinstance(case, CxrCase):
+    if isinstance(case, CxrCaseV2):
+        image_path = case_dir / "image.dcm"
+        ds = build_dx_dataset(
+            identity,
+            case.pixels,
+            pixel_spacing_mm=case.pixel_spacing_mm,
+            bits_stored=case.bits_stored,
+            window_center=case.window_center,
+            window_width=case.window_width,
+            include_pixel_spacing=case.include_pixel_spacing,
+            detector_type=case.detector_type,
+        )
+        ds.PhotometricInterpretation = case.photometric
+        ds.PresentationLUTShape = "INVERSE" if case.photometric == "MONOCHROME1" else "IDENTITY"
+        ds.ManufacturerModelName = case.manufacturer_model
+        ds.Manufacturer = f"{MANUFACTURER} ({case.params['vendor']})"
+        ds.ViewPosition = case.view_position
+        save_dataset(ds, image_path)
+        image = f"{case_id}/image.dcm"
+        extra = {
+            "nodule_type": [n.nodule_type for n in case.nodules],
+            "margin": [n.margin for n in case.nodules],
+            "peak_density": [n.peak_density for n in case.nodules],
+            "distractor_box": [
+                [round(float(v), 4) for v in box] for box in case.distractor_boxes_world()
+            ],
+            "distractor_kind": [d.kind for d in case.distractors],
+            "generator": case.params,
+        }
+    elif isinstance(case, CxrCase):
         image_path = case_dir / "image.dcm"
         ds = build_dx_dataset(
             identity,
@@ -222,7 +279,14 @@ def dump_datalist_json(datalist: dict[str, Any]) -> str:
     return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r",\s*", ", ", m.group(1)) + "]", text) + "\n"
 
 
-def run_synth(kind: str, n: int, seed: int, out: Path, negative_fraction: float = 0.3) -> Path:
+def run_synth(
+    kind: str,
+    n: int,
+    seed: int,
+    out: Path,
+    negative_fraction: float = 0.3,
+    generator_version: int = 1,
+) -> Path:
     """Write ``n`` synthetic studies of ``kind`` and their datalist under ``out``.
 
     Args:
@@ -236,6 +300,7 @@ def run_synth(kind: str, n: int, seed: int, out: Path, negative_fraction: float 
         Path of ``out/datalist.json``.
     """
     _check_kind(kind)
+    _check_version(kind, generator_version)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if seed < 0:
@@ -261,10 +326,23 @@ def run_synth(kind: str, n: int, seed: int, out: Path, negative_fraction: float 
         "labels": {"0": "nodule"},
         **{split: [] for split in SPLITS},
     }
+    if generator_version != 1:
+        # version 1 datalists stay byte-identical; version 2 says which generator made it
+        datalist["generator_version"] = generator_version
+        datalist["distractors"] = (
+            "distractor_box/distractor_kind: benign look-alikes, not nodules (not in box)"
+        )
     with progress_bar() as progress:
         task = progress.add_task(f"synth {kind}", total=n)
         for index in range(n):
-            entry = write_case(kind, seed, index, positive=positive[index], out=out)
+            entry = write_case(
+                kind,
+                seed,
+                index,
+                positive=positive[index],
+                out=out,
+                generator_version=generator_version,
+            )
             datalist[splits[index]].append(entry)
             progress.advance(task)
     path = out / "datalist.json"

@@ -1,4 +1,5 @@
-"""``oncotriage export``: a detector config (+ checkpoint) to an ONNX model bundle."""
+"""``oncotriage export`` (a detector config + checkpoint) and ``oncotriage import-bundle`` (a
+MONAI Model Zoo bundle) to an ONNX model bundle."""
 
 from __future__ import annotations
 
@@ -65,6 +66,49 @@ def export_command(
     typer.echo(f"spec:  {onnx_path.parent / 'model_spec.json'}")
 
 
+def import_bundle_command(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="MONAI Model Zoo bundle folder (configs/inference.json, configs/metadata.json, "
+            "models/model.pt), e.g. lung_nodule_ct_detection.",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Bundle folder to write (default: var/models/<name>)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Registry name (default: from the bundle's metadata).")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option(help="Register the result with the bundle's name, version, licence.")
+    ] = True,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Import a MONAI Model Zoo detection bundle: build it with MONAI, export ONNX, register."""
+    from oncotriage.models.import_bundle import BundleError, import_bundle, slug
+
+    if out is None:
+        out = Path("var") / "models" / (name or slug(path.name))
+    try:
+        result = import_bundle(path, out, name=name, register=register, tracking_uri=tracking_uri)
+    except (BundleError, FileNotFoundError) as exc:
+        typer.secho(f"import-bundle failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"bundle:  {result.bundle_name} v{result.bundle_version} (licence: {result.license})"
+    )
+    typer.echo(f"model:   {result.onnx_path}")
+    for note in result.notes:
+        typer.echo(f"note:    {note}")
+    if result.registered_version is not None:
+        typer.echo(f"registered {result.name} version {result.registered_version}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``oncotriage export`` to the root app."""
+    """Add ``oncotriage export`` and ``oncotriage import-bundle`` to the root app."""
     app.command("export")(export_command)
+    app.command("import-bundle")(import_bundle_command)

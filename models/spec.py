@@ -14,8 +14,9 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oncotriage.models.config import (
@@ -32,6 +33,7 @@ __all__ = [
     "AnchorSpec",
     "ModelBundle",
     "ModelSpec",
+    "ScoreCalibration",
     "Thresholds",
     "UNTRAINED_INTENDED_USE",
 ]
@@ -44,6 +46,47 @@ UNTRAINED_INTENDED_USE = (
 )
 
 
+class ScoreCalibration(BaseModel):
+    """Maps the detector's raw study score to a calibrated probability (numpy only).
+
+    ``calibrated = sigmoid(slope * logit(raw) + intercept)``: Platt scaling fits both
+    parameters, temperature scaling only ``slope = 1 / T`` (``intercept = 0``). Fitted on
+    the validation split by ``oncotriage calibrate``. The map is increasing (``slope > 0``),
+    so it keeps the order of studies and of the findings within one.
+
+    Attributes:
+        method: ``platt`` or ``temperature``.
+        slope, intercept: the logistic map's parameters.
+        fitted_on: what it was fitted on (split and number of studies), for the record.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["platt", "temperature"]
+    slope: float = Field(gt=0)
+    intercept: float = 0.0
+    fitted_on: str = ""
+
+    @model_validator(mode="after")
+    def _finite(self) -> ScoreCalibration:
+        if not (math.isfinite(self.slope) and math.isfinite(self.intercept)):
+            raise ValueError("score calibration parameters must be finite")
+        if self.method == "temperature" and self.intercept != 0.0:
+            raise ValueError("temperature scaling has no intercept")
+        return self
+
+    def apply(self, raw: Any) -> Any:
+        """Calibrated score(s) for raw score(s) in [0, 1] (a float for a float)."""
+        values = np.clip(np.asarray(raw, dtype=np.float64), 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            logit = np.log(values) - np.log1p(-values)
+        z = self.slope * logit + self.intercept
+        out = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid, stable for +-inf
+        if np.ndim(raw) == 0:
+            return float(out)
+        return out
+
+
 class Thresholds(BaseModel):
     """Score thresholds that triage applies to this model's suspicion scores.
 
@@ -54,6 +97,9 @@ class Thresholds(BaseModel):
         target_sensitivity: sensitivity the operating threshold was chosen for.
         calibrated: ``False`` until set from validation data; uncalibrated thresholds are
             placeholders.
+        score_calibration: map from the raw study score to the calibrated one; when set,
+            ``operating`` and ``urgent`` are on the calibrated scale and triage compares the
+            calibrated score with them (``None``, as in older specs: raw scores).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +108,13 @@ class Thresholds(BaseModel):
     urgent: float = Field(ge=0, le=1)
     target_sensitivity: float = Field(default=0.95, gt=0, le=1)
     calibrated: bool = False
+    score_calibration: ScoreCalibration | None = None
+
+    def study_score(self, raw: float) -> float:
+        """The score that triage compares with the thresholds, for a raw study score."""
+        if self.score_calibration is None:
+            return float(raw)
+        return float(self.score_calibration.apply(float(raw)))
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:

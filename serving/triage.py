@@ -1,6 +1,9 @@
 """From findings to a priority: the suspicion score and the thresholds of one model version.
 
-- A series' (job's) suspicion score is its highest finding score (0 when it has none).
+- A series' (job's) suspicion score is its highest finding score (0 when it has none),
+  mapped through the model version's score calibration when its spec has one (Platt or
+  temperature scaling fitted on validation studies, see
+  :class:`oncotriage.models.spec.ScoreCalibration`); the findings keep the detector's scores.
 - A study's suspicion score is the highest over its series.
 - Priority comes from the calibrated thresholds of the model version that scored it:
   ``urgent`` at or above ``thresholds.urgent``, ``suspicious`` at or above
@@ -37,9 +40,18 @@ class HasThresholds(Protocol):
     def urgent(self) -> float: ...
 
 
+class HasStudyScore(Protocol):
+    def study_score(self, raw: float) -> float: ...
+
+
 def suspicion_score(findings: Iterable[HasScore]) -> float:
     """The highest finding score, or 0.0 for no findings."""
     return max((float(finding.score) for finding in findings), default=0.0)
+
+
+def calibrated_suspicion_score(findings: Iterable[HasScore], thresholds: HasStudyScore) -> float:
+    """The series' suspicion score on the scale of the model's thresholds (calibrated)."""
+    return thresholds.study_score(suspicion_score(findings))
 
 
 def priority_for(score: float, thresholds: HasThresholds) -> Priority:

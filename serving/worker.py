@@ -45,7 +45,7 @@ from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.priority import name_native_thread, run_behind_model
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
-from oncotriage.serving.triage import priority_for, refresh_study, suspicion_score
+from oncotriage.serving.triage import calibrated_suspicion_score, priority_for, refresh_study
 
 if TYPE_CHECKING:
     import numpy as np
@@ -640,7 +640,7 @@ class Worker:
         from oncotriage.models.findings import Finding as DetectedFinding
 
         detected = [f for f in findings if isinstance(f, DetectedFinding)]
-        score = suspicion_score(detected)
+        score = calibrated_suspicion_score(detected, model.spec.thresholds)
         priority = priority_for(score, model.spec.thresholds)
         now = utcnow()
         with self.db.session() as session:

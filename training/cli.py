@@ -212,6 +212,18 @@ def calibrate_command(
     target_specificity: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Study-level specificity of 'urgent'.")
     ] = 0.98,
+    urgent_sensitivity: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="Most share of positive validation studies the 'urgent' band may hold.",
+        ),
+    ] = 0.5,
+    score_calibration: Annotated[
+        str,
+        typer.Option(help="Map of the study score fitted first: platt, temperature or none."),
+    ] = "platt",
     out: Annotated[
         Path | None,
         typer.Option(help="Write a calibrated copy of the bundle here instead of in place."),
@@ -237,6 +249,8 @@ def calibrate_command(
                 split=split,
                 target_sensitivity=target_sensitivity,
                 target_specificity=target_specificity,
+                urgent_sensitivity=urgent_sensitivity,
+                score_calibration=None if score_calibration == "none" else score_calibration,
                 tracking_uri=tracking_uri,
                 out=out,
                 log_to_mlflow=log,
@@ -263,12 +277,23 @@ def calibrate_command(
     table.add_row(
         "urgent",
         _fmt(cal.urgent.threshold, 4),
-        f"spec >= {cal.target_specificity:g}",
+        f"spec >= {cal.target_specificity:g}, sens <= {cal.urgent_sensitivity:g}",
         str(cal.urgent.sensitivity),
         str(cal.urgent.specificity),
     )
     Console().print(table)
+    if report.score_calibration is not None:
+        sc = report.score_calibration
+        typer.echo(
+            f"score calibration: {sc.method} (slope {sc.slope:.4g}, intercept "
+            f"{sc.intercept:.4g}); expected calibration error {cal.ece_raw:.3f} raw -> "
+            f"{cal.ece:.3f} calibrated"
+        )
+    else:
+        typer.echo(f"expected calibration error of the raw scores: {cal.ece_raw:.3f}")
     typer.echo(f"thresholds stored in {report.stored_in}")
+    if report.run_id:
+        typer.echo(f"MLflow run: {report.run_id} (calibration/reliability.png)")
 
 
 def _parse_tags(tags: list[str] | None) -> dict[str, str]:

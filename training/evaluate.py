@@ -233,8 +233,12 @@ def evaluate_model(
     thresholds = model.spec.thresholds
     if thresholds.calibrated:
         studies = split_predictions.studies()
-        report.operating = operating_point(studies.scores, studies.positive, thresholds.operating)
-        report.urgent = operating_point(studies.scores, studies.positive, thresholds.urgent)
+        scores = np.asarray(studies.scores, dtype=np.float64)
+        if thresholds.score_calibration is not None:
+            # the thresholds are on the calibrated scale, as in serving
+            scores = np.asarray(thresholds.score_calibration.apply(scores), dtype=np.float64)
+        report.operating = operating_point(scores, studies.positive, thresholds.operating)
+        report.urgent = operating_point(scores, studies.positive, thresholds.urgent)
     flat = finite_metrics(report.flat_metrics())
     if log_to_mlflow:
         report.run_id = _log_evaluation(report, model, split_predictions, flat, tracking_uri)

@@ -28,6 +28,13 @@ def test_demo_bundle_is_labelled_small_and_calibrated() -> None:
     assert sum(p.stat().st_size for p in DEMO.iterdir()) <= 10 * 1024 * 1024
     assert spec.thresholds.calibrated and spec.thresholds.target_sensitivity == 0.95
     assert spec.dataset_fingerprint and spec.training_run_id
+    # calibrated scores: "suspicious" and "urgent" are different bands, both below 0.99
+    thresholds = spec.thresholds
+    assert thresholds.score_calibration is not None
+    assert thresholds.score_calibration.method == "platt"
+    assert thresholds.operating < thresholds.urgent < 0.99
+    assert thresholds.urgent - thresholds.operating > 0.1
+    assert spec.metrics["validation_ece"] < spec.metrics["validation_ece_raw"]
     # the documented target, as recorded by `oncotriage evaluate` on the held-out test split
     assert spec.metrics["test_froc_sens_at_1_fp"] >= 0.90
     assert spec.metrics["test_num_lesions"] == 88
@@ -42,13 +49,17 @@ def fresh_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_demo_finds_nodules_on_unseen_synthetic_studies(fresh_cases: Path) -> None:
     pipeline = DetectionPipeline.from_bundle(DEMO, intra_op_threads=1)
-    operating = pipeline.spec.thresholds.operating
+    thresholds = pipeline.spec.thresholds
     found = lesions = 0
     for split in ("training", "validation", "test"):
         for entry in load_datalist(fresh_cases, split, box_mode="xyxy"):
             volume = load_entry_image(entry)
             truth = boxes_to_index(entry, volume)
-            findings = [f for f in pipeline.detect(volume) if f.score >= operating]
+            findings = [
+                f
+                for f in pipeline.detect(volume)
+                if thresholds.study_score(f.score) >= thresholds.operating
+            ]
             boxes = np.array([f.box_index for f in findings]).reshape(-1, 4)
             lesions += len(truth)
             if len(truth) and len(boxes):

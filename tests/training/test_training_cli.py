@@ -185,6 +185,21 @@ def test_calibrate_writes_thresholds_into_the_bundle(loop: dict[str, Any]) -> No
     # one positive validation study: sensitivity 1/1 at the operating threshold
     assert spec["metrics"]["validation_operating_sensitivity"] == 1.0
     assert "Wilson" in loop["calibrate"].output
+    # the score map is stored with the thresholds; the run holds the reliability diagram
+    assert thresholds["score_calibration"]["method"] == "platt"
+    assert thresholds["score_calibration"]["slope"] > 0
+    assert "expected calibration error" in loop["calibrate"].output
+    assert 0.0 <= spec["metrics"]["validation_ece"] <= 1.0
+    from oncotriage.models import registry
+
+    match = re.search(r"MLflow run: ([0-9a-f]{32})", loop["calibrate"].output)
+    assert match, loop["calibrate"].output
+    client = registry.get_client(loop["uri"])
+    artifacts = [a.path for a in client.list_artifacts(match.group(1), "calibration")]
+    assert artifacts == ["calibration/reliability.png"]
+    assert client.get_run(match.group(1)).data.metrics["validation_ece"] == pytest.approx(
+        spec["metrics"]["validation_ece"]
+    )
 
 
 def test_register_promote_and_show(loop: dict[str, Any]) -> None:
