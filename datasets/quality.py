@@ -64,7 +64,10 @@ def image_quality_problem(
     if not np.isfinite(sample).all():
         return "the image holds invalid pixel values (not a number or infinite)"
     if float(sample.max()) == float(sample.min()):
-        return f"the image is blank: every pixel has the value {float(sample.min()):g}"
+        return (
+            "the image is blank: every pixel shows the same value (check the exposure, "
+            "Window Center/Width and Photometric Interpretation)"
+        )
     if network_input is None:
         return None
     if high <= low:

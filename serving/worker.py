@@ -512,10 +512,17 @@ class Worker:
             prepared = model.pipeline.prepare(image)
         except UnsupportedImageError as error:
             raise PermanentJobError(f"image cannot be used ({error.code}): {error}") from error
-        intensity = model.spec.preprocessing.intensity
-        problem = image_quality_problem(
-            image.array, prepared.pre.array, low=intensity.b_min, high=intensity.b_max
-        )
+        if image.spatial_dims == 2:
+            # radiographs come out of the reader in their display window, 0..1, at their
+            # own resolution (resizing would smear a few bright pixels into many)
+            seen, low, high = image.array, 0.0, 1.0
+        else:  # CT as the model sees it: HU window applied, padding left out
+            intensity = model.spec.preprocessing.intensity
+            seen = prepared.pre.array[
+                (slice(None), *(slice(0, n) for n in prepared.pre.mapping.content_shape))
+            ]
+            low, high = intensity.b_min, intensity.b_max
+        problem = image_quality_problem(image.array, seen, low=low, high=high)
         if problem is not None:
             raise PermanentJobError(f"image_quality: {problem}")
         return prepared
