@@ -212,6 +212,22 @@ def radiograph_spacing(ds: pydicom.Dataset) -> tuple[float, float]:
     )
 
 
+#: Body Part Examined values of a chest radiograph (PS3.16 CID 4031 and common vendor
+#: spellings); a radiograph that names no body part is taken as a chest.
+CHEST_BODY_PARTS = frozenset({"", "CHEST", "THORAX", "LUNG", "CHEST_LAT", "CHEST PA", "TORAX"})
+
+
+def _check_chest_radiograph(ds: pydicom.Dataset) -> None:
+    """CR/DX images are screened as chest radiographs: another body part is refused."""
+    part = str(ds.get("BodyPartExamined") or "").strip().upper()
+    if part not in CHEST_BODY_PARTS:
+        raise UnsupportedImageError(
+            f"this radiograph is of the {part.lower()} (Body Part Examined {part}); this "
+            "service screens chest radiographs only: send chest PA/AP images",
+            code="body_part",
+        )
+
+
 @contextmanager
 def refuse_bad_values() -> Iterator[None]:
     """Turn errors raised by malformed attribute values into ``corrupt`` refusals."""
@@ -308,4 +324,6 @@ def _validate(ds: pydicom.Dataset) -> None:
     if str(sop_class) in CT_SLICE_CLASSES and frames == 1:
         plane_of_slice(ds)
     elif str(sop_class) in RADIOGRAPH_CLASSES:
+        if SCREENING_SOP_CLASSES[str(sop_class)] != "MG":
+            _check_chest_radiograph(ds)
         radiograph_spacing(ds)

@@ -100,3 +100,24 @@ def test_a_mammogram_has_no_model_and_goes_to_a_person(service_factory, flagging
         with service.client("spec1") as spec:
             listed = spec.get("/v1/worklist").json()["data"]
             assert [(s["id"], s["priority"]) for s in listed] == [(study_id, "needs_manual_review")]
+
+
+def test_a_radiograph_of_another_body_part_is_refused_in_words(
+    sqlite_service_factory, flagging_bundle
+) -> None:
+    wrist = dx_instance(9)
+    wrist.BodyPartExamined = "EXTREMITY"
+    hand = dx_instance(10)
+    hand.BodyPartExamined = "HAND"
+    chest = dx_instance(11)
+    chest.BodyPartExamined = "CHEST"
+    with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
+        answer = stow(service, "A", [to_bytes(ds) for ds in (wrist, hand, chest)])
+        assert answer.status_code == 202, answer.text
+        warnings = answer.headers["warning"]
+        assert "this radiograph is of the extremity (Body Part Examined EXTREMITY)" in warnings
+        assert "this radiograph is of the hand" in warnings
+        assert "screens chest radiographs only" in warnings
+        with service.client("A") as client:
+            listed = client.get("/v1/studies").json()["data"]
+        assert [s["study_instance_uid"] for s in listed] == [chest.StudyInstanceUID]
