@@ -377,7 +377,7 @@ def overdue_counts(session: Session, *, now: datetime) -> dict[tuple[str, str], 
         .where(overdue_clause(now))
         .group_by(Hospital.name, Referral.stage)
     ).all()
-    return {(name, stage.value): int(count) for name, stage, count in rows}
+    return {(name, stage.value if stage else ""): int(count) for name, stage, count in rows}
 
 
 def referral_public(session: Session, referral: Referral, *, now: datetime) -> Any:
@@ -389,6 +389,9 @@ def referral_public(session: Session, referral: Referral, *, now: datetime) -> A
         hospital = session.get(Hospital, hospital_id) if hospital_id is not None else None
         return HospitalRef(id=hospital.id, name=hospital.name) if hospital else None
 
+    def party(hospital: Hospital) -> HospitalRef:
+        return HospitalRef(id=hospital.id, name=hospital.name)
+
     stage = referral.stage or ReferralStage.REQUESTED
     referrer = session.get(User, referral.created_by_id)
     return ReferralPublic(
@@ -396,8 +399,8 @@ def referral_public(session: Session, referral: Referral, *, now: datetime) -> A
         study_id=referral.study_id,
         study_url=f"/v1/studies/{referral.study_id}",
         patient_id=referral.patient_id,
-        from_hospital=ref(referral.from_hospital_id),
-        to_centre=ref(referral.to_centre_id),
+        from_hospital=party(referral.from_hospital),
+        to_centre=party(referral.to_centre),
         status=referral.status,
         stage=stage,
         owner=ref(referral.owner_hospital_id),
