@@ -54,10 +54,10 @@ class DatabaseCollector(Collector):
             overdue = GaugeMetricFamily(
                 "oncotriage_referral_steps_overdue",
                 "Open referral steps past their due date, by owner hospital and stage.",
-                labels=["owner", "stage"],
+                labels=["owner_hospital_id", "stage"],
             )
             for (owner, stage), count in overdue_counts(session, now=utcnow()).items():
-                overdue.add_metric([owner, stage], count)
+                overdue.add_metric([str(owner), stage], count)
             yield overdue
             outbox = GaugeMetricFamily(
                 "oncotriage_webhook_outbox_depth", "Webhook deliveries by state.", labels=["state"]

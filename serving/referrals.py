@@ -369,15 +369,16 @@ def overdue_payload(referral: Referral, *, now: datetime) -> dict[str, Any]:
     }
 
 
-def overdue_counts(session: Session, *, now: datetime) -> dict[tuple[str, str], int]:
-    """Overdue steps by (owner hospital name, stage), for ``/metrics``."""
+def overdue_counts(session: Session, *, now: datetime) -> dict[tuple[int, str], int]:
+    """Overdue steps by (owner hospital id, stage), for ``/metrics`` (ids, not names)."""
     rows = session.execute(
-        sa.select(Hospital.name, Referral.stage, sa.func.count())
-        .join(Hospital, Hospital.id == Referral.owner_hospital_id)
-        .where(overdue_clause(now))
-        .group_by(Hospital.name, Referral.stage)
+        sa.select(Referral.owner_hospital_id, Referral.stage, sa.func.count())
+        .where(overdue_clause(now), Referral.owner_hospital_id.is_not(None))
+        .group_by(Referral.owner_hospital_id, Referral.stage)
     ).all()
-    return {(name, stage.value if stage else ""): int(count) for name, stage, count in rows}
+    return {
+        (int(owner or 0), stage.value if stage else ""): int(count) for owner, stage, count in rows
+    }
 
 
 def referral_public(session: Session, referral: Referral, *, now: datetime) -> Any:

@@ -249,16 +249,16 @@ def test_an_overdue_step_escalates_on_the_owners_list_by_webhook_and_in_metrics(
         assert events[0]["referral"]["id"] == ids[late]
         assert events[0]["referral"]["stage"] == "scheduled"
         assert events[0]["referral"]["overdue_days"] >= 2.0
-        with httpx_client(service) as client:
-            metrics = client.get("/metrics").text
-        assert 'oncotriage_referral_steps_overdue{owner="Centre",stage="scheduled"} 1.0' in metrics
+        with service.client("root") as admin:
+            metrics = admin.get("/metrics").text
+        centre_id = service.hospital_ids["centre"]
+        assert (
+            f'oncotriage_referral_steps_overdue{{owner_hospital_id="{centre_id}",'
+            'stage="scheduled"} 1.0'
+        ) in metrics
         # Hospital A is party to both referrals but owns neither step
         with service.client("A") as hospital:
             assert hospital.get("/v1/referrals", params={"owned": "true"}).json()["count"] == 0
-
-
-def httpx_client(service: Service) -> Any:
-    return service.client()
 
 
 def test_unlicensed_cannot_refer_and_another_hospital_cannot_read_the_timeline(
