@@ -106,3 +106,22 @@ class FigureRow(BaseModel):
 class FiguresPublic(BaseModel):
     data: list[FigureRow]
     count: int
+
+
+class FollowUpItemPublic(BaseModel):
+    id: int
+    patient_id: int
+    timeline_url: str
+    hospital: HospitalRef = Field(description="Where the repeat study is due.")
+    referral_id: int | None
+    category: LungRads
+    months: int
+    modality: str
+    due_at: datetime
+    overdue: bool
+    closed_at: datetime | None = Field(description="When a new study of the patient arrived.")
+
+
+class FollowUpsPublic(BaseModel):
+    data: list[FollowUpItemPublic]
+    count: int

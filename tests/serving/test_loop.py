@@ -97,6 +97,13 @@ def test_flag_to_diagnosis_and_back_down_to_a_follow_up_closed_by_a_new_study(
                 (6, "2", "CT")
             ]
             assert _days(returned["returned_at"], pending[0]["due_at"]) == round(6 * 30.4375, 2)
+            due = hospital.get("/v1/followups").json()
+            assert [(f["patient_id"], f["months"], f["overdue"]) for f in due["data"]] == [
+                (patient_id, 6, False)
+            ]
+            assert hospital.get("/v1/followups", params={"state": "overdue"}).json()["count"] == 0
+            with service.client("B") as other:
+                assert other.get("/v1/followups").json()["count"] == 0  # not B's to do
             acknowledged = hospital.post(f"{url}/acknowledge", json={}).json()
             assert (acknowledged["stage"], acknowledged["owner"]["name"]) == (
                 "acknowledged",
@@ -142,6 +149,10 @@ def test_flag_to_diagnosis_and_back_down_to_a_follow_up_closed_by_a_new_study(
             ("study.triaged", "Hospital B", second),
         ]
         assert centre_view["open_followups"] == []
+        with service.client("A") as hospital:
+            assert hospital.get("/v1/followups").json()["count"] == 0
+            [done] = hospital.get("/v1/followups", params={"state": "closed"}).json()["data"]
+            assert done["patient_id"] == patient_id and done["closed_at"] is not None
         by_kind = {e["kind"]: e for e in centre_view["data"] if e["study_id"] != second}
         assert by_kind["outcome"]["detail"]["kind"] == "malignant"
         assert by_kind["outcome"]["detail"]["histology"] == "adenocarcinoma"
