@@ -61,23 +61,19 @@ def pseudonym_of_dataset(settings: Settings, ds: Any) -> str | None:
     )
 
 
-def link_study(
-    session: Session, study: Study, pseudonym: str | None, *, now: datetime
-) -> Patient | None:
+def link_study(session: Session, study: Study, pseudonym: str | None, *, now: datetime) -> Patient:
     """Link a newly accepted study to its patient (made on first sight) and close the
-    patient's open follow-ups that this study answers. Flushes; the caller commits."""
+    patient's open follow-ups that this study answers. Flushes; the caller commits.
+
+    A study without a Patient ID gets a patient of its own (so a referral of it can still
+    end in an outcome); it links to no other study.
+    """
     if pseudonym is None:
-        return None
+        pseudonym = hashlib.sha256(f"unlinked study\x00{study.id}".encode()).hexdigest()
     hospital = session.get(Hospital, study.hospital_id)
     assert hospital is not None
     centre_id = centre_of(hospital)
-    patient = session.scalar(
-        sa.select(Patient).where(Patient.centre_id == centre_id, Patient.pseudonym == pseudonym)
-    )
-    if patient is None:
-        patient = Patient(centre_id=centre_id, pseudonym=pseudonym, created_at=now)
-        session.add(patient)
-        session.flush()
+    patient = _patient(session, centre_id, pseudonym, now)
     if session.get(PatientStudy, study.id) is None:
         session.add(PatientStudy(study_id=study.id, patient_id=patient.id))
     for followup in session.scalars(
@@ -92,6 +88,25 @@ def link_study(
             detail={"followup_id": followup.id},
         )
     session.flush()
+    return patient
+
+
+def _patient(session: Session, centre_id: int, pseudonym: str, now: datetime) -> Patient:
+    """The union's patient with this pseudonym, made if new. ``INSERT ... ON CONFLICT DO
+    NOTHING`` first, so two hospitals sending the same person at once agree on one row."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    session.execute(
+        insert(Patient)
+        .values(centre_id=centre_id, pseudonym=pseudonym, created_at=now)
+        .on_conflict_do_nothing(index_elements=["centre_id", "pseudonym"])
+    )
+    patient = session.scalar(
+        sa.select(Patient).where(Patient.centre_id == centre_id, Patient.pseudonym == pseudonym)
+    )
+    assert patient is not None
     return patient
 
 

@@ -68,6 +68,10 @@ class StepError(ValueError):
     """The step does not follow from the referral's stage (the message says what does)."""
 
 
+class StepInputError(StepError):
+    """The step lacks what it records (an appointment date, an outcome, a plan)."""
+
+
 def require_licence(session: Session, user_id: int | None, *, now: datetime) -> None:
     """Raise :class:`LicenceError` unless the user holds a live referral licence."""
     licences = session.scalars(
@@ -200,7 +204,7 @@ def take_step(
     detail: dict[str, Any] = {"referral_id": referral.id, "step": step.action}
     if step.action == "schedule":
         if step.appointment_at is None:
-            raise StepError("scheduling needs the appointment date (appointment_at)")
+            raise StepInputError("scheduling needs the appointment date (appointment_at)")
         referral.scheduled_at, referral.appointment_at = now, step.appointment_at
         _set_stage(referral, ReferralStage.SCHEDULED, centre, step.appointment_at)
     elif step.action == "seen":
@@ -213,7 +217,7 @@ def take_step(
         )
     elif step.action == "diagnosis":
         if step.outcome is None:
-            raise StepError(
+            raise StepInputError(
                 "a diagnosis needs an outcome: malignant, benign or no_cancer_12_months"
             )
         if referral.patient_id is None:
@@ -236,7 +240,7 @@ def take_step(
         _set_stage(referral, ReferralStage.DIAGNOSED, centre, now + accept)
     elif step.action == "return":
         if not step.plan.strip():
-            raise StepError("returning a patient needs a plan for the community hospital")
+            raise StepInputError("returning a patient needs a plan for the community hospital")
         referral.returned_at, referral.return_plan = now, step.plan
         if step.followup is not None:
             _add_followup(session, principal, referral, step.followup, now=now)
@@ -268,7 +272,7 @@ def _add_followup(
     session: Session, principal: Principal, referral: Referral, plan: FollowUpPlan, *, now: datetime
 ) -> FollowUp:
     if plan.months not in (3, 6, 12):
-        raise StepError("a follow-up is in 3, 6 or 12 months")
+        raise StepInputError("a follow-up is in 3, 6 or 12 months")
     assert referral.patient_id is not None
     followup = FollowUp(
         patient_id=referral.patient_id,

@@ -63,6 +63,9 @@ def test_flag_to_diagnosis_and_back_down_to_a_follow_up_closed_by_a_new_study(
             early = spec.post(f"{url}/seen", json={})
             assert early.status_code == 409
             assert "follows scheduled" in early.json()["detail"]
+            missing = spec.post(f"{url}/schedule", json={})
+            assert missing.status_code == 422
+            assert "appointment date" in missing.text
             appointment = datetime.now(UTC) + timedelta(days=3)
             scheduled = spec.post(
                 f"{url}/schedule", json={"appointment_at": appointment.isoformat()}
@@ -267,6 +270,7 @@ def test_an_overdue_step_escalates_on_the_owners_list_by_webhook_and_in_metrics(
             f'oncotriage_referral_steps_overdue{{owner_hospital_id="{centre_id}",'
             'stage="scheduled"} 1.0'
         ) in metrics
+        assert "MRN-" not in metrics  # no patient identifier in metrics
         # Hospital A is party to both referrals but owns neither step
         with service.client("A") as hospital:
             assert hospital.get("/v1/referrals", params={"owned": "true"}).json()["count"] == 0

@@ -7,7 +7,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 
 from oncotriage.serving.api.care_schemas import ReferralPublic, ReferralsPublic, ReferralStepCreate
-from oncotriage.serving.api.deps import CurrentPrincipal, Limit, SessionDep, SettingsDep, Skip
+from oncotriage.serving.api.deps import (
+    CurrentPrincipal,
+    Limit,
+    SessionDep,
+    SettingsDep,
+    Skip,
+    unprocessable,
+)
 from oncotriage.serving.api.schemas import Message
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import ReferralStage, ReferralStatus
@@ -17,6 +24,7 @@ from oncotriage.serving.referrals import (
     ReferralNotFoundError,
     Step,
     StepError,
+    StepInputError,
     escalate_overdue,
     list_referrals,
     referral_public,
@@ -84,6 +92,7 @@ def read_referral(
         403: {"model": Message, "description": "No referral licence, or the other side's step."},
         404: {"model": Message, "description": "No such referral of yours."},
         409: {"model": Message, "description": "The step does not follow the referral's stage."},
+        422: {"description": "The step lacks what it records (appointment, outcome, plan)."},
     },
 )
 def create_step(
@@ -127,6 +136,9 @@ def create_step(
     except (LicenceError, PermissionError) as error:
         session.rollback()
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
+    except StepInputError as error:
+        session.rollback()
+        raise unprocessable(str(error), "body") from None
     except StepError as error:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
