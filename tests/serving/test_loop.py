@@ -291,6 +291,16 @@ def test_unlicensed_cannot_refer_and_another_hospital_cannot_read_the_timeline(
             # returning (not referring) needs no licence
             decided = spec.post(f"/v1/studies/{study}/review", json={"decision": "return"})
             assert decided.status_code == 201
+        # nor accept (schedule) one that a licensed colleague opened
+        referred = _push(service, "A", 61, "MRN-10", "UNION-MPI")
+        referral_id = _refer(service, "spec1", referred).json()["referral_id"]
+        with service.client("spec_unlicensed") as spec:
+            when = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+            accept = spec.post(
+                f"/v1/referrals/{referral_id}/schedule", json={"appointment_at": when}
+            )
+            assert accept.status_code == 403 and "referral licence" in accept.json()["detail"]
+            assert spec.get(f"/v1/referrals/{referral_id}").json()["stage"] == "requested"
         with service.client("A") as own:
             patient = own.get(f"/v1/studies/{study}/patient").json()["patient_id"]
             assert own.get(f"/v1/patients/{patient}/timeline").status_code == 200
