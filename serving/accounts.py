@@ -9,8 +9,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from oncotriage.serving.db.models import ApiToken, Hospital, User
-from oncotriage.serving.enums import HospitalKind, Role
+from oncotriage.serving import audit
+from oncotriage.serving.db.models import ApiToken, Hospital, ReferralLicence, User
+from oncotriage.serving.enums import AuditAction, HospitalKind, Role
 from oncotriage.serving.security import hash_token, new_token
 
 _MIN_WEBHOOK_SECRET = 16
@@ -140,3 +141,25 @@ def revoke_token(session: Session, prefix: str, *, at: datetime) -> bool:
         return False
     row.revoked_at = at
     return True
+
+
+def grant_licence(
+    session: Session, username: str, valid_until: datetime, *, now: datetime
+) -> ReferralLicence:
+    """Record that ``username`` may create, accept and return referrals until
+    ``valid_until`` (audited)."""
+    user = session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise AccountError(f"no user named {username!r}")
+    if valid_until <= now:
+        raise AccountError("a licence must be valid until a date in the future")
+    licence = ReferralLicence(user_id=user.id, valid_until=valid_until, granted_at=now)
+    session.add(licence)
+    audit.record(
+        session,
+        None,
+        AuditAction.LICENCE_GRANTED,
+        detail={"user": username, "valid_until": valid_until.isoformat()},
+    )
+    session.flush()
+    return licence

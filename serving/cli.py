@@ -276,6 +276,29 @@ def revoke_token_command(
     typer.echo(f"token {prefix} revoked")
 
 
+@admin_app.command("grant-licence")
+def grant_licence_command(
+    username: Annotated[str, typer.Argument(help="The user (a specialist).")],
+    until: Annotated[str, typer.Option(help="Valid until this date (YYYY-MM-DD, UTC).")],
+) -> None:
+    """Record a referral licence: only licensed users create, accept or return referrals."""
+    from datetime import UTC, datetime
+
+    from oncotriage.serving.accounts import grant_licence
+    from oncotriage.serving.db.base import utcnow
+
+    try:
+        valid_until = datetime.fromisoformat(until).replace(tzinfo=UTC)
+    except ValueError:
+        typer.echo(f"error: --until {until!r} is not a date like 2027-12-31", err=True)
+        raise typer.Exit(2) from None
+
+    licence_id = _run_account(
+        lambda session: grant_licence(session, username, valid_until, now=utcnow()).id
+    )
+    typer.echo(f"referral licence {licence_id} for {username!r} until {valid_until.date()}")
+
+
 class DimsOption(StrEnum):
     TWO = "2"
     THREE = "3"

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from oncotriage.serving.accounts import create_hospital, create_user, issue_token
+from oncotriage.serving.accounts import create_hospital, create_user, grant_licence, issue_token
+from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.migrate import upgrade
 from oncotriage.serving.db.models import Hospital
 from oncotriage.serving.db.session import Database
@@ -82,6 +84,8 @@ def ensure_demo(settings: Settings) -> DemoSetup:
                     hospital=DEMO_CENTRE,
                     display_name="Demo Specialist",
                 )
+                now = utcnow()  # the demo specialist may refer (a year's referral licence)
+                grant_licence(session, DEMO_SPECIALIST, now + timedelta(days=365), now=now)
             hospital_token = issue_token(session, hospital=DEMO_HOSPITAL, label="demo").token
             specialist_token = issue_token(session, user=DEMO_SPECIALIST, label="demo").token
             _write_secret(hospital_token_file, hospital_token)

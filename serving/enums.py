@@ -81,9 +81,49 @@ class ReferralStatus(StrEnum):
     CLOSED = "closed"
 
 
+class ReferralStage(StrEnum):
+    """Where a referral stands: up to the centre, then (optionally) back down.
+
+    ``requested`` -> ``scheduled`` -> ``seen`` -> ``diagnosed`` -> ``returned`` ->
+    ``acknowledged`` -> ``closed``; ``diagnosed`` may also be closed directly, and any open
+    stage may end as ``lost`` (lost to follow-up, with who marked it).
+    """
+
+    REQUESTED = "requested"
+    SCHEDULED = "scheduled"
+    SEEN = "seen"
+    DIAGNOSED = "diagnosed"
+    RETURNED = "returned"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+    LOST = "lost"
+
+    @property
+    def is_open(self) -> bool:
+        return self not in (ReferralStage.CLOSED, ReferralStage.LOST)
+
+
+class LungRads(StrEnum):
+    """Lung-RADS-style category recorded with a surveillance decision."""
+
+    CAT_1 = "1"
+    CAT_2 = "2"
+    CAT_3 = "3"
+    CAT_4A = "4A"
+    CAT_4B = "4B"
+    CAT_4X = "4X"
+
+
+class OutcomeKind(StrEnum):
+    MALIGNANT = "malignant"
+    BENIGN = "benign"
+    NO_CANCER_12_MONTHS = "no_cancer_12_months"
+
+
 class WebhookEvent(StrEnum):
     STUDY_STATUS = "study.status"
     STUDY_DECISION = "study.decision"
+    REFERRAL_OVERDUE = "referral.overdue"
 
 
 class AuditAction(StrEnum):
@@ -97,3 +137,9 @@ class AuditAction(StrEnum):
     REVIEW = "study.review"
     WORKLIST_READ = "worklist.read"
     TOKEN_ISSUED = "token.issued"
+    REFERRAL_STEP = "referral.step"
+    OUTCOME_RECORDED = "outcome.recorded"
+    FOLLOWUP_SET = "followup.set"
+    FOLLOWUP_CLOSED = "followup.closed"
+    LICENCE_GRANTED = "licence.granted"
+    TIMELINE_READ = "patient.timeline.read"

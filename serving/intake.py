@@ -35,6 +35,7 @@ from oncotriage.serving.db.models import Instance, Job, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.dicomweb import FailureReason, failure_reason_for
 from oncotriage.serving.enums import AuditAction, JobState
+from oncotriage.serving.patients import link_study, pseudonym_of_dataset
 from oncotriage.serving.security import Principal
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore, StoreError
@@ -83,6 +84,7 @@ class _Candidate:
     content_hash: str
     stored_path: str
     size_bytes: int
+    patient_pseudonym: str | None = None
 
 
 @dataclass
@@ -195,6 +197,7 @@ def _check_and_store(
         content_hash=stored.content_hash,
         stored_path=stored.relative_path,
         size_bytes=stored.size_bytes,
+        patient_pseudonym=pseudonym_of_dataset(settings, ds),
     )
 
 
@@ -395,6 +398,7 @@ def _record(
     series_jobs: dict[int, Job] = {}
     held = _held_instances(session, principal.hospital_id, candidates)
     created: dict[str, Study] = {}
+    pseudonyms: dict[str, str | None] = {}
     for candidate in candidates:
         outcome = candidate.outcome
         study = studies.get(outcome.study_instance_uid)
@@ -405,6 +409,7 @@ def _record(
             studies[outcome.study_instance_uid] = study
             if new:
                 created[study.id] = study
+                pseudonyms[study.id] = candidate.patient_pseudonym
         existing = held.get(outcome.sop_instance_uid)
         if existing is None:
             series_key = (study.id, outcome.series_instance_uid)
@@ -472,6 +477,8 @@ def _record(
     for study in created.values():
         if study.id in kept:
             audit.record(session, principal, AuditAction.STUDY_CREATED, study_id=study.id)
+            # its patient, across the union (answers the patient's open follow-ups)
+            link_study(session, study, pseudonyms.get(study.id), now=now)
         else:
             # Every instance of this new study was refused (e.g. its SOP Instance UID is
             # held in another study): no study row without an accepted instance.

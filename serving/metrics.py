@@ -16,10 +16,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import Job, Study, WebhookDelivery
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
 from oncotriage.serving.inference import ModelManager
+from oncotriage.serving.referrals import overdue_counts
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,14 @@ class DatabaseCollector(Collector):
             for state, count in _by_state(session, Job).items():
                 queue.add_metric([state], count)
             yield queue
+            overdue = GaugeMetricFamily(
+                "oncotriage_referral_steps_overdue",
+                "Open referral steps past their due date, by owner hospital and stage.",
+                labels=["owner_hospital_id", "stage"],
+            )
+            for (owner, stage), count in overdue_counts(session, now=utcnow()).items():
+                overdue.add_metric([str(owner), stage], count)
+            yield overdue
             outbox = GaugeMetricFamily(
                 "oncotriage_webhook_outbox_depth", "Webhook deliveries by state.", labels=["state"]
             )

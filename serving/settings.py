@@ -150,6 +150,16 @@ class Settings(BaseSettings):
         "token works too); without it only administrators read /metrics.",
     )
 
+    # --- patients and referrals (serving/patients.py, serving/referrals.py)
+    patient_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of patient pseudonyms (Issuer of Patient ID + Patient ID); "
+        "None derives one from secret_key. Changing it splits every patient record.",
+    )
+    referral_accept_days: float = Field(default=7.0, gt=0)
+    referral_diagnosis_days: float = Field(default=14.0, gt=0)
+    referral_acknowledge_days: float = Field(default=7.0, gt=0)
+
     # --- logs
     log_json: bool = False
 

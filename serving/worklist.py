@@ -48,6 +48,7 @@ from oncotriage.serving.enums import (
     WebhookEvent,
 )
 from oncotriage.serving.outbox import enqueue_webhook
+from oncotriage.serving.referrals import require_licence, start_referral
 from oncotriage.serving.security import Principal, centre_of, study_visibility_clause
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.studies import counts_for, get_visible_study, study_fields
@@ -302,6 +303,8 @@ def review(
     """
     study = get_visible_study(session, principal, study_id)
     user = _user(session, principal)
+    if body.decision is Decision.REFER:
+        require_licence(session, user.id, now=now)  # LicenceError: 403
     if body.corrected_boxes:
         _check_boxes(session, study, body.corrected_boxes)
     result = session.execute(
@@ -360,6 +363,7 @@ def review(
             created_at=now,
         )
         session.add(referral)
+        start_referral(session, settings, referral, now=now)
     for claim_row in session.scalars(
         sa.select(Claim).where(Claim.study_id == study.id, Claim.ended_at.is_(None))
     ):

@@ -19,7 +19,10 @@ from oncotriage.serving.enums import (
     Decision,
     HospitalKind,
     JobState,
+    LungRads,
+    OutcomeKind,
     Priority,
+    ReferralStage,
     ReferralStatus,
     ReviewStatus,
     Role,
@@ -301,6 +304,22 @@ class Referral(Base):
     note: Mapped[str] = mapped_column(sa.Text, default="")
     created_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The lifecycle (serving/referrals.py): every open stage has an owner and a due date.
+    patient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    stage: Mapped[ReferralStage | None] = mapped_column(wire_enum(ReferralStage), index=True)
+    owner_hospital_id: Mapped[int | None] = mapped_column(sa.ForeignKey("hospitals.id"))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    appointment_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    diagnosed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    return_plan: Mapped[str | None] = mapped_column(sa.Text)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lost_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lost_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
 
     study: Mapped[Study] = relationship()
     from_hospital: Mapped[Hospital] = relationship(foreign_keys=[from_hospital_id])
@@ -339,3 +358,82 @@ class WebhookDelivery(LeasedWork, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     response_status: Mapped[int | None] = mapped_column()
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Patient(Base):
+    """A person within one union (centre), known only by a keyed pseudonym:
+    HMAC-SHA256 of Issuer of Patient ID + Patient ID under ``patient_key``."""
+
+    __tablename__ = "patients"
+    __table_args__ = (sa.UniqueConstraint("centre_id", "pseudonym"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    centre_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"))
+    pseudonym: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PatientStudy(Base):
+    """Which patient a study is of (a study has at most one)."""
+
+    __tablename__ = "patient_studies"
+
+    study_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+
+
+class FollowUp(Base):
+    """Surveillance set by a specialist: a repeat study due at a hospital by ``due_at``;
+    closed by the next study of the patient at any hospital of the union."""
+
+    __tablename__ = "followups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    hospital_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"), index=True)
+    referral_id: Mapped[int | None] = mapped_column(sa.ForeignKey("referrals.id"))
+    category: Mapped[LungRads] = mapped_column(wire_enum(LungRads))
+    months: Mapped[int] = mapped_column()
+    modality: Mapped[str] = mapped_column(sa.String(16), default="CT")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_by_study_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("studies.id", ondelete="SET NULL")
+    )
+
+
+class Outcome(Base):
+    """A diagnosis against a patient, linked to the study (and so the AI result) and the
+    specialist's decision that led to it: the labels of real-world sensitivity and PPV."""
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    referral_id: Mapped[int | None] = mapped_column(sa.ForeignKey("referrals.id"), index=True)
+    study_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("studies.id", ondelete="SET NULL"), index=True
+    )
+    review_id: Mapped[int | None] = mapped_column(sa.ForeignKey("reviews.id", ondelete="SET NULL"))
+    kind: Mapped[OutcomeKind] = mapped_column(wire_enum(OutcomeKind))
+    site: Mapped[str] = mapped_column(sa.String(200), default="")
+    histology: Mapped[str] = mapped_column(sa.String(200), default="")
+    cancer_stage: Mapped[str] = mapped_column(sa.String(32), default="")
+    recorded_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReferralLicence(Base):
+    """A user's licence to create, accept or return referrals, until ``valid_until``."""
+
+    __tablename__ = "referral_licences"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -118,6 +118,18 @@ def hospital_page(request: Request) -> HTMLResponse:
     return _page(request, "hospital.html", "Studies", page="hospital")
 
 
+@router.get("/ui/patients/{patient_id}", response_class=HTMLResponse)
+def patient_page(request: Request, patient_id: int) -> HTMLResponse:
+    """One patient's timeline (``GET /v1/patients/{id}/timeline``)."""
+    return _page(request, "patient.html", "Patient", page="patient")
+
+
+@router.get("/ui/figures", response_class=HTMLResponse)
+def figures_page(request: Request) -> HTMLResponse:
+    """The union's figures with charts and CSV export (``GET /v1/figures``)."""
+    return _page(request, "figures.html", "Figures", page="figures")
+
+
 @router.get("/ui/static/{asset_path:path}")
 def static_asset(asset_path: str) -> FileResponse:
     """Serve a file from ``serving/web/static`` (path traversal is refused)."""

@@ -188,7 +188,10 @@ class LiveService:
 
 
 def _create_accounts(database_url: str) -> tuple[str, str]:
-    from oncotriage.serving.accounts import create_hospital, create_user, issue_token
+    from datetime import timedelta
+
+    from oncotriage.serving.accounts import create_hospital, create_user, grant_licence, issue_token
+    from oncotriage.serving.db.base import utcnow
     from oncotriage.serving.db.migrate import upgrade
     from oncotriage.serving.db.session import Database
 
@@ -207,6 +210,8 @@ def _create_accounts(database_url: str) -> tuple[str, str]:
                 hospital="Lakeside Cancer Centre",
                 display_name="Dr Ada Lovelace",
             )
+            now = utcnow()
+            grant_licence(session, "dr.ada", now + timedelta(days=365), now=now)
             specialist = issue_token(session, user="dr.ada", label="browser tests").token
             hospital = issue_token(
                 session, hospital="Riverside Community", label="browser tests"

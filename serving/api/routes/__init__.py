@@ -5,7 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from oncotriage.serving.api.routes.dicomweb import router as dicomweb_router
+from oncotriage.serving.api.routes.figures import router as figures_router
+from oncotriage.serving.api.routes.followups import router as followups_router
 from oncotriage.serving.api.routes.ops import router as ops_router
+from oncotriage.serving.api.routes.patients import router as patients_router
 from oncotriage.serving.api.routes.referrals import router as referrals_router
 from oncotriage.serving.api.routes.reviews import router as reviews_router
 from oncotriage.serving.api.routes.studies import router as studies_router
@@ -18,4 +21,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     worklist_router,
     reviews_router,
     referrals_router,
+    patients_router,
+    figures_router,
+    followups_router,
 )

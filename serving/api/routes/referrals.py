@@ -1,29 +1,147 @@
-"""Referrals from community hospitals to their centre, seen by both sides."""
+"""Referrals from community hospitals to their centre and back, seen by both sides."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query, status
 
-from oncotriage.serving.api.deps import CurrentPrincipal, Limit, SessionDep, Skip
-from oncotriage.serving.api.schemas import ReferralsPublic
-from oncotriage.serving.enums import ReferralStatus
-from oncotriage.serving.worklist import referrals
+from oncotriage.serving.api.care_schemas import ReferralPublic, ReferralsPublic, ReferralStepCreate
+from oncotriage.serving.api.deps import (
+    CurrentPrincipal,
+    Limit,
+    SessionDep,
+    SettingsDep,
+    Skip,
+    unprocessable,
+)
+from oncotriage.serving.api.schemas import Message
+from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.enums import ReferralStage, ReferralStatus
+from oncotriage.serving.referrals import (
+    FollowUpPlan,
+    LicenceError,
+    ReferralNotFoundError,
+    Step,
+    StepError,
+    StepInputError,
+    escalate_overdue,
+    list_referrals,
+    referral_public,
+    take_step,
+    visible_referral,
+)
 
 router = APIRouter(prefix="/v1/referrals", tags=["referrals"])
+
+StepName = Literal["schedule", "seen", "diagnosis", "return", "acknowledge", "close", "lost"]
 
 
 @router.get("", response_model=ReferralsPublic)
 def read_referrals(
     session: SessionDep,
     principal: CurrentPrincipal,
+    settings: SettingsDep,
     status_: Annotated[ReferralStatus | None, Query(alias="status")] = None,
+    stage: ReferralStage | None = None,
+    owned: Annotated[bool, Query(description="Only those waiting on your hospital.")] = False,
+    overdue: bool | None = None,
     skip: Skip = 0,
     limit: Limit = 100,
 ) -> ReferralsPublic:
     """A hospital sees the referrals it sent (a centre also those it received); a
-    specialist sees their centre's."""
-    data, count = referrals(session, principal, status=status_, skip=skip, limit=limit)
+    specialist sees their centre's. Overdue steps come first (and escalate on the way)."""
+    now = utcnow()
+    escalate_overdue(session, settings, now=now)
+    data, count = list_referrals(
+        session,
+        principal,
+        now=now,
+        status=status_,
+        stage=stage,
+        owned=owned,
+        overdue=overdue,
+        skip=skip,
+        limit=limit,
+    )
     session.rollback()
     return ReferralsPublic(data=data, count=count)
+
+
+@router.get(
+    "/{referral_id}",
+    response_model=ReferralPublic,
+    responses={404: {"model": Message, "description": "No such referral of yours."}},
+)
+def read_referral(
+    referral_id: int, session: SessionDep, principal: CurrentPrincipal
+) -> ReferralPublic:
+    try:
+        referral = visible_referral(session, principal, referral_id)
+    except ReferralNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "referral not found") from None
+    public: ReferralPublic = referral_public(session, referral, now=utcnow())
+    session.rollback()
+    return public
+
+
+@router.post(
+    "/{referral_id}/{step}",
+    response_model=ReferralPublic,
+    responses={
+        403: {"model": Message, "description": "No referral licence, or the other side's step."},
+        404: {"model": Message, "description": "No such referral of yours."},
+        409: {"model": Message, "description": "The step does not follow the referral's stage."},
+        422: {"description": "The step lacks what it records (appointment, outcome, plan)."},
+    },
+)
+def create_step(
+    referral_id: int,
+    step: StepName,
+    body: ReferralStepCreate,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+) -> ReferralPublic:
+    """Move a referral on: the centre schedules, records the visit and the diagnosis,
+    returns the patient down (with a plan and a follow-up) or closes; the referring
+    hospital acknowledges a return; either marks a patient lost to follow-up."""
+    followup = (
+        FollowUpPlan(body.followup.months, body.followup.category, body.followup.modality)
+        if body.followup is not None
+        else None
+    )
+    now = utcnow()
+    try:
+        referral = take_step(
+            session,
+            settings,
+            principal,
+            referral_id,
+            Step(
+                action=step,
+                appointment_at=body.appointment_at,
+                outcome=body.outcome,
+                site=body.site,
+                histology=body.histology,
+                cancer_stage=body.stage,
+                plan=body.plan,
+                followup=followup,
+                note=body.note,
+            ),
+            now=now,
+        )
+    except ReferralNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "referral not found") from None
+    except (LicenceError, PermissionError) as error:
+        session.rollback()
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
+    except StepInputError as error:
+        session.rollback()
+        raise unprocessable(str(error), "body") from None
+    except StepError as error:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    public: ReferralPublic = referral_public(session, referral, now=now)
+    session.rollback()
+    return public

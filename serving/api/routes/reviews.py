@@ -21,6 +21,7 @@ from oncotriage.serving.api.schemas import (
 )
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction
+from oncotriage.serving.referrals import LicenceError
 from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
 from oncotriage.serving.worklist import (
     ClaimConflictError,
@@ -37,6 +38,7 @@ router = APIRouter(prefix="/v1/studies", tags=["reviews"])
     status_code=status.HTTP_201_CREATED,
     response_model=ReviewPublic,
     responses={
+        403: {"model": Message, "description": "``refer`` without a referral licence."},
         404: {"model": Message, "description": "No such study on your worklist."},
         409: {"model": Message, "description": "You do not hold a live claim, or it is decided."},
         422: {"model": ValidationErrorsPublic, "description": "Invalid decision or boxes."},
@@ -60,6 +62,9 @@ def create_review(
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
     except ReviewInputError as error:
         raise unprocessable(str(error), "body", "corrected_boxes") from None
+    except LicenceError as error:
+        session.rollback()
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
 
 
 @router.get(

@@ -9,14 +9,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
-from oncotriage.serving.accounts import create_hospital, create_user, issue_token
+from oncotriage.serving.accounts import create_hospital, create_user, grant_licence, issue_token
 from oncotriage.serving.app import create_app
+from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.settings import Settings
 
@@ -89,7 +91,8 @@ def setup_accounts(
     db: Database, *, webhook_url: str | None = None
 ) -> tuple[dict[str, str], dict[str, int]]:
     """A centre with two community hospitals (A, B), another centre with hospital C,
-    specialists ``spec1``/``spec2`` at the centre, ``spec_other`` at the other one, and an admin.
+    specialists ``spec1``/``spec2`` at the centre, ``spec_other`` at the other one (all three
+    with a referral licence), ``spec_unlicensed`` at the centre (none), and an admin.
     """
     tokens: dict[str, str] = {}
     ids: dict[str, int] = {}
@@ -108,10 +111,14 @@ def setup_accounts(
         create_user(session, "spec1", "specialist", hospital="Centre")
         create_user(session, "spec2", "specialist", hospital="Centre")
         create_user(session, "spec_other", "specialist", hospital="Other Centre")
+        create_user(session, "spec_unlicensed", "specialist", hospital="Centre")
         create_user(session, "root", "admin")
+        now = utcnow()
+        for user in ("spec1", "spec2", "spec_other"):
+            grant_licence(session, user, now + timedelta(days=365), now=now)
         for name, hospital in (("A", "Hospital A"), ("B", "Hospital B"), ("C", "Hospital C")):
             tokens[name] = issue_token(session, hospital=hospital).token
-        for user in ("spec1", "spec2", "spec_other", "root"):
+        for user in ("spec1", "spec2", "spec_other", "spec_unlicensed", "root"):
             tokens[user] = issue_token(session, user=user).token
     return tokens, ids
 
