@@ -34,7 +34,7 @@ from oncotriage.serving import audit, jobs
 from oncotriage.serving.db.models import Instance, Job, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.dicomweb import FailureReason, failure_reason_for
-from oncotriage.serving.enums import AuditAction, JobState
+from oncotriage.serving.enums import AuditAction, JobState, StudyStatus
 from oncotriage.serving.patients import link_study, pseudonym_of_dataset
 from oncotriage.serving.security import Principal
 from oncotriage.serving.settings import Settings
@@ -356,6 +356,34 @@ def _queue_jobs(
     return settings.series_settle_s
 
 
+def _requeue_failed(
+    session: Session,
+    settings: Settings,
+    study: Study,
+    instance: Instance,
+    now: datetime,
+    series_jobs: dict[int, Job],
+) -> bool:
+    """Queue ``instance``'s inference again when its last job failed for good; False when
+    it has a job waiting or running, or one that succeeded."""
+    latest = session.scalar(
+        sa.select(Job)
+        .where(
+            Job.series_id == instance.series_id,
+            sa.or_(Job.instance_id == instance.id, Job.instance_id.is_(None)),
+        )
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+    if latest is None or latest.state is not JobState.FAILED:
+        return False
+    latest.state = JobState.SUPERSEDED  # the new job's result replaces its failure
+    series = session.get(Series, instance.series_id)
+    assert series is not None
+    _queue_jobs(session, settings, study, series, instance, now, series_jobs)
+    return True
+
+
 def _held_instances(
     session: Session, hospital_id: int, candidates: Sequence[_Candidate], chunk: int = 500
 ) -> dict[str, Instance]:
@@ -473,6 +501,13 @@ def _record(
                 "copy is kept (a changed image needs a new SOP Instance UID)"
             )
         outcome.stored, outcome.duplicate, outcome.study_id = True, True, study.id
+        if study.status is StudyStatus.FAILED and _requeue_failed(
+            session, settings, study, existing, now, series_jobs
+        ):
+            # a hospital re-sending a study that failed gets it read again
+            due_in_s.add(0.0)
+            study.queued_at = now
+            touched[study.id] = study
     kept = {candidate.outcome.study_id for candidate in candidates if candidate.outcome.stored}
     for study in created.values():
         if study.id in kept:

@@ -20,8 +20,8 @@ from service_utils.dicom import ct_series, dx_instance, to_bytes
 from service_utils.receiver import webhook_receiver
 from service_utils.server import Service, stow, study_id_for, wait_until
 
-from oncotriage.serving.db.models import Finding, Job, WebhookDelivery
-from oncotriage.serving.enums import JobState
+from oncotriage.serving.db.models import Finding, Job, Study, WebhookDelivery
+from oncotriage.serving.enums import JobState, Priority, StudyStatus
 from oncotriage.serving.inference import ModelManager
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.webhooks import SIGNATURE_HEADER, verify_signature
@@ -217,8 +217,9 @@ def test_ct_series_sent_in_parts_is_read_once_complete(
     bundle = make_bundle(base=base_bundle_3d)
     series = ct_series(43, slices=16)
     with sqlite_service_factory(model_uri=str(bundle), series_settle_s=1.0) as service:
-        stow(service, "A", [to_bytes(ds) for ds in series[:8]]).raise_for_status()
-        stow(service, "A", [to_bytes(ds) for ds in series[8:]]).raise_for_status()
+        # three requests, as a router forwarding a series in parts would send it
+        for part in (series[:5], series[5:11], series[11:]):
+            stow(service, "A", [to_bytes(ds) for ds in part]).raise_for_status()
         study_id = study_id_for(service, "A", series[0].StudyInstanceUID)
         study = service.wait_for_study(study_id, "A")
         assert study["status"] == "triaged", study
@@ -233,6 +234,34 @@ def test_ct_series_sent_in_parts_is_read_once_complete(
         with service.db.session() as session:
             jobs = session.execute(sa.select(Job.instance_id, Job.state)).all()
         assert jobs == [(None, JobState.DONE)]  # one inference for the whole series
+
+
+def test_resending_a_failed_study_queues_it_again(sqlite_service_factory, flagging_bundle) -> None:
+    instance = dx_instance(46)
+    with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
+        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        study_id = study_id_for(service, "A", instance.StudyInstanceUID)
+        service.wait_for_study(study_id, "A")
+        # as if its inference had failed for good
+        with service.db.session() as session:
+            session.execute(sa.update(Job).values(state=JobState.FAILED))
+            session.execute(
+                sa.update(Study)
+                .where(Study.id == study_id)
+                .values(status=StudyStatus.FAILED, priority=Priority.NEEDS_MANUAL_REVIEW)
+            )
+            session.commit()
+        again = stow(service, "A", [to_bytes(instance)])
+        assert again.status_code == 200, again.text
+        study = service.wait_for_study(study_id, "A")
+        assert study["status"] == "triaged" and study["suspicion_score"] is not None
+        with service.db.session() as session:
+            states = session.scalars(sa.select(Job.state).order_by(Job.id)).all()
+        assert states == [JobState.SUPERSEDED, JobState.DONE]
+        # a study that was triaged is not read again by a plain re-send
+        stow(service, "A", [to_bytes(instance)]).raise_for_status()
+        with service.db.session() as session:
+            assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 2
 
 
 def test_webhooks_arrive_signed_and_are_retried(service_factory, flagging_bundle) -> None:
