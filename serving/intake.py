@@ -34,7 +34,7 @@ from oncotriage.serving import audit, jobs
 from oncotriage.serving.db.models import Instance, Job, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.dicomweb import FailureReason, failure_reason_for
-from oncotriage.serving.enums import AuditAction, JobState, StudyStatus
+from oncotriage.serving.enums import AuditAction, JobState, Priority, StudyStatus
 from oncotriage.serving.patients import link_study, pseudonym_of_dataset
 from oncotriage.serving.security import Principal
 from oncotriage.serving.settings import Settings
@@ -84,6 +84,7 @@ class _Candidate:
     content_hash: str
     stored_path: str
     size_bytes: int
+    role: str = "diagnostic"
     patient_pseudonym: str | None = None
 
 
@@ -168,6 +169,14 @@ def _check_and_store(
             FailureReason.DATASET_DOES_NOT_MATCH,
             "the instance's Study Instance UID differs from the study in the request URL",
         )
+    from oncotriage.datasets.roles import SeriesRole, series_role
+
+    role = series_role(ds)
+    if role is not None and role is not SeriesRole.DIAGNOSTIC:
+        # kept with the study for the record (a PACS forwards whole studies), not triaged
+        return _store_candidate(
+            outcome, ds, data, store, settings, role=role, rows=0, columns=0, frames=1
+        )
     rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
     frames = max(1, _int(ds, "NumberOfFrames", 1))
     if rows * columns * frames > settings.max_pixels:
@@ -181,6 +190,32 @@ def _check_and_store(
         validate_instance(ds)
     except UnsupportedImageError as error:
         return _fail(outcome, failure_reason_for(error.code), str(error))
+    return _store_candidate(
+        outcome,
+        ds,
+        data,
+        store,
+        settings,
+        role="diagnostic",
+        rows=rows,
+        columns=columns,
+        frames=frames,
+    )
+
+
+def _store_candidate(
+    outcome: InstanceOutcome,
+    ds: Any,
+    data: bytes,
+    store: ContentStore,
+    settings: Settings,
+    *,
+    role: str,
+    rows: int,
+    columns: int,
+    frames: int,
+) -> _Candidate | InstanceOutcome:
+    """Step 3: write the bytes, and describe the instance for step 4."""
     outcome.warning = _charset_warning(ds)
     try:
         stored = store.put(data)
@@ -193,11 +228,12 @@ def _check_and_store(
         rows=rows,
         columns=columns,
         frames=frames,
-        is_volume=outcome.sop_class_uid == CTImageStorage and frames == 1,
+        is_volume=role == "diagnostic" and outcome.sop_class_uid == CTImageStorage and frames == 1,
         content_hash=stored.content_hash,
         stored_path=stored.relative_path,
         size_bytes=stored.size_bytes,
         patient_pseudonym=pseudonym_of_dataset(settings, ds),
+        role=str(role),
     )
 
 
@@ -291,6 +327,7 @@ def _series_for(session: Session, study: Study, candidate: _Candidate, now: date
             "series_instance_uid": uid,
             "modality": candidate.modality,
             "is_volume": candidate.is_volume,
+            "role": candidate.role,
             "created_at": now,
             "updated_at": now,
         },
@@ -473,7 +510,7 @@ def _record(
                 )
             assert instance is not None
             if instance.content_hash == candidate.content_hash and instance.study_id == study.id:
-                if inserted:
+                if inserted and series.role == "diagnostic":
                     due_in_s.add(
                         _queue_jobs(session, settings, study, series, instance, now, series_jobs)
                     )
@@ -522,7 +559,30 @@ def _record(
     session.flush()
     for study in touched.values():
         refresh_study(session, study, now=now)
+    for study in studies.values():
+        if study.id in kept and study.id not in touched:
+            _nothing_to_triage(session, study, now)
     return due_in_s
+
+
+def _nothing_to_triage(session: Session, study: Study, now: datetime) -> None:
+    """A study that holds only objects kept for the record (an SR, a dose report) has no
+    image to triage: it goes to a person with the reason, never waits unseen. Its images,
+    when they come, are triaged as usual (the study's status then follows their jobs)."""
+    if session.scalar(sa.select(Job.id).where(Job.study_id == study.id).limit(1)) is not None:
+        return
+    roles = sorted(set(session.scalars(sa.select(Series.role).where(Series.study_id == study.id))))
+    study.status = StudyStatus.FAILED
+    study.priority = Priority.NEEDS_MANUAL_REVIEW
+    study.suspicion_score = None
+    study.failure_reason = (
+        "nothing to triage: the study holds only "
+        f"{', '.join(role.replace('_', ' ') for role in roles)} objects, no CT, radiograph or "
+        "mammogram"
+    )
+    if study.triaged_at is None:
+        study.triaged_at = now
+        study.time_to_triage_s = max(0.0, (now - study.received_at).total_seconds())
 
 
 def ingest(

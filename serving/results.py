@@ -63,6 +63,8 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
     for row in series_rows:
         jobs = jobs_by_series.get(row.id, [])
         status, error = _series_status(jobs)
+        if row.role != "diagnostic":
+            status = "not_triaged"
         done = [job for job in jobs if job.state is JobState.DONE]
         best = max(done, key=lambda job: job.suspicion_score or 0.0, default=None)
         series.append(
@@ -71,6 +73,7 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
                 modality=row.modality,
                 instance_count=int(instance_counts.get(row.id, 0)),
                 is_volume=row.is_volume,
+                role=row.role,
                 suspicion_score=best.suspicion_score if best else None,
                 priority=most_urgent(job.priority for job in done if job.priority is not None),
                 status=status,
@@ -149,10 +152,15 @@ def plan_report(session: Session, study: Study) -> ReportPlan:
         session.scalars(
             sa.select(Instance.stored_path)
             .join(Series, Series.id == Instance.series_id)
-            .where(Instance.study_id == study.id)
+            .where(Instance.study_id == study.id, Series.role == "diagnostic")
             .order_by(Series.id, Instance.id)
         )
     )
+    if not paths:
+        raise ResultNotReadyError(
+            "the study holds no CT, radiograph or mammogram (only objects kept for the "
+            "record), so there is no AI result to report"
+        )
     by_key: dict[str, list[object]] = defaultdict(list)
     rows = session.execute(
         sa.select(Finding, Series, Instance.sop_instance_uid)

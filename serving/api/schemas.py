@@ -124,9 +124,17 @@ class SeriesResultPublic(BaseModel):
     modality: str
     instance_count: int
     is_volume: bool
+    role: str = Field(
+        default="diagnostic",
+        description="diagnostic (triaged), or kept for the record and not triaged: localizer, "
+        "dose_report, sr, secondary_capture, presentation_state, key_object.",
+    )
     suspicion_score: float | None
     priority: Priority | None
-    status: str = Field(description="queued, running, done or failed (the latest inference).")
+    status: str = Field(
+        description="queued, running, done or failed (the latest inference); not_triaged for "
+        "series kept for the record."
+    )
     error: str | None = None
     model_name: str | None = None
     model_version: str | None = None

@@ -144,6 +144,13 @@ class Series(Base):
     is_volume: Mapped[bool] = mapped_column(
         default=False, doc="CT-like series read as one volume (one job for the whole series)."
     )
+    role: Mapped[str] = mapped_column(
+        sa.String(24),
+        default="diagnostic",
+        server_default="diagnostic",
+        doc="datasets.roles.SeriesRole: only diagnostic series are triaged; localizers, dose "
+        "reports, SR, secondary captures, presentation states and key objects are kept.",
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

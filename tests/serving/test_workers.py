@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import signal
@@ -374,3 +375,59 @@ def test_radiograph_for_a_ct_model_flags_needs_manual_review(
         assert study["suspicion_score"] is None
         with service.db.session() as session:
             assert session.scalar(sa.select(Job.attempts)) == 1
+
+
+def _companion(template: Any, sop_class: str, **attributes: Any) -> Any:
+    """An object of another kind in ``template``'s study, in a series of its own."""
+    from pydicom.uid import generate_uid
+
+    ds = copy.deepcopy(template)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_a_whole_ct_study_is_taken_and_triaged_on_its_axial_series(
+    sqlite_service_factory, make_bundle, base_bundle_3d
+) -> None:
+    """What a PACS forwarding a whole CT study sends: the axial series, a localizer, a dose
+    report (secondary capture) and an SR. All are stored (200), only the axial series is
+    triaged; a study of an SR alone goes to a person with the reason."""
+    from pydicom.uid import ComprehensiveSRStorage, CTImageStorage, SecondaryCaptureImageStorage
+
+    bundle = make_bundle(base=base_bundle_3d)
+    axial = ct_series(47, slices=16)
+    localizer = _companion(axial[0], CTImageStorage, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    dose = _companion(
+        axial[0], SecondaryCaptureImageStorage, SeriesDescription="Dose Report", Modality="OT"
+    )
+    report = _companion(axial[0], ComprehensiveSRStorage, Modality="SR")
+    del report.PixelData
+    lonely_sr = _companion(dx_instance(48), ComprehensiveSRStorage, Modality="SR")
+    del lonely_sr.PixelData
+    with sqlite_service_factory(model_uri=str(bundle), series_settle_s=0.5) as service:
+        sent = stow(service, "A", [to_bytes(ds) for ds in [*axial, localizer, dose, report]])
+        assert sent.status_code == 200, sent.text
+        study_id = study_id_for(service, "A", axial[0].StudyInstanceUID)
+        study = service.wait_for_study(study_id, "A")
+        assert study["status"] == "triaged", study
+        result = service.client("A").get(f"/v1/studies/{study_id}/result").json()
+        roles = {s["series_instance_uid"]: (s["role"], s["status"]) for s in result["series"]}
+        assert roles == {
+            axial[0].SeriesInstanceUID: ("diagnostic", "done"),
+            localizer.SeriesInstanceUID: ("localizer", "not_triaged"),
+            dose.SeriesInstanceUID: ("dose_report", "not_triaged"),
+            report.SeriesInstanceUID: ("sr", "not_triaged"),
+        }
+        with service.db.session() as session:
+            jobs = session.execute(sa.select(Job.series_id, Job.state)).all()
+        assert [state for _, state in jobs] == [JobState.DONE]  # the axial series only
+        assert service.client("A").get(f"/v1/studies/{study_id}/report.dcm").status_code == 200
+
+        stow(service, "A", [to_bytes(lonely_sr)]).raise_for_status()
+        alone = service.wait_for_study(study_id_for(service, "A", lonely_sr.StudyInstanceUID), "A")
+        assert (alone["status"], alone["priority"]) == ("failed", "needs_manual_review")
+        assert alone["failure_reason"].startswith("nothing to triage: the study holds only sr")

@@ -1,7 +1,7 @@
 """close the loop: patients, referral lifecycle, follow-ups, outcomes, licences
 
 Revision ID: 0005_loop
-Revises: 0001
+Revises: 0002_series_role
 Create Date: 2026-12-03 06:59:38.264108
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_loop"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_series_role"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
