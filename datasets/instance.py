@@ -17,7 +17,7 @@ from typing import BinaryIO
 import pydicom
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import (
     UID,
     ComputedRadiographyImageStorage,
@@ -235,7 +235,15 @@ def refuse_bad_values() -> Iterator[None]:
         yield
     except UnsupportedImageError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as error:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        BytesLengthException,
+    ) as error:
         logger.debug("malformed attribute values", exc_info=True)
         raise UnsupportedImageError(
             f"malformed or inconsistent attribute values ({type(error).__name__}: {error})",

@@ -133,11 +133,37 @@ def _check_and_store(
     store: ContentStore,
     expected_study_uid: str | None,
 ) -> _Candidate | InstanceOutcome:
-    """Steps 1-3 of the module docstring for one object (no database)."""
+    """Steps 1-3 of the module docstring for one object (no database). Malformed values
+    met anywhere on the way (a Rows element of three bytes, a wrong VR) refuse the object
+    with the reason, never fail the request."""
+    from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.datasets.instance import refuse_bad_values
+
+    outcome = InstanceOutcome(index=index)
+    try:
+        with refuse_bad_values():
+            return _check_and_store_object(
+                outcome,
+                data,
+                settings=settings,
+                store=store,
+                expected_study_uid=expected_study_uid,
+            )
+    except UnsupportedImageError as error:
+        return _fail(outcome, failure_reason_for(error.code), str(error))
+
+
+def _check_and_store_object(
+    outcome: InstanceOutcome,
+    data: bytes,
+    *,
+    settings: Settings,
+    store: ContentStore,
+    expected_study_uid: str | None,
+) -> _Candidate | InstanceOutcome:
     from oncotriage.datasets.image import UnsupportedImageError
     from oncotriage.datasets.reader import read_dataset, validate_instance
 
-    outcome = InstanceOutcome(index=index)
     try:
         ds = read_dataset(data)
     except UnsupportedImageError as error:
