@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -248,6 +249,18 @@ def create_app(
     async def _too_large(request: Request, exc: RequestTooLargeError) -> JSONResponse:
         return JSONResponse(
             {"detail": f"request body over {settings.max_request_bytes} bytes"}, status_code=413
+        )
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # The database went away (restart, failover, network): nothing of this request was
+        # kept, and the pool reconnects by itself; the sender retries.
+        logger.warning("database unavailable: %s", str(exc).splitlines()[0][:300])
+        return JSONResponse(
+            {"detail": "the database is unavailable for a moment; nothing was kept, retry"},
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(RequestValidationError)

@@ -119,6 +119,8 @@ _ERRORS = {
     "404": "No such resource, or not yours (the service does not say which).",
     "406": "The `Accept` header names nothing this operation answers with.",
     "413": "The request body is over the service's limit.",
+    "503": "The database is unavailable for a moment (restart, failover); nothing of the "
+    "request was kept: retry after Retry-After seconds.",
 }
 
 
@@ -141,7 +143,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
-            wanted = ["406"]
+            wanted = ["406", "503"]
             if operation.get("security"):
                 wanted += ["401", "403"]
             if "{" in path:
