@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -208,6 +209,8 @@ class LeaseKeeper:
                     with self._lock:
                         self._held.pop(held.lease.id, None)
 
+
+_DELIVERY_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-5a43-9d6c-0f5e2b7a9c11")
 
 WebhookSender = Callable[[str, str, dict[str, object], float], int]
 """``(url, secret, event, timeout_s) -> HTTP status``; raises :class:`WebhookDeliveryError`."""
@@ -834,7 +837,9 @@ class Worker:
                     retry_in_s=None,
                 )
             return True
-        payload["delivery_id"] = lease.id
+        # rows queued before the id was stored with the event get one derived from the row,
+        # so their retries share it too
+        payload.setdefault("delivery_id", str(uuid.uuid5(_DELIVERY_NAMESPACE, str(lease.id))))
         try:
             status = self.webhook_sender(url, secret, payload, self.settings.webhook_timeout_s)
         except Exception as error:
