@@ -1,10 +1,14 @@
 """Which model scores a series: the explicit rule, and the CT series choice within a study.
 
-The service may hold several models (``ONCOTRIAGE_MODELS='{"cxr": "models:/oncotriage-cxr2d@
-champion", "ldct": "models:/oncotriage-ct3d@champion"}'``; ``ONCOTRIAGE_MODEL_URI`` is the
-one-model shorthand, route ``default``). Each model's spec states its intended use
-(:class:`oncotriage.models.config.IntendedUse`, the spec's ``scope``). A series goes to the
-FIRST route, in the configured order, whose intended use fits it; the checks, in order:
+Routes are named models (:func:`parse_models` reads ``ONCOTRIAGE_MODELS='{"cxr":
+"models:/oncotriage-cxr2d@champion", "ldct": "models:/oncotriage-ct3d@champion"}'``, with
+``ONCOTRIAGE_MODEL_URI`` as the one-model shorthand, route ``default``). The worker today
+holds ONE model (``model_uri``) and applies this rule to it before preprocessing
+(``Worker._check_route``), so a series outside its intended use is refused with the reason;
+holding several models at once (one manager per route) is still to be wired. Each model's
+spec states its intended use (:class:`oncotriage.models.config.IntendedUse`, the spec's
+``scope``). A series goes to the FIRST route, in the configured order, whose intended use
+fits it; the checks, in order:
 
 1. modality is one of the model's ``modalities`` (DX, CR, CT, MG...);
 2. dimensionality: a radiograph (one frame) for a 2D model, a volume for a 3D model;

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
+from oncotriage.models.findings import Finding as DetectedFinding
 from oncotriage.serving import jobs
 from oncotriage.serving.db.base import UTCDateTime, utcnow
 from oncotriage.serving.db.models import Finding, Hospital, Instance, Job, Study, WebhookDelivery
@@ -296,12 +297,6 @@ class Worker:
 
     # -- loop ------------------------------------------------------------------------------
 
-    def run_once(self) -> bool:
-        """Process at most one job and one webhook delivery; True when anything was done."""
-        did_job = self.process_next_job()
-        did_webhook = self.deliver_next_webhook()
-        return did_job or did_webhook
-
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set (the job on the model then finishes and is recorded).
 
@@ -431,14 +426,6 @@ class Worker:
             return False
         return True
 
-    def process_next_job(self) -> bool:
-        """Claim, score and record one job on this thread; True when a job was handled."""
-        claimed = self._claim()
-        if not isinstance(claimed, _Prepared):
-            return claimed
-        self._finish(self._infer(claimed))
-        return True
-
     def _claim(self) -> _Prepared | bool:
         """Claim the next due job and read its images.
 
@@ -548,7 +535,7 @@ class Worker:
         its lease go."""
         prepared = inferred.prepared
         error = inferred.error
-        findings: list[object] = []
+        findings: list[DetectedFinding] = []
         started = time.perf_counter()
         if error is None and not prepared.held.lost:
             try:
@@ -644,12 +631,10 @@ class Worker:
         lease: jobs.Lease,
         job_input: _JobInput,
         model: LoadedModel,
-        findings: list[object],
+        findings: list[DetectedFinding],
         elapsed_s: float,
     ) -> None:
-        from oncotriage.models.findings import Finding as DetectedFinding
-
-        detected = [f for f in findings if isinstance(f, DetectedFinding)]
+        detected = findings
         score = calibrated_suspicion_score(detected, model.spec.thresholds)
         priority = priority_for(score, model.spec.thresholds)
         now = utcnow()
@@ -674,11 +659,6 @@ class Worker:
                     execution_options={"synchronize_session": False},
                 )
             elif detected:
-                instance_ids = (
-                    {}
-                    if job_input.instance_id is not None
-                    else self._instance_ids_by_uid(session, job_input)
-                )
                 session.execute(
                     sa.insert(Finding),
                     [
@@ -686,9 +666,7 @@ class Worker:
                             "study_id": job_input.study_id,
                             "job_id": lease.id,
                             "series_id": job_input.series_id,
-                            "instance_id": job_input.instance_id
-                            if job_input.instance_id is not None
-                            else _instance_of(finding, instance_ids),
+                            "instance_id": job_input.instance_id,
                             "label": int(finding.label),
                             "score": float(finding.score),
                             "box_index": [float(v) for v in finding.box_index],
@@ -746,15 +724,6 @@ class Worker:
                 execution_options={"synchronize_session": False},
             )
         return False
-
-    @staticmethod
-    def _instance_ids_by_uid(session: Session, job_input: _JobInput) -> dict[str, int]:
-        rows = session.execute(
-            sa.select(Instance.sop_instance_uid, Instance.id).where(
-                Instance.series_id == job_input.series_id
-            )
-        ).all()
-        return {str(uid): int(instance_id) for uid, instance_id in rows}
 
     def _fail_job(self, lease: jobs.Lease, error: str, *, permanent: bool) -> None:
         final = permanent or lease.attempt >= lease.max_attempts
@@ -872,12 +841,6 @@ class Worker:
                     row.delivered_at = utcnow()
         logger.info("webhook delivery %d delivered (HTTP %d)", lease.id, status)
         return True
-
-
-def _instance_of(finding: object, instance_ids: dict[str, int]) -> int | None:
-    """The instance a volume finding lies on, when the finding names one (else the series)."""
-    uid = getattr(finding, "sop_instance_uid", None)
-    return instance_ids.get(uid) if isinstance(uid, str) else None
 
 
 class WorkerPool:
