@@ -3,11 +3,11 @@
 Routes are named models (:func:`parse_models` reads ``ONCOTRIAGE_MODELS='{"cxr":
 "models:/oncotriage-cxr2d@champion", "ldct": "models:/oncotriage-ct3d@champion"}'``, with
 ``ONCOTRIAGE_MODEL_URI`` as the one-model shorthand, route ``default``). The worker today
-holds ONE model (``model_uri``) and applies this rule to it before preprocessing
-(``Worker._check_route``), so a series outside its intended use is refused with the reason;
-holding several models at once (one manager per route) is still to be wired. Each model's
-spec states its intended use (:class:`oncotriage.models.config.IntendedUse`, the spec's
-``scope``). A series goes to the FIRST route, in the configured order, whose intended use
+holds ONE model (``model_uri``) and refuses a series outside its intended inputs with
+:meth:`oncotriage.models.intended.IntendedInputs.mismatch`; holding several models at once
+(one manager per route, choosing with :func:`route_series`) is still to be wired. Each
+model's spec states the images it reads (:class:`oncotriage.models.intended.IntendedInputs`,
+``spec.reads``). A series goes to the FIRST route, in the configured order, whose intended use
 fits it; the checks, in order:
 
 1. modality is one of the model's ``modalities`` (DX, CR, CT, MG...);
@@ -41,9 +41,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oncotriage.models.config import IntendedUse
+from oncotriage.models.intended import IntendedInputs
+
+if TYPE_CHECKING:
+    from oncotriage.models.spec import ModelSpec
 
 __all__ = [
     "DEFAULT_ROUTE",
@@ -144,8 +147,16 @@ class Route:
 
     name: str
     uri: str
-    spatial_dims: int
-    scope: IntendedUse
+    reads: IntendedInputs
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.reads.spatial_dims
+
+    @classmethod
+    def for_spec(cls, name: str, uri: str, spec: ModelSpec) -> Route:
+        """The route of a loaded model (the images its spec says it reads)."""
+        return cls(name=name, uri=uri, reads=spec.reads)
 
 
 @dataclass(frozen=True)
@@ -163,7 +174,7 @@ def _fmt(value: float) -> str:
 
 def misfit(route: Route, series: SeriesFacts) -> str | None:
     """Why ``series`` is outside ``route``'s intended use, or ``None`` when it fits."""
-    scope = route.scope
+    scope = route.reads
     modality = series.modality.upper()
     if modality not in scope.modalities:
         return f"{route.name} takes {'/'.join(scope.modalities)}, not {modality or 'no modality'}"
@@ -173,7 +184,7 @@ def misfit(route: Route, series: SeriesFacts) -> str | None:
         return f"{route.name} takes single images; the {modality} series is a volume"
     if series.body_part is not None and series.body_part not in scope.body_parts:
         return f"{route.name} is for {'/'.join(scope.body_parts)}, not {series.body_part}"
-    if series.view is not None and scope.views is not None and series.view not in scope.views:
+    if series.view is not None and scope.views and series.view not in scope.views:
         return f"{route.name} takes {'/'.join(scope.views)} views, not {series.view}"
     spacing = series.pixel_spacing_mm
     if spacing is not None:
@@ -204,7 +215,7 @@ def route_series(series: SeriesFacts, routes: Sequence[Route]) -> RouteDecision:
         reason = misfit(route, series)
         if reason is None:
             return RouteDecision(route)
-        if series.modality.upper() in route.scope.modalities:
+        if series.modality.upper() in route.reads.modalities:
             refusals.append(reason)
     modality = series.modality.upper() or "a series without a modality"
     if not refusals:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from oncotriage.models.config import IntendedUse
+from oncotriage.models.intended import IntendedInputs
 from oncotriage.serving.routing import (
     DEFAULT_ROUTE,
     Route,
@@ -19,8 +19,8 @@ from oncotriage.serving.routing import (
 CXR = Route(
     "cxr",
     "models:/oncotriage-cxr2d@champion",
-    2,
-    IntendedUse(
+    IntendedInputs(
+        spatial_dims=2,
         modalities=["DX", "CR"],
         body_parts=["CHEST"],
         views=["PA", "AP"],
@@ -31,8 +31,8 @@ CXR = Route(
 LDCT = Route(
     "ldct",
     "models:/oncotriage-ct3d@champion",
-    3,
-    IntendedUse(
+    IntendedInputs(
+        spatial_dims=3,
         modalities=["CT"],
         body_parts=["CHEST"],
         min_pixel_spacing_mm=0.3,
@@ -99,7 +99,7 @@ def test_route_table(series: SeriesFacts, route: str | None, reason: str) -> Non
 
 
 def test_first_fitting_route_in_configured_order_wins() -> None:
-    other = Route("cxr-b", "models:/b@champion", 2, CXR.scope)
+    other = Route("cxr-b", "models:/b@champion", CXR.reads)
     assert route_series(dx(), [other, CXR]).route == other
     assert route_series(dx(), [CXR, other]).route == CXR
 
@@ -198,3 +198,16 @@ def test_parse_models() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             parse_models(bad, "x")
+
+
+def test_a_spec_without_intended_inputs_routes_by_its_dimensionality() -> None:
+    from pathlib import Path
+
+    from oncotriage.models.spec import ModelSpec
+
+    spec = ModelSpec.load(Path(__file__).resolve().parents[2] / "models" / "demo")
+    route = Route.for_spec("cxr", "models:/oncotriage-cxr2d@champion", spec)
+    assert route.spatial_dims == 2
+    assert route_series(dx(), [route]).route == route
+    assert route_series(SeriesFacts("MG", 2), [route]).reason == "no model for MG"
+    assert route_series(ct(), [route]).reason == "no model for CT"
