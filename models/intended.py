@@ -61,6 +61,8 @@ class IntendedInputs(BaseModel):
                 f"{self.max_pixel_spacing_mm or float('inf'):g} mm"
             )
         slices = f", at least {self.min_slices} slices" if self.min_slices else ""
+        if self.max_slice_thickness_mm:
+            slices += f", slices up to {self.max_slice_thickness_mm:g} mm thick"
         return (
             f"{self.spatial_dims}D {'/'.join(self.modalities)} "
             f"{'/'.join(part.lower() for part in self.body_parts)}{views}{spacing}{slices}"
