@@ -27,6 +27,7 @@ class IntendedInputs(BaseModel):
         spatial_dims: 2 (radiographs) or 3 (CT volumes).
         min_pixel_spacing_mm, max_pixel_spacing_mm: in-plane spacing range it was trained on.
         min_slices: fewest slices of a volume it reads.
+        max_slice_thickness_mm: thickest CT slices it reads (checked by ``serving.routing``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +39,7 @@ class IntendedInputs(BaseModel):
     min_pixel_spacing_mm: float | None = Field(default=None, gt=0)
     max_pixel_spacing_mm: float | None = Field(default=None, gt=0)
     min_slices: int | None = Field(default=None, ge=1)
+    max_slice_thickness_mm: float | None = Field(default=None, gt=0)
 
     @classmethod
     def default_for(cls, spatial_dims: int) -> IntendedInputs:
@@ -59,6 +61,8 @@ class IntendedInputs(BaseModel):
                 f"{self.max_pixel_spacing_mm or float('inf'):g} mm"
             )
         slices = f", at least {self.min_slices} slices" if self.min_slices else ""
+        if self.max_slice_thickness_mm:
+            slices += f", slices up to {self.max_slice_thickness_mm:g} mm thick"
         return (
             f"{self.spatial_dims}D {'/'.join(self.modalities)} "
             f"{'/'.join(part.lower() for part in self.body_parts)}{views}{spacing}{slices}"

@@ -3,6 +3,7 @@ change they announce (so an event is never lost nor sent for a change that rolle
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +48,8 @@ def enqueue_webhook(
     if hospital is None or not hospital.webhook_url:
         return None
     payload = study_payload(study, event, now=now)
+    # the X-Oncotriage-Delivery id, stored with the event: the same on every retry
+    payload["delivery_id"] = str(uuid.uuid4())
     if review is not None:
         payload["review"] = {
             "id": review.id,

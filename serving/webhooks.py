@@ -143,7 +143,9 @@ def deliver(
     Args:
         url: the hospital's webhook URL.
         secret: the hospital's webhook secret.
-        event: JSON-serialisable mapping with a ``type`` key (e.g. ``study.status``).
+        event: JSON-serialisable mapping with a ``type`` key (e.g. ``study.status``). Its
+            ``delivery_id``, when present, is the ``X-Oncotriage-Delivery`` id; else a new
+            UUID is made. Either way the body's ``delivery_id`` is the header's.
         timeout_s: per-request timeout.
         max_attempts: requests at most, >= 1.
         backoff_s: first retry delay.
@@ -161,8 +163,10 @@ def deliver(
     event_type = event.get("type")
     if not event_type:
         raise ValueError("a webhook event needs a 'type' (e.g. 'study.status')")
-    body = encode_event(event)
-    delivery_id = str(uuid.uuid4())
+    # ONE delivery id: the event's own when it has one (the outbox stores it with the event, so
+    # every retry, here or on a later round, carries the same), in the header and in the body
+    delivery_id = str(event.get("delivery_id") or uuid.uuid4())
+    body = encode_event({**event, "delivery_id": delivery_id})
     own_client = client is None
     http = client if client is not None else httpx.Client(follow_redirects=False)
     status_code: int | None = None

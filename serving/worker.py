@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
+from oncotriage.models.findings import Finding as DetectedFinding
 from oncotriage.serving import jobs
 from oncotriage.serving.db.base import UTCDateTime, utcnow
 from oncotriage.serving.db.models import Finding, Hospital, Instance, Job, Study, WebhookDelivery
@@ -209,6 +211,8 @@ class LeaseKeeper:
                         self._held.pop(held.lease.id, None)
 
 
+_DELIVERY_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-5a43-9d6c-0f5e2b7a9c11")
+
 WebhookSender = Callable[[str, str, dict[str, object], float], int]
 """``(url, secret, event, timeout_s) -> HTTP status``; raises :class:`WebhookDeliveryError`."""
 
@@ -292,12 +296,6 @@ class Worker:
         self._webhooks_due_at = 0.0  # monotonic; the outbox is checked at most every poll
 
     # -- loop ------------------------------------------------------------------------------
-
-    def run_once(self) -> bool:
-        """Process at most one job and one webhook delivery; True when anything was done."""
-        did_job = self.process_next_job()
-        did_webhook = self.deliver_next_webhook()
-        return did_job or did_webhook
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set (the job on the model then finishes and is recorded).
@@ -428,14 +426,6 @@ class Worker:
             return False
         return True
 
-    def process_next_job(self) -> bool:
-        """Claim, score and record one job on this thread; True when a job was handled."""
-        claimed = self._claim()
-        if not isinstance(claimed, _Prepared):
-            return claimed
-        self._finish(self._infer(claimed))
-        return True
-
     def _claim(self) -> _Prepared | bool:
         """Claim the next due job and read its images.
 
@@ -545,7 +535,7 @@ class Worker:
         its lease go."""
         prepared = inferred.prepared
         error = inferred.error
-        findings: list[object] = []
+        findings: list[DetectedFinding] = []
         started = time.perf_counter()
         if error is None and not prepared.held.lost:
             try:
@@ -641,12 +631,10 @@ class Worker:
         lease: jobs.Lease,
         job_input: _JobInput,
         model: LoadedModel,
-        findings: list[object],
+        findings: list[DetectedFinding],
         elapsed_s: float,
     ) -> None:
-        from oncotriage.models.findings import Finding as DetectedFinding
-
-        detected = [f for f in findings if isinstance(f, DetectedFinding)]
+        detected = findings
         score = calibrated_suspicion_score(detected, model.spec.thresholds)
         priority = priority_for(score, model.spec.thresholds)
         now = utcnow()
@@ -671,11 +659,6 @@ class Worker:
                     execution_options={"synchronize_session": False},
                 )
             elif detected:
-                instance_ids = (
-                    {}
-                    if job_input.instance_id is not None
-                    else self._instance_ids_by_uid(session, job_input)
-                )
                 session.execute(
                     sa.insert(Finding),
                     [
@@ -683,9 +666,7 @@ class Worker:
                             "study_id": job_input.study_id,
                             "job_id": lease.id,
                             "series_id": job_input.series_id,
-                            "instance_id": job_input.instance_id
-                            if job_input.instance_id is not None
-                            else _instance_of(finding, instance_ids),
+                            "instance_id": job_input.instance_id,
                             "label": int(finding.label),
                             "score": float(finding.score),
                             "box_index": [float(v) for v in finding.box_index],
@@ -743,15 +724,6 @@ class Worker:
                 execution_options={"synchronize_session": False},
             )
         return False
-
-    @staticmethod
-    def _instance_ids_by_uid(session: Session, job_input: _JobInput) -> dict[str, int]:
-        rows = session.execute(
-            sa.select(Instance.sop_instance_uid, Instance.id).where(
-                Instance.series_id == job_input.series_id
-            )
-        ).all()
-        return {str(uid): int(instance_id) for uid, instance_id in rows}
 
     def _fail_job(self, lease: jobs.Lease, error: str, *, permanent: bool) -> None:
         final = permanent or lease.attempt >= lease.max_attempts
@@ -834,7 +806,9 @@ class Worker:
                     retry_in_s=None,
                 )
             return True
-        payload["delivery_id"] = lease.id
+        # rows queued before the id was stored with the event get one derived from the row,
+        # so their retries share it too
+        payload.setdefault("delivery_id", str(uuid.uuid5(_DELIVERY_NAMESPACE, str(lease.id))))
         try:
             status = self.webhook_sender(url, secret, payload, self.settings.webhook_timeout_s)
         except Exception as error:
@@ -867,12 +841,6 @@ class Worker:
                     row.delivered_at = utcnow()
         logger.info("webhook delivery %d delivered (HTTP %d)", lease.id, status)
         return True
-
-
-def _instance_of(finding: object, instance_ids: dict[str, int]) -> int | None:
-    """The instance a volume finding lies on, when the finding names one (else the series)."""
-    uid = getattr(finding, "sop_instance_uid", None)
-    return instance_ids.get(uid) if isinstance(uid, str) else None
 
 
 class WorkerPool:

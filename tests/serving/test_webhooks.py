@@ -99,9 +99,19 @@ def test_fails_twice_then_delivers_with_backoff(receiver: Receiver) -> None:
     assert {r.headers[DELIVERY_HEADER] for r in receiver.received} == {result.delivery_id}
     assert all(r.headers[EVENT_HEADER] == "study.status" for r in receiver.received)
     assert all(r.headers["Content-Type"] == "application/json" for r in receiver.received)
-    assert json.loads(receiver.received[-1].body) == EVENT
+    assert json.loads(receiver.received[-1].body) == {**EVENT, "delivery_id": result.delivery_id}
     gaps = [b.at - a.at for a, b in zip(receiver.received, receiver.received[1:], strict=False)]
     assert gaps[0] >= 0.05 * 0.9 and gaps[1] >= 0.10 * 0.9  # exponential backoff
+
+
+def test_the_events_own_delivery_id_is_sent_in_header_and_body(receiver: Receiver) -> None:
+    receiver.statuses = [503, 200]
+    event = {**EVENT, "delivery_id": "4a1f0c9e-2b7d-4f4e-9a51-3c2d7e8f9a10"}
+    result = deliver(receiver.url, SECRET, event, backoff_s=0.01, max_attempts=3)
+    assert result.delivered and result.delivery_id == event["delivery_id"]
+    for attempt in receiver.received:
+        assert attempt.headers[DELIVERY_HEADER] == event["delivery_id"]
+        assert json.loads(attempt.body)["delivery_id"] == event["delivery_id"]
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 410, 422])

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from oncotriage.serving.db.models import Finding, Job, Study, WebhookDelivery
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
 from oncotriage.serving.inference import ModelManager
 from oncotriage.serving.storage import ContentStore
-from oncotriage.serving.webhooks import SIGNATURE_HEADER, verify_signature
+from oncotriage.serving.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
 from oncotriage.serving.worker import WorkerPool
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -294,6 +295,12 @@ def test_webhooks_arrive_signed_and_are_retried(service_factory, flagging_bundle
                     ).order_by(WebhookDelivery.id)
                 ).all()
     assert receiver.attempts == 3
+    # ONE delivery id per event: the same in the header and the body, on the retry too
+    ids = [(a.headers[DELIVERY_HEADER], a.event["delivery_id"]) for a in receiver.every_attempt]
+    assert ids[0] == ids[1]  # the failed attempt and its retry
+    assert all(header == body for header, body in ids)
+    assert len({header for header, _ in ids}) == 2  # two events, two ids
+    assert str(uuid.UUID(ids[0][0])) == ids[0][0]
     assert [(event.value, state.value, attempts) for event, state, attempts in outbox] == [
         ("study.status", "done", 2),
         ("study.decision", "done", 1),

@@ -27,6 +27,7 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)  # answered in turn, then 200
     deliveries: list[Delivery] = field(default_factory=list)
     attempts: int = 0
+    every_attempt: list[Delivery] = field(default_factory=list)  # failed ones too
 
 
 @contextlib.contextmanager
@@ -39,6 +40,7 @@ def webhook_receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with lock:
                 state.attempts += 1
+                state.every_attempt.append(Delivery(dict(self.headers.items()), body))
                 status = state.statuses.pop(0) if state.statuses else 200
                 if status < 300:
                     state.deliveries.append(Delivery(dict(self.headers.items()), body))
