@@ -141,6 +141,7 @@ class ReportPlan:
     suspicion_score: float | None
     priority: Priority
     no_score_reason: str | None = None
+    spacing_estimated: bool = False
 
 
 def plan_report(session: Session, study: Study) -> ReportPlan:
@@ -186,6 +187,13 @@ def plan_report(session: Session, study: Study) -> ReportPlan:
         no_score_reason=None
         if study.suspicion_score is not None
         else (study.failure_reason or "no model scored this study"),
+        spacing_estimated=bool(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Series)
+                .where(Series.study_id == study.id, Series.spacing_estimated.is_(True))
+            )
+        ),
     )
 
 
@@ -205,6 +213,7 @@ def build_report(store: ContentStore, plan: ReportPlan) -> bytes:
         suspicion_score=plan.suspicion_score,
         priority=plan.priority,
         no_score_reason=plan.no_score_reason,
+        spacing_estimated=plan.spacing_estimated,
     )
     return sr_to_bytes(sr)
 

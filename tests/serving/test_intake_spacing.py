@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import io
+
+import pydicom
 import pytest
 from pydicom.uid import ComputedRadiographyImageStorage
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.server import pretty, stow, study_id_for
 
 from oncotriage.datasets.instance import radiograph_spacing, spacing_is_estimated
+from oncotriage.serving.reports.sr import SPACING_ESTIMATED_COMMENT
+
+
+def _walk(ds):
+    for item in ds.get("ContentSequence", []):
+        yield item
+        yield from _walk(item)
 
 
 def _cr_without_spacing(case: int):
@@ -42,6 +52,8 @@ def test_cr_with_zero_spacing_is_triaged_with_spacing_estimated(
         study = service.wait_for_study(study_id, "A")
         with service.client("A") as client:
             result = client.get(f"/v1/studies/{study_id}/result").json()
+            report = client.get(f"/v1/studies/{study_id}/report.dcm")
+    assert report.status_code == 200
     assert study["status"] == "triaged", study
     [series] = result["series"]
     assert series["spacing_estimated"] is True
@@ -52,6 +64,13 @@ def test_cr_with_zero_spacing_is_triaged_with_spacing_estimated(
     width_px = finding["box_index"][2] - finding["box_index"][0]
     width_mm = finding["box_world"][2] - finding["box_world"][0]
     assert width_mm == pytest.approx(width_px * 430 / 64, rel=1e-6)
+    # the SR says so too
+    comments = [
+        item.TextValue
+        for item in _walk(pydicom.dcmread(io.BytesIO(report.content)))
+        if "TextValue" in item
+    ]
+    assert SPACING_ESTIMATED_COMMENT in comments
 
 
 def test_a_radiograph_with_its_spacing_is_not_marked(sqlite_service_factory, flagging_bundle):
