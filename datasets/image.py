@@ -50,6 +50,8 @@ class ImageVolume:
             (one per slice for CT series; one for a radiograph or a multi-frame object).
         sop_class_uid: SOP Class UID of the source instances.
         transfer_syntax_uid: transfer syntax the pixel data was encoded with.
+        spacing_estimated: the radiograph carried no usable pixel spacing and ``spacing``
+            was estimated from an assumed field of view: millimetres are approximate.
     """
 
     array: np.ndarray
@@ -63,6 +65,7 @@ class ImageVolume:
     sop_instance_uids: tuple[str, ...] = ()
     sop_class_uid: str = ""
     transfer_syntax_uid: str = ""
+    spacing_estimated: bool = False
 
     def __post_init__(self) -> None:
         if self.array.ndim not in (2, 3):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,15 +182,20 @@ def _check_uid(ds: pydicom.Dataset, keyword: str, label: str, *, required: bool)
         )
 
 
-def radiograph_spacing(ds: pydicom.Dataset) -> tuple[float, float]:
-    """``(x, y)`` pixel spacing of a radiograph in mm (between columns, between rows).
+#: Field of view assumed for a chest radiograph without a usable pixel spacing: the long
+#: side of a 35 x 43 cm (14 x 17 inch) cassette or detector.
+DEFAULT_CHEST_FIELD_OF_VIEW_MM = 430.0
+#: Radiograph classes whose missing spacing may be estimated (chest CR/DX, not mammograms).
+_ESTIMABLE_CLASSES = frozenset(
+    {
+        ComputedRadiographyImageStorage,
+        DigitalXRayImageStorageForPresentation,
+        DigitalXRayImageStorageForProcessing,
+    }
+)
 
-    Pixel Spacing when present (calibrated to the patient); else Imager Pixel Spacing
-    divided by Estimated Radiographic Magnification Factor when that is present.
 
-    Raises:
-        UnsupportedImageError: ``missing_attribute`` when neither spacing is usable.
-    """
+def _usable_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         if value in (None, ""):
@@ -198,13 +204,51 @@ def radiograph_spacing(ds: pydicom.Dataset) -> tuple[float, float]:
             row, column = (float(v) for v in value)
         except (TypeError, ValueError):
             continue
-        if row <= 0 or column <= 0:
+        if not (row > 0 and column > 0 and math.isfinite(row) and math.isfinite(column)):
             continue
         if keyword == "ImagerPixelSpacing":
             factor = ds.get("EstimatedRadiographicMagnificationFactor")
             if factor not in (None, "") and float(factor) > 0:
                 row, column = row / float(factor), column / float(factor)
         return column, row
+    return None
+
+
+def spacing_is_estimated(ds: pydicom.Dataset, field_of_view_mm: float | None) -> bool:
+    """Whether :func:`radiograph_spacing` estimates this radiograph's spacing."""
+    return (
+        field_of_view_mm is not None
+        and str(ds.get("SOPClassUID") or "") in _ESTIMABLE_CLASSES
+        and _usable_spacing(ds) is None
+    )
+
+
+def radiograph_spacing(
+    ds: pydicom.Dataset, *, field_of_view_mm: float | None = None
+) -> tuple[float, float]:
+    """``(x, y)`` pixel spacing of a radiograph in mm (between columns, between rows).
+
+    Pixel Spacing when present (calibrated to the patient); else Imager Pixel Spacing
+    divided by Estimated Radiographic Magnification Factor when that is present. Zero,
+    negative or malformed values count as absent (older CR writes ``0\\0``).
+
+    Args:
+        field_of_view_mm: when given, a CR/DX radiograph with no usable spacing gets square
+            pixels of ``field_of_view_mm / max(rows, columns)``: the image is taken to span
+            that many millimetres along its long side. Millimetres measured on it are
+            approximate (:func:`spacing_is_estimated`).
+
+    Raises:
+        UnsupportedImageError: ``missing_attribute`` when no spacing is usable and none
+            may be estimated.
+    """
+    spacing = _usable_spacing(ds)
+    if spacing is not None:
+        return spacing
+    if field_of_view_mm is not None and spacing_is_estimated(ds, field_of_view_mm):
+        longest = max(int(ds.get("Rows") or 0), int(ds.get("Columns") or 0), 1)
+        estimate = float(field_of_view_mm) / longest
+        return estimate, estimate
     raise UnsupportedImageError(
         "the radiograph has neither Pixel Spacing nor Imager Pixel Spacing, so its physical "
         "size is unknown; send the image as exported by the modality",
@@ -251,23 +295,24 @@ def refuse_bad_values() -> Iterator[None]:
         ) from error
 
 
-def validate_instance(ds: pydicom.Dataset) -> None:
+def validate_instance(ds: pydicom.Dataset, *, field_of_view_mm: float | None = None) -> None:
     """Cheap checks that one instance is something the pipeline can read (no decoding).
 
     Checks the SOP class is a screening class, the UIDs are present and valid, the transfer
     syntax is decodable here, Pixel Data is present, grayscale and not absurdly large (a
     decompression-bomb guard: :data:`MAX_PIXELS_PER_FRAME`, :data:`MAX_FRAMES`,
     :data:`MAX_TOTAL_PIXELS`), uncompressed Pixel Data is long enough, and the geometry a
-    CT slice or radiograph needs is there.
+    CT slice or radiograph needs is there (``field_of_view_mm``: see
+    :func:`radiograph_spacing`).
 
     Raises:
         UnsupportedImageError: the first problem found.
     """
     with refuse_bad_values():
-        _validate(ds)
+        _validate(ds, field_of_view_mm)
 
 
-def _validate(ds: pydicom.Dataset) -> None:
+def _validate(ds: pydicom.Dataset, field_of_view_mm: float | None) -> None:
     sop_class = ds.get("SOPClassUID")
     _check_uid(ds, "SOPClassUID", "SOP Class UID", required=True)
     if str(sop_class) not in SCREENING_SOP_CLASSES:
@@ -334,4 +379,4 @@ def _validate(ds: pydicom.Dataset) -> None:
     elif str(sop_class) in RADIOGRAPH_CLASSES:
         if SCREENING_SOP_CLASSES[str(sop_class)] != "MG":
             _check_chest_radiograph(ds)
-        radiograph_spacing(ds)
+        radiograph_spacing(ds, field_of_view_mm=field_of_view_mm)

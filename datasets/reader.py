@@ -41,6 +41,7 @@ from oncotriage.datasets.instance import (
     radiograph_spacing,
     read_dataset,
     refuse_bad_values,
+    spacing_is_estimated,
     validate_instance,
 )
 from oncotriage.datasets.pixels import (
@@ -89,6 +90,8 @@ def _volume(
     sop_instance_uids: tuple[str, ...],
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
     direction: np.ndarray | None = None,
+    *,
+    spacing_estimated: bool = False,
 ) -> ImageVolume:
     """An :class:`ImageVolume` of ``array`` with the UIDs and modality of ``ds``."""
     frame_of_reference = ds.get("FrameOfReferenceUID")
@@ -104,10 +107,11 @@ def _volume(
         sop_instance_uids=sop_instance_uids,
         sop_class_uid=str(ds.SOPClassUID),
         transfer_syntax_uid=str(transfer_syntax_of(ds)),
+        spacing_estimated=spacing_estimated,
     )
 
 
-def _read_radiograph(ds: pydicom.Dataset) -> ImageVolume:
+def _read_radiograph(ds: pydicom.Dataset, field_of_view_mm: float | None) -> ImageVolume:
     frames = number_of_frames(ds)
     if frames > 1:
         raise UnsupportedImageError(
@@ -115,7 +119,13 @@ def _read_radiograph(ds: pydicom.Dataset) -> ImageVolume:
             code="multiple_images",
         )
     presentation = radiograph_presentation(ds, decode_frames(ds)[0])
-    return _volume(ds, presentation.T, radiograph_spacing(ds), (str(ds.SOPInstanceUID),))
+    return _volume(
+        ds,
+        presentation.T,
+        radiograph_spacing(ds, field_of_view_mm=field_of_view_mm),
+        (str(ds.SOPInstanceUID),),
+        spacing_estimated=spacing_is_estimated(ds, field_of_view_mm),
+    )
 
 
 def _to_hu(stored: np.ndarray, ds: pydicom.Dataset, slope: float, intercept: float) -> np.ndarray:
@@ -220,25 +230,25 @@ def _read_ct_series(datasets: Sequence[pydicom.Dataset], min_slices: int) -> Ima
     )
 
 
-def _load(item: Path | str | pydicom.Dataset) -> pydicom.Dataset:
+def _load(item: Path | str | pydicom.Dataset, field_of_view_mm: float | None) -> pydicom.Dataset:
     if isinstance(item, pydicom.Dataset):
-        validate_instance(item)
+        validate_instance(item, field_of_view_mm=field_of_view_mm)
         return item
     try:
         ds = read_dataset(item)
-        validate_instance(ds)
+        validate_instance(ds, field_of_view_mm=field_of_view_mm)
     except UnsupportedImageError as error:
         raise UnsupportedImageError(f"{Path(item).name}: {error}", code=error.code) from None
     return ds
 
 
-def _datasets_of(source: ImageSource) -> list[pydicom.Dataset]:
+def _datasets_of(source: ImageSource, field_of_view_mm: float | None) -> list[pydicom.Dataset]:
     if isinstance(source, pydicom.Dataset):
-        return [_load(source)]
+        return [_load(source, field_of_view_mm)]
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.is_dir():
-            return [_load(path)]
+            return [_load(path, field_of_view_mm)]
         groups = group_series([path])
         if groups.unreadable:
             bad, error = next(iter(groups.unreadable.items()))
@@ -248,11 +258,13 @@ def _datasets_of(source: ImageSource) -> list[pydicom.Dataset]:
                 f"{path} holds {len(groups.series)} series; read one series at a time",
                 code="mixed_series" if groups.series else "not_found",
             )
-        return [_load(p) for p in next(iter(groups.series.values()))]
-    return [_load(item) for item in source]
+        return [_load(p, field_of_view_mm) for p in next(iter(groups.series.values()))]
+    return [_load(item, field_of_view_mm) for item in source]
 
 
-def read_image(source: ImageSource, *, min_slices: int = 16) -> ImageVolume:
+def read_image(
+    source: ImageSource, *, min_slices: int = 16, field_of_view_mm: float | None = None
+) -> ImageVolume:
     """Read one radiograph, one multi-frame CT object or all the slices of one CT series.
 
     Args:
@@ -261,6 +273,9 @@ def read_image(source: ImageSource, *, min_slices: int = 16) -> ImageVolume:
             the slices of one CT series (any order; identical copies are dropped; localizer
             images are ignored).
         min_slices: fewest slices (or frames) a CT volume may have.
+        field_of_view_mm: estimate the spacing of a CR/DX radiograph that has none from
+            this field of view (see :func:`~oncotriage.datasets.instance.radiograph_spacing`);
+            the volume then says ``spacing_estimated``. ``None``: refuse such images.
 
     Returns:
         An :class:`ImageVolume`: arrays ``(X, Y)`` or ``(X, Y, Z)``, float32 (CT in HU with
@@ -271,11 +286,13 @@ def read_image(source: ImageSource, *, min_slices: int = 16) -> ImageVolume:
         UnsupportedImageError: for anything the pipeline cannot use, with a reason code.
     """
     with refuse_bad_values():
-        return _read_image(source, min_slices)
+        return _read_image(source, min_slices, field_of_view_mm)
 
 
-def _read_image(source: ImageSource, min_slices: int) -> ImageVolume:
-    datasets = _datasets_of(source)
+def _read_image(
+    source: ImageSource, min_slices: int, field_of_view_mm: float | None
+) -> ImageVolume:
+    datasets = _datasets_of(source, field_of_view_mm)
     if not datasets:
         raise UnsupportedImageError("no DICOM instances given", code="not_found")
     classes = {str(ds.SOPClassUID) for ds in datasets}
@@ -289,7 +306,7 @@ def _read_image(source: ImageSource, min_slices: int) -> ImageVolume:
         ds = datasets[0]
         sop_class = str(ds.SOPClassUID)
         if sop_class in RADIOGRAPH_CLASSES:
-            return _read_radiograph(ds)
+            return _read_radiograph(ds, field_of_view_mm)
         if (
             sop_class in CT_MULTIFRAME_CLASSES
             or number_of_frames(ds) > 1

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from pydicom.uid import CTImageStorage
 from sqlalchemy.orm import Session
 
+from oncotriage.datasets.instance import spacing_is_estimated
 from oncotriage.serving import audit, jobs
 from oncotriage.serving.db.models import Instance, Job, Series, Study
 from oncotriage.serving.db.session import Database
@@ -86,6 +87,7 @@ class _Candidate:
     size_bytes: int
     role: str = "diagnostic"
     patient_pseudonym: str | None = None
+    spacing_estimated: bool = False
 
 
 @dataclass
@@ -213,7 +215,7 @@ def _check_and_store_object(
             f"{settings.max_pixels} pixels per object",
         )
     try:
-        validate_instance(ds)
+        validate_instance(ds, field_of_view_mm=settings.estimated_chest_field_of_view_mm)
     except UnsupportedImageError as error:
         return _fail(outcome, failure_reason_for(error.code), str(error))
     return _store_candidate(
@@ -260,6 +262,8 @@ def _store_candidate(
         size_bytes=stored.size_bytes,
         patient_pseudonym=pseudonym_of_dataset(settings, ds),
         role=str(role),
+        spacing_estimated=role == "diagnostic"
+        and spacing_is_estimated(ds, settings.estimated_chest_field_of_view_mm),
     )
 
 
@@ -354,6 +358,7 @@ def _series_for(session: Session, study: Study, candidate: _Candidate, now: date
             "modality": candidate.modality,
             "is_volume": candidate.is_volume,
             "role": candidate.role,
+            "spacing_estimated": candidate.spacing_estimated,
             "created_at": now,
             "updated_at": now,
         },

@@ -45,6 +45,7 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
         session.scalars(sa.select(Series).where(Series.study_id == study.id).order_by(Series.id))
     )
     series_uid = {row.id: row.series_instance_uid for row in series_rows}
+    estimated = {row.id for row in series_rows if row.spacing_estimated}
     instance_counts = dict(
         session.execute(
             sa.select(Instance.series_id, sa.func.count())
@@ -74,6 +75,7 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
                 instance_count=int(instance_counts.get(row.id, 0)),
                 is_volume=row.is_volume,
                 role=row.role,
+                spacing_estimated=row.spacing_estimated,
                 suspicion_score=best.suspicion_score if best else None,
                 priority=most_urgent(job.priority for job in done if job.priority is not None),
                 status=status,
@@ -98,6 +100,7 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
             box_mode=_box_mode(finding.box_index),
             box_index=list(finding.box_index),
             box_world=list(finding.box_world),
+            approximate_mm=finding.series_id in estimated,
             model_name=finding.model_name,
             model_version=finding.model_version,
         )
@@ -138,6 +141,7 @@ class ReportPlan:
     suspicion_score: float | None
     priority: Priority
     no_score_reason: str | None = None
+    spacing_estimated: bool = False
 
 
 def plan_report(session: Session, study: Study) -> ReportPlan:
@@ -183,6 +187,13 @@ def plan_report(session: Session, study: Study) -> ReportPlan:
         no_score_reason=None
         if study.suspicion_score is not None
         else (study.failure_reason or "no model scored this study"),
+        spacing_estimated=bool(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Series)
+                .where(Series.study_id == study.id, Series.spacing_estimated.is_(True))
+            )
+        ),
     )
 
 
@@ -202,6 +213,7 @@ def build_report(store: ContentStore, plan: ReportPlan) -> bytes:
         suspicion_score=plan.suspicion_score,
         priority=plan.priority,
         no_score_reason=plan.no_score_reason,
+        spacing_estimated=plan.spacing_estimated,
     )
     return sr_to_bytes(sr)
 
@@ -284,11 +296,16 @@ def render(store: ContentStore, plan: RenderPlan) -> bytes:
         RenderRequestError: a slice or window that does not apply to the image.
     """
     from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.datasets.instance import DEFAULT_CHEST_FIELD_OF_VIEW_MM
     from oncotriage.datasets.reader import read_image
     from oncotriage.serving.render import render_png
 
     try:
-        image = read_image([store.path(path) for path in plan.stored_paths])
+        # Boxes are drawn in pixels: an estimated spacing (any field of view) is as good.
+        image = read_image(
+            [store.path(path) for path in plan.stored_paths],
+            field_of_view_mm=DEFAULT_CHEST_FIELD_OF_VIEW_MM,
+        )
         return render_png(
             image,
             plan.findings,  # type: ignore[arg-type]

@@ -118,6 +118,15 @@ class Settings(BaseSettings):
         "the model at saturation; 0 turns it off.",
     )
 
+    # --- intake
+    estimated_chest_field_of_view_mm: float = Field(
+        default=430.0,
+        gt=0,
+        le=1000,
+        description="A chest radiograph without a usable Pixel Spacing is read as spanning "
+        "this many mm along its long side; its millimetre figures are marked approximate.",
+    )
+
     # --- intake limits (decompression bombs, runaway clients)
     max_request_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_instances_per_request: int = Field(default=2000, gt=0)

@@ -622,7 +622,10 @@ class Worker:
         if not job_input.stored_paths:
             raise PermanentJobError("the series has no stored instances")
         try:
-            return read_image([self.store.path(path) for path in job_input.stored_paths])
+            return read_image(
+                [self.store.path(path) for path in job_input.stored_paths],
+                field_of_view_mm=self.settings.estimated_chest_field_of_view_mm,
+            )
         except UnsupportedImageError as error:
             raise PermanentJobError(f"image cannot be used ({error.code}): {error}") from error
 

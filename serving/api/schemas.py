@@ -115,6 +115,11 @@ class FindingPublic(BaseModel):
     box_mode: str
     box_index: list[float]
     box_world: list[float]
+    approximate_mm: bool = Field(
+        default=False,
+        description="box_world is approximate: the image had no usable pixel spacing and its "
+        "spacing was estimated from an assumed field of view.",
+    )
     model_name: str
     model_version: str
 
@@ -128,6 +133,11 @@ class SeriesResultPublic(BaseModel):
         default="diagnostic",
         description="diagnostic (triaged), or kept for the record and not triaged: localizer, "
         "dose_report, sr, secondary_capture, presentation_state, key_object.",
+    )
+    spacing_estimated: bool = Field(
+        default=False,
+        description="No usable pixel spacing: estimated from an assumed field of view "
+        "(estimated_chest_field_of_view_mm), so millimetre figures are approximate.",
     )
     suspicion_score: float | None
     priority: Priority | None

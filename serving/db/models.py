@@ -151,6 +151,11 @@ class Series(Base):
         doc="datasets.roles.SeriesRole: only diagnostic series are triaged; localizers, dose "
         "reports, SR, secondary captures, presentation states and key objects are kept.",
     )
+    spacing_estimated: Mapped[bool] = mapped_column(
+        default=False,
+        server_default=sa.false(),
+        doc="A radiograph without a usable pixel spacing: its millimetres are approximate.",
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -64,6 +64,11 @@ FINDING_SCORE = codes.DCM.CertaintyOfFinding
 SCORE_UNIT = codes.UCUM.NoUnits
 #: DCM 121106 "Comment": why a study carries no suspicion score.
 NO_SCORE_COMMENT = codes.DCM.Comment
+#: The Comment of a study whose radiograph had no pixel spacing (estimated instead).
+SPACING_ESTIMATED_COMMENT = (
+    "Spacing estimated: the image has no usable Pixel Spacing; it was estimated from an "
+    "assumed field of view, so millimetre figures are approximate."
+)
 FINDING_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
 GEOMETRIC_PURPOSE = codes.SCT.BoundedBy
 
@@ -99,6 +104,7 @@ def build_sr(
     suspicion_score: float | None,
     priority: Priority | str,
     no_score_reason: str | None = None,
+    spacing_estimated: bool = False,
     series_number: int = 9901,
     institution_name: str | None = None,
     manufacturer: str = "oncotriage",
@@ -123,6 +129,8 @@ def build_sr(
         priority: triage priority (:class:`~oncotriage.serving.enums.Priority` or its string).
         no_score_reason: why there is no score (a Comment in the study group), with
             ``suspicion_score=None``.
+        spacing_estimated: a radiograph had no usable pixel spacing and it was estimated:
+            a Comment in the study group says its millimetres are approximate.
         series_number: Series Number of the SR series.
         institution_name: institution that produced the report.
         manufacturer: manufacturer of the algorithm and of the SR.
@@ -171,6 +179,14 @@ def build_sr(
             tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "study"]),
         )
     ]
+    if spacing_estimated:
+        groups[0][0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=NO_SCORE_COMMENT,
+                value=SPACING_ESTIMATED_COMMENT,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     located: list[tuple[Finding, Dataset, int | None, np.ndarray]] = []
     for key, findings in findings_by_series.items():
         if not findings:

@@ -96,6 +96,7 @@ function normaliseFinding(raw, index) {
     score: raw.score,
     box: (raw.box_index || []).map(Number),
     boxWorld: (raw.box_world || []).map(Number),
+    approximateMm: Boolean(raw.approximate_mm),
     deleted: false,
   };
 }
@@ -342,6 +343,8 @@ function findingText(box, index) {
   const w = box.boxWorld;
   if (w.length === 4) size = ` · ${Math.abs(w[2] - w[0]).toFixed(0)}×${Math.abs(w[3] - w[1]).toFixed(0)} mm`;
   if (w.length === 6) size = ` · ${Math.max(Math.abs(w[3] - w[0]), Math.abs(w[4] - w[1]), Math.abs(w[5] - w[2])).toFixed(0)} mm`;
+  // No pixel spacing in the image: millimetres come from an assumed field of view.
+  if (size && box.approximateMm) size = size.replace(" · ", " · ≈") + " (spacing estimated)";
   const where = box.box.length === 6 ? ` · slices ${Math.ceil(box.box[2] - 0.5) + 1}–${Math.floor(box.box[5] + 0.5) + 1}` : "";
   return `Score ${formatScore(box.score)}${size}${where}`;
 }
