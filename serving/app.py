@@ -36,7 +36,7 @@ from oncotriage.serving.inference import ModelManager, ModelUnavailableError, Ru
 from oncotriage.serving.metrics import ServiceMetrics
 from oncotriage.serving.priority import run_behind_model
 from oncotriage.serving.settings import Settings, get_settings
-from oncotriage.serving.storage import ContentStore
+from oncotriage.serving.storage import open_store
 from oncotriage.serving.worker import WebhookSender, WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def create_app(
     """
     settings = settings or get_settings()
     db = Database(settings.database_url)
-    store = ContentStore(settings.image_store_dir)
+    store = open_store(settings)
     models = ModelManager(settings, runner_factory)
     metrics = ServiceMetrics(db, models)
     trail = ReadTrail(db, nice=settings.service_thread_nice)

@@ -107,7 +107,7 @@ def worker(
     from oncotriage.serving.db.migrate import upgrade
     from oncotriage.serving.db.session import Database
     from oncotriage.serving.inference import ModelManager, ModelUnavailableError
-    from oncotriage.serving.storage import ContentStore
+    from oncotriage.serving.storage import open_store
     from oncotriage.serving.worker import WorkerPool
 
     settings = _settings()
@@ -121,7 +121,7 @@ def worker(
     except ModelUnavailableError as error:
         typer.echo(f"no model yet, waiting for one: {error}", err=True)
     models.start_polling()
-    pool = WorkerPool(settings, db, ContentStore(settings.image_store_dir), models, threads)
+    pool = WorkerPool(settings, db, open_store(settings), models, threads)
 
     def _stop(signum: int, _frame: object) -> None:
         pool.stop_event.set()

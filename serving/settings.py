@@ -40,6 +40,24 @@ class Settings(BaseSettings):
         default="", description="SQLAlchemy URL; default sqlite:///<data_dir>/oncotriage.db."
     )
     store_dir: Path | None = Field(default=None, description="Image store; default data_dir/store.")
+    store_url: str | None = Field(
+        default=None,
+        description="s3://BUCKET/PREFIX keeps images in an S3-compatible object store "
+        "(workers on other hosts read them from there); unset: the store_dir folder.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (SeaweedFS, MinIO); unset: AWS."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region (default us-east-1).")
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key; unset: boto3's own (AWS_* env, profile, role)."
+    )
+    s3_secret_access_key: SecretStr | None = None
+    store_cache_dir: Path | None = Field(
+        default=None,
+        description="With store_url: this process's local read cache of objects (DICOM "
+        "readers want files); default data_dir/store-cache.",
+    )
     public_base_url: str | None = Field(
         default=None,
         description="External URL of the service (for RetrieveURL and webhooks); "
@@ -178,6 +196,11 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'oncotriage.db'}"
         if self.store_dir is None:
             self.store_dir = self.data_dir / "store"
+        if self.store_url is not None and not self.store_url.startswith("s3://"):
+            raise ValueError(
+                f"ONCOTRIAGE_STORE_URL must be s3://bucket/prefix, not {self.store_url!r} "
+                "(for a folder use ONCOTRIAGE_STORE_DIR)"
+            )
         if self.job_heartbeat_s is None:
             self.job_heartbeat_s = self.job_lease_s / 3
         if self.job_heartbeat_s >= self.job_lease_s:
