@@ -1,0 +1,2 @@
+-- MLflow's backend store: its own database beside the service's (docker-compose.scale.yml).
+CREATE DATABASE mlflow OWNER oncotriage;
