@@ -119,13 +119,13 @@ def test_remote_workers_share_only_network_services(
     )
     instances = [dx_instance(60 + i) for i in range(4)]
     with running_service(settings) as service:
-        # Worker 1 is slow (each inference takes 30 s) so it is surely mid-job when killed.
+        # Worker 1 is slow (each inference takes 600 s) so it is surely mid-job when killed.
         slow = _remote_worker(
             service,
             tmp_path / "worker1",
             store,
             ONCOTRIAGE_RUNNER_FACTORY="service_utils.slow_runner:make",
-            ONCOTRIAGE_TEST_RUNNER_DELAY_S="30",
+            ONCOTRIAGE_TEST_RUNNER_DELAY_S="600",
         )
         other: subprocess.Popen[bytes] | None = None
         try:
