@@ -1,6 +1,8 @@
 """Workers on other hosts: the API and two ``oncotriage worker`` processes, each with its own
-data folder, sharing only network services on 127.0.0.1: PostgreSQL and the S3 image store
-(a live SeaweedFS). A worker killed mid-job (SIGKILL) loses nothing.
+data folder, sharing only network services on 127.0.0.1: PostgreSQL, the S3 image store (a
+live SeaweedFS) and an MLflow tracking server (PostgreSQL backend store in its own schema,
+artifacts in the S3 store) through which the CLI registers the model. A worker killed mid-job
+(SIGKILL) loses nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,6 +50,92 @@ def seaweedfs() -> Iterator[SeaweedS3]:
             yield server
 
 
+@dataclass(frozen=True)
+class MlflowServer:
+    url: str
+    artifacts: str  # s3://bucket/prefix
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(
+    postgres_url: str, seaweedfs: SeaweedS3, tmp_path: Path
+) -> Iterator[MlflowServer]:
+    """``mlflow server``: backend store in a schema of its own, artifacts in SeaweedFS."""
+    from sqlalchemy.engine import make_url
+
+    schema = f"mlflow_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    backend = (
+        make_url(postgres_url)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+    port = _free_port()
+    artifacts = f"s3://{seaweedfs.bucket}/mlflow/{tmp_path.name}"
+    env = {
+        **os.environ,
+        "MLFLOW_S3_ENDPOINT_URL": seaweedfs.endpoint_url,
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+        "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+    }
+    log_path = tmp_path / "mlflow.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "server",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--workers=1",
+                f"--backend-store-uri={backend}",
+                f"--artifacts-destination={artifacts}",
+                "--serve-artifacts",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server not up: {log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield MlflowServer(url, artifacts)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def _store_env(server: SeaweedS3, prefix: str) -> dict[str, str]:
     return {
         "ONCOTRIAGE_STORE_URL": f"s3://{server.bucket}/{prefix}",
@@ -70,6 +161,7 @@ def _remote_worker(
             "ONCOTRIAGE_DATABASE_URL": settings.database_url,
             "ONCOTRIAGE_DATA_DIR": str(data_dir),
             "ONCOTRIAGE_MODEL_URI": settings.model_uri,
+            "ONCOTRIAGE_MLFLOW_TRACKING_URI": str(settings.mlflow_tracking_uri),
             "ONCOTRIAGE_REGISTER_DEMO_MODEL": "false",
             "ONCOTRIAGE_WORKER_POLL_INTERVAL_S": "0.05",
             "ONCOTRIAGE_ORT_INTRA_OP_THREADS": "1",
@@ -101,18 +193,59 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def seaweedfs_client(server: SeaweedS3):  # type: ignore[no-untyped-def]
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
 def _cached_objects(data_dir: Path) -> set[str]:
     return {path.stem for path in (data_dir / "store-cache").glob("objects/*/*/*.dcm")}
 
 
 def test_remote_workers_share_only_network_services(
-    postgres_url: str, seaweedfs: SeaweedS3, flagging_bundle: Path, tmp_path: Path
+    postgres_url: str,
+    seaweedfs: SeaweedS3,
+    mlflow_server: MlflowServer,
+    flagging_bundle: Path,
+    tmp_path: Path,
 ) -> None:
     store = _store_env(seaweedfs, f"multihost/{tmp_path.name}")
+    # The CLI registers the model through the tracking server (artifacts go to S3).
+    registered = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from oncotriage.cli import main; main()",
+            "register",
+            f"--model={flagging_bundle}",
+            "--name=oncotriage-multihost",
+            "--alias=champion",
+            f"--tracking-uri={mlflow_server.url}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    artifacts = seaweedfs_client(seaweedfs).list_objects_v2(
+        Bucket=seaweedfs.bucket, Prefix=mlflow_server.artifacts.split("/", 3)[3]
+    )
+    assert any(o["Key"].endswith("model.onnx") for o in artifacts.get("Contents", []))
     settings = service_settings(
         postgres_url,
         tmp_path / "api",
-        model_uri=str(flagging_bundle),
+        model_uri="models:/oncotriage-multihost@champion",
+        mlflow_tracking_uri=mlflow_server.url,
         embedded_workers=0,
         store_url=store["ONCOTRIAGE_STORE_URL"],
         s3_endpoint_url=store["ONCOTRIAGE_S3_ENDPOINT_URL"],
