@@ -93,6 +93,10 @@ def running_seaweedfs(data_dir: Path, bucket: str = "oncotriage") -> Iterator[Se
         f"-s3.port={s3}",
         f"-s3.port.grpc={s3_grpc}",
         f"-s3.config={config}",
+        # Fixed default ports of optional services: off, or two servers at once collide.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
         f"-metricsPort={metrics}",
     ]
     log = (data_dir / "weed.log").open("wb")
