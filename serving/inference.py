@@ -11,8 +11,10 @@ records that version.
 
 Runners are pluggable: ``runner_factory(resolved) -> NetworkRunner``. The default is ONNX
 Runtime in-process; ``inference_backend="triton"`` uses
-``oncotriage.serving.triton.backend.make_runner_factory(settings)``; ``settings.runner_factory``
-(``"module:attribute"``, a callable taking the settings) overrides both.
+``oncotriage.serving.triton.backend.make_runner_factory(settings)``;
+``inference_backend="openvino"`` uses :mod:`oncotriage.serving.openvino_runner`;
+``settings.runner_factory``
+(``"module:attribute"``, a callable taking the settings) overrides them.
 
 First run: when the registry has no model of the URI's name at all, the demo bundle in
 ``models/demo/`` is registered as version 1 and given the URI's alias.
@@ -133,6 +135,10 @@ def make_runner_factory(settings: Settings, model_threads: int = 1) -> RunnerFac
     if settings.inference_backend == "triton":
         backend = importlib.import_module("oncotriage.serving.triton.backend")
         return backend.make_runner_factory(settings)
+    if settings.inference_backend == "openvino":
+        from oncotriage.serving.openvino_runner import make_runner_factory as openvino_factory
+
+        return openvino_factory(settings, model_threads)
     return ort_runner_factory(settings, model_threads)
 
 

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         default=None, description="Bundle registered on first run; default models/demo."
     )
     model_poll_interval_s: float = Field(default=30.0, gt=0)
-    inference_backend: Literal["embedded", "triton"] = "embedded"
+    inference_backend: Literal["embedded", "triton", "openvino"] = "embedded"
     runner_factory: str | None = Field(
         default=None,
         description="'module:attribute' of a callable(settings) -> runner_factory, overriding "
