@@ -147,6 +147,7 @@ def export_reviews(database_url: str, store_dir: Path, out: Path, *, spatial_dim
         "training": [],
         "validation": [],
         "test": [],
+        "left_out": [],
     }
     try:
         with db.sessionmaker() as session:
@@ -168,6 +169,9 @@ def export_reviews(database_url: str, store_dir: Path, out: Path, *, spatial_dim
                     entry = _entry(
                         image, boxes, source, review, store, out, read_image, convert_box_mode
                     )
+                    if "left_out" in entry:
+                        datalist["left_out"].append(entry["left_out"])
+                        continue
                     datalist[split_of(study.id)].append(entry)
             session.rollback()
     finally:
@@ -204,7 +208,21 @@ def _entry(
         copied.append(target)
     volume = read_image(copied)
     dims = volume.spatial_dims
-    boxes, skipped = _usable_boxes(boxes, volume.array.shape, review)
+    problems = _box_problems(boxes, volume.array.shape)
+    if problems:
+        # A specialist drew something here that cannot be read as a box: training on the
+        # image without it would teach a false negative, so the image is left out.
+        logger.warning("review %d: image left out of the datalist: %s", review.id, problems)
+        for path in copied:
+            path.unlink(missing_ok=True)
+        return {
+            "left_out": {
+                "review_id": review.id,
+                "study_uid": image.study.study_instance_uid,
+                "series_uid": image.series.series_instance_uid,
+                "reasons": problems,
+            }
+        }
     world = [volume.box_index_to_world(np.asarray(box, dtype=float)) for box, _ in boxes]
     converted = (
         convert_box_mode(np.asarray(world), "xyxy" if dims == 2 else "xyzxyz", BOX_MODE[dims])
@@ -222,22 +240,11 @@ def _entry(
         "label_source": source,
         "model_version": review.model_version,
         "review_id": review.id,
-        **({"skipped_boxes": skipped} if skipped else {}),
     }
 
 
-def _usable_boxes(
-    boxes: list[tuple[list[float], int]], extent: tuple[int, ...], review: Review
-) -> tuple[list[tuple[list[float], int]], list[str]]:
-    """The boxes that are finite, of positive size and inside the image, and why the others
-    were left out (boxes stored before the API checked them, or by hand)."""
-    kept: list[tuple[list[float], int]] = []
-    skipped: list[str] = []
-    for box, label in boxes:
-        problem = index_box_problem(box, extent)
-        if problem is None:
-            kept.append((box, label))
-            continue
-        skipped.append(problem)
-        logger.warning("review %d: box left out of the datalist: %s", review.id, problem)
-    return kept, skipped
+def _box_problems(boxes: list[tuple[list[float], int]], extent: tuple[int, ...]) -> list[str]:
+    """Why stored boxes cannot be used (not finite, no positive size, outside the image):
+    boxes stored before the API checked them, or written by hand."""
+    found = (index_box_problem(box, extent) for box, _ in boxes)
+    return [problem for problem in found if problem is not None]

@@ -21,13 +21,13 @@ from oncotriage.serving.from_reviews import split_of
 def test_reviews_become_a_datalist(
     sqlite_service_factory, flagging_bundle, tmp_path: Path, monkeypatch
 ) -> None:
-    instances = [dx_instance(70 + case) for case in range(4)]
+    instances = [dx_instance(70 + case) for case in range(5)]
     with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
         stow(service, "A", [to_bytes(ds) for ds in instances]).raise_for_status()
         ids = [study_id_for(service, "A", ds.StudyInstanceUID) for ds in instances]
         for study_id in ids:
             service.wait_for_study(study_id, "A")
-        corrected, returned, referred, more = ids
+        corrected, returned, referred, more, drawn_badly = ids
         with service.client("spec1") as client:
             model_boxes = client.get(f"/v1/studies/{referred}/result").json()["findings"]
             decisions = {
@@ -44,6 +44,16 @@ def test_reviews_become_a_datalist(
                 returned: {"decision": "return"},
                 referred: {"decision": "refer"},
                 more: {"decision": "more_imaging"},
+                drawn_badly: {
+                    "decision": "refer",
+                    "corrected_boxes": [
+                        {
+                            "series_instance_uid": instances[4].SeriesInstanceUID,
+                            "sop_instance_uid": instances[4].SOPInstanceUID,
+                            "box_index": [1.0, 2.0, 3.0, 4.0],
+                        }
+                    ],
+                },
             }
             for study_id, body in decisions.items():
                 client.post(f"/v1/worklist/{study_id}/claim").raise_for_status()
@@ -52,7 +62,7 @@ def test_reviews_become_a_datalist(
         # leaves both out with the reason; the API's view of the review drops the one its
         # schema cannot carry (NaN)
         with service.db.session() as session:
-            review = session.scalars(sa.select(Review).where(Review.study_id == corrected)).one()
+            review = session.scalars(sa.select(Review).where(Review.study_id == drawn_badly)).one()
             good = review.corrected_boxes[0]
             review.corrected_boxes = [
                 good,
@@ -61,10 +71,10 @@ def test_reviews_become_a_datalist(
             ]
             session.commit()
         with service.client("A") as client:
-            listed = client.get(f"/v1/studies/{corrected}/reviews")
+            listed = client.get(f"/v1/studies/{drawn_badly}/reviews")
             assert listed.status_code == 200
             assert [b["box_index"] for b in listed.json()["data"][0]["corrected_boxes"]] == [
-                [10.0, 20.0, 30.0, 40.0],
+                [1.0, 2.0, 3.0, 4.0],
                 [-50.0, -50.0, 99999.0, 99999.0],
             ]
         monkeypatch.setenv("ONCOTRIAGE_DATABASE_URL", service.settings.database_url)
@@ -94,9 +104,19 @@ def test_reviews_become_a_datalist(
     _, entry = entries[instances[0].StudyInstanceUID]
     np.testing.assert_allclose(entry.boxes, [[5.0, 10.0, 15.0, 20.0]], atol=1e-3)
     assert entry.meta["label_source"] == "specialist_boxes"
-    assert raw_entry(raw, instances[0].StudyInstanceUID)["skipped_boxes"] == [
-        "a box's coordinates must be finite numbers (no NaN or infinity)",
-        "the box runs outside the image: columns -50..99999, the image has 64 columns (0..63)",
+    # an image whose stored boxes cannot all be read is left out, never trained as a
+    # negative for what the specialist drew there, and the datalist says why
+    assert raw["left_out"] == [
+        {
+            "review_id": raw["left_out"][0]["review_id"],
+            "study_uid": instances[4].StudyInstanceUID,
+            "series_uid": instances[4].SeriesInstanceUID,
+            "reasons": [
+                "a box's coordinates must be finite numbers (no NaN or infinity)",
+                "the box runs outside the image: columns -50..99999, the image has 64 "
+                "columns (0..63)",
+            ],
+        }
     ]
     _, entry = entries[instances[1].StudyInstanceUID]
     assert entry.boxes.shape == (0, 4) and entry.meta["label_source"] == "returned_negative"
@@ -104,15 +124,6 @@ def test_reviews_become_a_datalist(
     assert entry.meta["label_source"] == "model_confirmed_by_referral"
     expected = sorted(tuple(f["box_world"]) for f in model_boxes)
     np.testing.assert_allclose(sorted(map(tuple, entry.boxes)), expected, atol=1e-3)
-
-
-def raw_entry(raw: dict, study_uid: str) -> dict:
-    return next(
-        entry
-        for split in ("training", "validation", "test")
-        for entry in raw[split]
-        if entry["study_uid"] == study_uid
-    )
 
 
 def test_split_shares_are_80_10_10() -> None:

@@ -37,10 +37,14 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         instance = dx_instance(95)
         stow(service, "A", [to_bytes(instance)]).raise_for_status()
         service.wait_for_study(study_id_for(service, "A", instance.StudyInstanceUID), "A")
+        # the schema from a file: st's own fetch gives up after 10 s on a busy machine
+        schema = tmp_path / "openapi.json"
+        with service.client() as client:
+            schema.write_bytes(client.get("/openapi.json", timeout=120).content)
         command = [
             str(Path(sys.executable).parent / "st"),
             "run",
-            f"{service.url}/openapi.json",
+            str(schema),
             "--url",
             service.url,
             "--header",
