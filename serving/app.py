@@ -32,8 +32,9 @@ from oncotriage.serving.api.routes import API_ROUTERS
 from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.migrate import upgrade
 from oncotriage.serving.db.session import Database
-from oncotriage.serving.inference import ModelManager, ModelUnavailableError, RunnerFactory
+from oncotriage.serving.inference import ModelUnavailableError, RunnerFactory
 from oncotriage.serving.metrics import ServiceMetrics
+from oncotriage.serving.modelset import ModelSet
 from oncotriage.serving.priority import run_behind_model
 from oncotriage.serving.settings import Settings, get_settings
 from oncotriage.serving.storage import open_store
@@ -174,7 +175,7 @@ def create_app(
     settings = settings or get_settings()
     db = Database(settings.database_url)
     store = open_store(settings)
-    models = ModelManager(settings, runner_factory)
+    models = ModelSet.from_settings(settings, runner_factory)
     metrics = ServiceMetrics(db, models)
     trail = ReadTrail(db, nice=settings.service_thread_nice)
 

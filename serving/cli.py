@@ -106,7 +106,8 @@ def worker(
     from oncotriage.logging import configure_logging
     from oncotriage.serving.db.migrate import upgrade
     from oncotriage.serving.db.session import Database
-    from oncotriage.serving.inference import ModelManager, ModelUnavailableError
+    from oncotriage.serving.inference import ModelUnavailableError
+    from oncotriage.serving.modelset import ModelSet
     from oncotriage.serving.storage import open_store
     from oncotriage.serving.worker import WorkerPool
 
@@ -115,7 +116,7 @@ def worker(
         configure_logging(json_logs=True)
     upgrade(settings.database_url)
     db = Database(settings.database_url)
-    models = ModelManager(settings, model_threads=threads)
+    models = ModelSet.from_settings(settings, model_threads=threads)
     try:
         models.refresh()
     except ModelUnavailableError as error:

@@ -81,11 +81,11 @@ class LoadedModel:
         return f"{self.name}/{self.version}"
 
 
-def demo_bundle_dir() -> Path:
-    """``models/demo`` (beside :mod:`oncotriage.models`)."""
+def demo_bundle_dir(dirname: str = DEMO_BUNDLE_DIRNAME) -> Path:
+    """``models/demo`` (or ``models/<dirname>``, beside :mod:`oncotriage.models`)."""
     import oncotriage.models
 
-    return Path(oncotriage.models.__file__).resolve().parent / DEMO_BUNDLE_DIRNAME
+    return Path(oncotriage.models.__file__).resolve().parent / dirname
 
 
 def ort_intra_op_threads(settings: Settings, model_threads: int = 1) -> int | None:
@@ -163,6 +163,10 @@ class ModelManager:
         runner_factory: overrides :func:`make_runner_factory`.
         model_threads: workers of this process that share the model (default
             ``settings.embedded_workers``, at least 1); sizes ONNX Runtime's thread pool.
+        uri: the model to follow (default ``settings.model_uri``; one route of
+            ``settings.models`` each, see :class:`oncotriage.serving.routing.ModelSet`).
+        demo_bundle: bundle registered on first run (default ``settings.demo_model_dir`` or
+            ``models/demo``).
     """
 
     def __init__(
@@ -171,8 +175,12 @@ class ModelManager:
         runner_factory: RunnerFactory | None = None,
         *,
         model_threads: int | None = None,
+        uri: str | None = None,
+        demo_bundle: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.uri = uri or settings.model_uri
+        self.demo_bundle = demo_bundle
         self._runner_factory = runner_factory
         self.model_threads = max(1, model_threads or settings.embedded_workers)
         self._current: LoadedModel | None = None
@@ -200,7 +208,7 @@ class ModelManager:
         """Register ``models/demo`` when the registry has never heard of the model's name."""
         from oncotriage.models import registry
 
-        parsed = registry.parse_model_uri(self.settings.model_uri)
+        parsed = registry.parse_model_uri(self.uri)
         if parsed.kind != "models" or parsed.name is None or not self.settings.register_demo_model:
             return
         uri = self.tracking_uri
@@ -208,7 +216,7 @@ class ModelManager:
             known = {model.name for model in registry.list_models(tracking_uri=uri)}
             if parsed.name in known:
                 return
-            bundle = self.settings.demo_model_dir or demo_bundle_dir()
+            bundle = self.demo_bundle or self.settings.demo_model_dir or demo_bundle_dir()
             if not (bundle / "model.onnx").is_file():
                 raise ModelUnavailableError(
                     f"model {parsed.name!r} is not registered in {uri} and the demo bundle "
@@ -236,7 +244,7 @@ class ModelManager:
         self._register_demo_if_missing()
         try:
             return registry.resolve(
-                self.settings.model_uri, tracking_uri=self.tracking_uri, cache_dir=self.cache_dir
+                self.uri, tracking_uri=self.tracking_uri, cache_dir=self.cache_dir
             )
         except registry.RegistryError as error:
             raise ModelUnavailableError(str(error)) from error
@@ -283,7 +291,7 @@ class ModelManager:
                 self.last_error = str(error)
                 raise
             except Exception as error:
-                self.last_error = f"cannot load model {self.settings.model_uri}: {error}"
+                self.last_error = f"cannot load model {self.uri}: {error}"
                 raise ModelUnavailableError(self.last_error) from error
             previous, self._current = self._current, loaded  # the swap: one assignment
             self.last_error = None

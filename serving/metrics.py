@@ -21,6 +21,7 @@ from oncotriage.serving.db.models import Job, Study, WebhookDelivery
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
 from oncotriage.serving.inference import ModelManager
+from oncotriage.serving.modelset import ModelSet
 from oncotriage.serving.referrals import overdue_counts
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class DatabaseCollector(Collector):
     """Gauges and a histogram computed from the database on every scrape."""
 
-    def __init__(self, db: Database, models: ModelManager | None) -> None:
+    def __init__(self, db: Database, models: ModelManager | ModelSet | None) -> None:
         self.db = db
         self.models = models
 
@@ -108,15 +109,26 @@ class DatabaseCollector(Collector):
             yield by_model
             session.rollback()
 
-        loaded = self.models.loaded if self.models is not None else None
+        managers = ModelSet.of(self.models).managers if self.models is not None else {}
         info = GaugeMetricFamily(
             "oncotriage_model_info",
-            "The model version this process serves.",
+            "The model versions this process serves (one per route).",
             labels=["model", "version"],
         )
-        if loaded is not None:
-            info.add_metric([loaded.name, loaded.version], 1)
+        routes = GaugeMetricFamily(
+            "oncotriage_model_route_info",
+            "Which model version serves each route (1 when loaded, 0 while it is not).",
+            labels=["route", "model", "version"],
+        )
+        for route_name, manager in managers.items():
+            loaded = manager.loaded
+            if loaded is not None:
+                info.add_metric([loaded.name, loaded.version], 1)
+                routes.add_metric([route_name, loaded.name, loaded.version], 1)
+            else:
+                routes.add_metric([route_name, manager.uri, ""], 0)
         yield info
+        yield routes
 
     @staticmethod
     def _time_to_triage(session: Any) -> HistogramMetricFamily:
@@ -155,7 +167,7 @@ def _by_state(session: Any, table: Any) -> dict[str, int]:
 class ServiceMetrics:
     """The app's own registry (one per app, so several apps in one test process coexist)."""
 
-    def __init__(self, db: Database, models: ModelManager | None) -> None:
+    def __init__(self, db: Database, models: ModelManager | ModelSet | None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "oncotriage_http_requests",

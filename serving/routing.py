@@ -2,10 +2,10 @@
 
 Routes are named models (:func:`parse_models` reads ``ONCOTRIAGE_MODELS='{"cxr":
 "models:/oncotriage-cxr2d@champion", "ldct": "models:/oncotriage-ct3d@champion"}'``, with
-``ONCOTRIAGE_MODEL_URI`` as the one-model shorthand, route ``default``). The worker today
-holds ONE model (``model_uri``) and refuses a series outside its intended inputs with
-:meth:`oncotriage.models.intended.IntendedInputs.mismatch`; holding several models at once
-(one manager per route, choosing with :func:`route_series`) is still to be wired. Each
+``ONCOTRIAGE_MODEL_URI`` as the one-model shorthand, route ``default``). The service holds
+every route's model at once (:class:`oncotriage.serving.modelset.ModelSet`, one manager per
+route, each following its own alias); the worker gives each series to the first route whose
+model's :meth:`oncotriage.models.intended.IntendedInputs.mismatch` finds nothing. Each
 model's spec states the images it reads (:class:`oncotriage.models.intended.IntendedInputs`,
 ``spec.reads``). A series goes to the FIRST route, in the configured order, whose intended use
 fits it; the checks, in order:

@@ -8,10 +8,11 @@ their own without touching the environment.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from oncotriage.serving.enums import Priority
@@ -69,6 +70,36 @@ class Settings(BaseSettings):
         default="models:/oncotriage-cxr2d@champion",
         description="models:/NAME@ALIAS, models:/NAME/VERSION, or a local bundle folder.",
     )
+    models: str = Field(
+        default="",
+        description="Several models, one per route: a JSON object {route: uri}, e.g. "
+        '{"cxr": "models:/oncotriage-cxr2d@champion", "ldct": "models:/oncotriage-ct3d@champion"}'
+        "; each follows its own alias and each series goes to the first route whose model's "
+        "intended input fits it. Empty: model_uri alone (route 'default').",
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_text(cls, value: Any) -> Any:
+        """``models`` may be given as a mapping (tests, code); it is kept as JSON text."""
+        return json.dumps(dict(value)) if isinstance(value, dict) else value
+
+    @field_validator("models")
+    @classmethod
+    def _models_valid(cls, value: str) -> str:
+        from oncotriage.serving.routing import parse_models
+
+        if value.strip():
+            parse_models(value, "")  # raises ValueError with the reason
+        return value
+
+    @property
+    def model_routes(self) -> dict[str, str]:
+        """Route -> model URI: ``models``, or ``model_uri`` alone as route ``default``."""
+        from oncotriage.serving.routing import parse_models
+
+        return parse_models(self.models, self.model_uri)
+
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; default: the registry's own default."
     )

@@ -43,6 +43,7 @@ from oncotriage.serving.inference import (
     ModelManager,
     ModelUnavailableError,
 )
+from oncotriage.serving.modelset import ModelSet, NoModelFitsError
 from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.priority import name_native_thread, run_behind_model
 from oncotriage.serving.settings import Settings
@@ -261,7 +262,9 @@ class Worker:
         settings: lease, retry and backoff settings.
         db: the database.
         store: the image store.
-        models: the model manager (each job pins ``models.current()`` for its whole run).
+        models: the served models (a :class:`~oncotriage.serving.modelset.ModelSet`, or one
+            manager); each job goes to the model whose intended inputs fit its series
+            (:meth:`ModelSet.for_image`) and pins that model for its whole run.
         name: lease owner name (default ``host:pid``).
         webhook_sender: overrides :func:`default_webhook_sender`.
         signal: wakes the idle worker when intake queues work in this process.
@@ -272,7 +275,7 @@ class Worker:
         settings: Settings,
         db: Database,
         store: ContentStore,
-        models: ModelManager,
+        models: ModelManager | ModelSet,
         *,
         name: str | None = None,
         webhook_sender: WebhookSender | None = None,
@@ -281,7 +284,7 @@ class Worker:
         self.settings = settings
         self.db = db
         self.store = store
-        self.models = models
+        self.models = ModelSet.of(models)
         self.name = name or worker_name()
         self.webhook_sender = webhook_sender or default_webhook_sender
         self.signal = signal or jobs.work_signal
@@ -467,8 +470,8 @@ class Worker:
             return True
         held = self.leases.hold(lease)
         try:
-            model = self.models.current()
             image = self._read(job_input)
+            model = self._route(job_input, image)
             started = time.perf_counter()
             network_input = self._prepare(model, image)
             prepare_s = time.perf_counter() - started
@@ -480,6 +483,30 @@ class Worker:
             self.leases.release(held)
             raise
         return _Prepared(lease, job_input, model, network_input, held, prepare_s)
+
+    def _route(self, job_input: _JobInput, image: ImageVolume) -> LoadedModel:
+        """The model whose intended inputs fit the series (NoModelFitsError: none does)."""
+        if len(self.models.managers) == 1:
+            return self.models.current()
+        body_part, view = self._header_words(job_input)
+        return self.models.for_image(image, body_part=body_part, view=view)
+
+    def _header_words(self, job_input: _JobInput) -> tuple[str, str]:
+        """BodyPartExamined and ViewPosition of the series' first stored instance."""
+        import pydicom
+
+        try:
+            header = pydicom.dcmread(
+                self.store.path(job_input.stored_paths[0]),
+                stop_before_pixels=True,
+                specific_tags=["BodyPartExamined", "ViewPosition"],
+            )
+        except Exception:  # the reader has read it already; an unstated value is accepted
+            return "", ""
+        return (
+            str(header.get("BodyPartExamined", "") or ""),
+            str(header.get("ViewPosition", "") or ""),
+        )
 
     @staticmethod
     def _prepare(model: LoadedModel, image: ImageVolume) -> PreparedInput:
@@ -568,7 +595,7 @@ class Worker:
 
     def _settle_error(self, lease: jobs.Lease, error: BaseException) -> None:
         """Fail, retry or put back a job whose images or inference raised ``error``."""
-        if isinstance(error, PermanentJobError):
+        if isinstance(error, PermanentJobError | NoModelFitsError):
             self._fail_job(lease, str(error), permanent=True)
         elif isinstance(error, BackendUnavailableError | ModelUnavailableError):
             retry_in = jobs.backoff_s(
@@ -854,7 +881,7 @@ class WorkerPool:
         settings: Settings,
         db: Database,
         store: ContentStore,
-        models: ModelManager,
+        models: ModelManager | ModelSet,
         n: int,
         *,
         webhook_sender: WebhookSender | None = None,

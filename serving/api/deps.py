@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.session import Database
-from oncotriage.serving.inference import ModelManager
+from oncotriage.serving.modelset import ModelSet
 from oncotriage.serving.security import AuthenticationError, Principal, authenticate, hash_token
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
@@ -45,7 +45,7 @@ def get_store(request: Request) -> ContentStore:
     return request.app.state.store
 
 
-def get_models(request: Request) -> ModelManager:
+def get_models(request: Request) -> ModelSet:
     return request.app.state.models
 
 
@@ -58,7 +58,7 @@ def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ContentStore, Depends(get_store)]
-InferenceDep = Annotated[ModelManager, Depends(get_models)]
+InferenceDep = Annotated[ModelSet, Depends(get_models)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 

@@ -56,11 +56,16 @@ async def readyz(
     """
 
     def model_check() -> dict[str, Any]:
-        if settings.embedded_workers > 0:
-            loaded = models.current()
-            return {"model": loaded.name, "version": loaded.version}
-        resolved = models.resolve()
-        return {"model": resolved.name, "version": str(resolved.version)}
+        served: dict[str, dict[str, str]] = {}
+        for route_name, manager in models.managers.items():
+            if settings.embedded_workers > 0:
+                loaded = manager.current()
+                served[route_name] = {"model": loaded.name, "version": loaded.version}
+            else:
+                resolved = manager.resolve()
+                served[route_name] = {"model": resolved.name, "version": str(resolved.version)}
+        first = next(iter(served.values()))
+        return {**first, "routes": served}
 
     checks = {
         "database": await run_in_threadpool(_check, db.ping),
