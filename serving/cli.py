@@ -69,6 +69,13 @@ def serve(
     if settings.log_json:
         configure_logging(json_logs=True)
     if demo:
+        if not settings.models and "model_uri" not in settings.model_fields_set:
+            # Every bundled demo model present: the radiograph model, and LDCT when bundled.
+            import json
+
+            from oncotriage.serving.demo import demo_model_routes
+
+            settings = settings.model_copy(update={"models": json.dumps(demo_model_routes())})
         _announce_demo(settings, host, port)
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
@@ -90,6 +97,15 @@ def _announce_demo(settings: Settings, host: str, port: int) -> None:
                 "  push the example study (in another terminal):",
                 f"    .venv/bin/oncotriage push --url {base} "
                 f"--token-file {setup.hospital_token_file} {setup.example_study}",
+                *(
+                    [
+                        "  and the example low-dose CT:",
+                        f"    .venv/bin/oncotriage push --url {base} "
+                        f"--token-file {setup.hospital_token_file} {setup.example_ct_study}",
+                    ]
+                    if setup.example_ct_study is not None
+                    else []
+                ),
                 "",
             ]
         )

@@ -32,6 +32,28 @@ DEMO_SPECIALIST = "demo.specialist"
 EXAMPLE_SEED = 2024
 
 
+#: The demo's routes: the bundled radiograph model, and the bundled LDCT model when
+#: ``models/demo_ct`` is there (registered from those folders on first run, see
+#: :data:`oncotriage.serving.modelset.DEMO_BUNDLES`).
+DEMO_ROUTES = {
+    "cxr": ("models:/oncotriage-cxr2d@champion", "demo"),
+    "ldct": ("models:/oncotriage-ct3d@champion", "demo_ct"),
+}
+
+
+def demo_model_routes(models_dir: Path | None = None) -> dict[str, str]:
+    """Route -> model URI for every bundled demo model present in ``models_dir``
+    (default: the package's ``models/``)."""
+    from oncotriage.serving.inference import demo_bundle_dir
+
+    routes: dict[str, str] = {}
+    for route, (uri, dirname) in DEMO_ROUTES.items():
+        folder = (models_dir / dirname) if models_dir is not None else demo_bundle_dir(dirname)
+        if (folder / "model.onnx").is_file():
+            routes[route] = uri
+    return routes
+
+
 @dataclass(frozen=True)
 class DemoSetup:
     """Where a newcomer finds what the demo made.
@@ -40,6 +62,8 @@ class DemoSetup:
         folder: ``<data_dir>/demo``.
         hospital_token_file, specialist_token_file: bearer tokens, one per file (mode 0600).
         example_study: the example radiograph study's folder, ready to push.
+        example_ct_study: the example low-dose CT study's folder (when the demo serves a CT
+            model), ready to push.
         created: whether this call made the accounts (False when they already existed).
     """
 
@@ -48,6 +72,7 @@ class DemoSetup:
     specialist_token_file: Path
     example_study: Path
     created: bool
+    example_ct_study: Path | None = None
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -57,7 +82,8 @@ def _write_secret(path: Path, value: str) -> None:
 
 
 def ensure_demo(settings: Settings) -> DemoSetup:
-    """Make the demo centre, community hospital and specialist, their tokens and the example.
+    """Make the demo centre, community hospital and specialist, their tokens and the examples
+    (a radiograph, and a low-dose CT beside it when ``settings`` routes ``ldct``).
 
     Returns:
         where the tokens and the example study are.
@@ -94,5 +120,10 @@ def ensure_demo(settings: Settings) -> DemoSetup:
     db.dispose()
     example = write_example_study(folder / "example", kind="cxr", seed=EXAMPLE_SEED)
     example_study = example.parent if example.is_file() else example
+    example_ct: Path | None = None
+    if "ldct" in settings.model_routes:
+        example_ct = write_example_study(folder / "example-ct", kind="ldct", seed=EXAMPLE_SEED)
     logger.info("demo accounts %s", "created" if created else "already there")
-    return DemoSetup(folder, hospital_token_file, specialist_token_file, example_study, created)
+    return DemoSetup(
+        folder, hospital_token_file, specialist_token_file, example_study, created, example_ct
+    )

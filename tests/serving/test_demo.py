@@ -34,3 +34,37 @@ def test_demo_accounts_tokens_and_example(tmp_path: Path) -> None:
     assert not again.created
     assert again.hospital_token_file.read_text().strip() == hospital_token
     assert sorted(again.example_study.rglob("*.dcm")) == example_files
+    assert again.example_ct_study is None  # no CT route: no CT example
+
+
+def test_demo_routes_every_bundled_model_present(tmp_path: Path) -> None:
+    from oncotriage.serving.demo import demo_model_routes
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "model.onnx").write_bytes(b"onnx")
+    assert demo_model_routes(tmp_path) == {"cxr": "models:/oncotriage-cxr2d@champion"}
+    (tmp_path / "demo_ct").mkdir()
+    (tmp_path / "demo_ct" / "model.onnx").write_bytes(b"onnx")
+    assert demo_model_routes(tmp_path) == {
+        "cxr": "models:/oncotriage-cxr2d@champion",
+        "ldct": "models:/oncotriage-ct3d@champion",
+    }
+
+
+def test_demo_with_a_ct_route_writes_a_ct_example_beside_the_radiograph(tmp_path: Path) -> None:
+    import pydicom
+
+    settings = service_settings(
+        f"sqlite:///{tmp_path / 'demo.db'}",
+        tmp_path / "var",
+        models={
+            "cxr": "models:/oncotriage-cxr2d@champion",
+            "ldct": "models:/oncotriage-ct3d@champion",
+        },
+    )
+    setup = ensure_demo(settings)
+    assert setup.example_ct_study is not None
+    slices = sorted(setup.example_ct_study.rglob("*.dcm"))
+    assert len(slices) >= 16
+    assert {pydicom.dcmread(path, stop_before_pixels=True).Modality for path in slices} == {"CT"}
+    assert setup.example_ct_study.parent.parent == setup.example_study.parent.parent
