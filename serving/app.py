@@ -32,13 +32,14 @@ from oncotriage.serving.api.routes import API_ROUTERS
 from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.migrate import upgrade
 from oncotriage.serving.db.session import Database
+from oncotriage.serving.delivery import WebhookSender
 from oncotriage.serving.inference import ModelUnavailableError, RunnerFactory
 from oncotriage.serving.metrics import ServiceMetrics
 from oncotriage.serving.modelset import ModelSet
+from oncotriage.serving.pool import WorkerPool
 from oncotriage.serving.priority import run_behind_model
 from oncotriage.serving.settings import Settings, get_settings
 from oncotriage.serving.storage import open_store
-from oncotriage.serving.worker import WebhookSender, WorkerPool
 
 logger = logging.getLogger(__name__)
 

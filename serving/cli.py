@@ -124,8 +124,8 @@ def worker(
     from oncotriage.serving.db.session import Database
     from oncotriage.serving.inference import ModelUnavailableError
     from oncotriage.serving.modelset import ModelSet
+    from oncotriage.serving.pool import WorkerPool
     from oncotriage.serving.storage import open_store
-    from oncotriage.serving.worker import WorkerPool
 
     settings = _settings()
     if settings.log_json:

@@ -1,4 +1,11 @@
-"""Workers: claim a job, read the images, run the detector, triage, record; deliver webhooks.
+"""Workers: claim a job, read the images, route it to its model, run the detector, triage,
+record; and deliver the outbox's webhooks.
+
+The pieces live beside it: leases renewed by one heartbeat thread
+(:mod:`oncotriage.serving.leases`), the served models and routing
+(:mod:`oncotriage.serving.modelset`, :mod:`oncotriage.serving.routing`), webhook delivery
+(:mod:`oncotriage.serving.delivery`) and the pool of worker threads
+(:mod:`oncotriage.serving.pool`).
 
 A :class:`Worker` runs in a thread of ``oncotriage serve`` (``embedded_workers``) or in an
 ``oncotriage worker`` process; any number of either can share one database. Each claimed
@@ -22,8 +29,6 @@ import socket
 import threading
 import time
 import traceback
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -34,8 +39,9 @@ from sqlalchemy.orm import Session, joinedload
 from oncotriage.models.findings import Finding as DetectedFinding
 from oncotriage.serving import jobs
 from oncotriage.serving.db.base import UTCDateTime, utcnow
-from oncotriage.serving.db.models import Finding, Hospital, Instance, Job, Study, WebhookDelivery
+from oncotriage.serving.db.models import Finding, Instance, Job, Study
 from oncotriage.serving.db.session import Database
+from oncotriage.serving.delivery import WebhookOutbox, WebhookSender
 from oncotriage.serving.enums import JobState, StudyStatus, WebhookEvent
 from oncotriage.serving.inference import (
     BackendUnavailableError,
@@ -43,6 +49,7 @@ from oncotriage.serving.inference import (
     ModelManager,
     ModelUnavailableError,
 )
+from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
 from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.priority import name_native_thread, run_behind_model
@@ -134,115 +141,6 @@ class _Inferred:
         return self.prepared.lease
 
 
-class HeldLease:
-    """A lease a :class:`LeaseKeeper` renews; ``lost`` once a renewal found it taken."""
-
-    def __init__(self, lease: jobs.Lease) -> None:
-        self.lease = lease
-        self.lost = False
-
-
-class LeaseKeeper:
-    """Renews every lease a worker holds, every ``interval_s``, from one daemon thread.
-
-    One thread per worker for all its jobs (the running one and the one read ahead),
-    rather than a thread started and joined for each job.
-    """
-
-    def __init__(
-        self,
-        db: Database,
-        table: jobs.WorkTable,
-        *,
-        lease_s: float,
-        interval_s: float,
-        name: str,
-    ) -> None:
-        self._db, self._table = db, table
-        self._lease_s, self._interval_s = lease_s, interval_s
-        self._name = name
-        self._held: dict[int, HeldLease] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def hold(self, lease: jobs.Lease) -> HeldLease:
-        """Start renewing ``lease`` (the claim gave it a full ``lease_s`` already)."""
-        held = HeldLease(lease)
-        with self._lock:
-            self._held[lease.id] = held
-            if self._thread is None:
-                self._stop.clear()
-                self._thread = threading.Thread(
-                    target=self._run, name=f"{self._name}-leases", daemon=True
-                )
-                self._thread.start()
-        return held
-
-    def release(self, held: HeldLease) -> None:
-        """Stop renewing (the job is recorded, failed or given back)."""
-        with self._lock:
-            self._held.pop(held.lease.id, None)
-
-    def stop(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-        self._stop.set()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            with self._lock:
-                held_now = list(self._held.values())
-            for held in held_now:
-                try:
-                    with self._db.session() as session:
-                        renewed = jobs.renew(
-                            session, self._table, held.lease, lease_s=self._lease_s, now=utcnow()
-                        )
-                except Exception:  # a missed beat is not fatal; the next one may succeed
-                    logger.warning(
-                        "heartbeat for %s %d failed", self._table.__name__, held.lease.id
-                    )
-                    continue
-                if not renewed:
-                    held.lost = True
-                    with self._lock:
-                        self._held.pop(held.lease.id, None)
-
-
-_DELIVERY_NAMESPACE = uuid.UUID("6f1c1f0e-6d1b-5a43-9d6c-0f5e2b7a9c11")
-
-WebhookSender = Callable[[str, str, dict[str, object], float], int]
-"""``(url, secret, event, timeout_s) -> HTTP status``; raises :class:`WebhookDeliveryError`."""
-
-
-class WebhookDeliveryError(Exception):
-    """A webhook POST failed; ``permanent`` when the receiver refused it (4xx)."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-def default_webhook_sender(
-    url: str, secret: str, event: dict[str, object], timeout_s: float
-) -> int:
-    """One signed POST with :func:`oncotriage.serving.webhooks.deliver`.
-
-    Retries are the outbox's (durable, with backoff), so ``deliver`` makes one attempt.
-    """
-    from oncotriage.serving import webhooks
-
-    result = webhooks.deliver(url, secret, event, timeout_s=timeout_s, max_attempts=1)
-    if not result.delivered:
-        status = result.status_code
-        permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
-        raise WebhookDeliveryError(result.error or "not delivered", permanent=permanent)
-    return int(result.status_code or 200)
-
-
 class Worker:
     """Processes inference jobs and webhook deliveries from the shared database.
 
@@ -266,7 +164,7 @@ class Worker:
             manager); each job goes to the model whose intended inputs fit its series
             (:meth:`ModelSet.for_image`) and pins that model for its whole run.
         name: lease owner name (default ``host:pid``).
-        webhook_sender: overrides :func:`default_webhook_sender`.
+        webhook_sender: overrides :func:`oncotriage.serving.delivery.default_webhook_sender`.
         signal: wakes the idle worker when intake queues work in this process.
     """
 
@@ -286,7 +184,6 @@ class Worker:
         self.store = store
         self.models = ModelSet.of(models)
         self.name = name or worker_name()
-        self.webhook_sender = webhook_sender or default_webhook_sender
         self.signal = signal or jobs.work_signal
         self.leases = LeaseKeeper(
             db,
@@ -296,7 +193,7 @@ class Worker:
             name=self.name,
         )
         self._last_model_warning = -1e9
-        self._webhooks_due_at = 0.0  # monotonic; the outbox is checked at most every poll
+        self.webhooks = WebhookOutbox(settings, db, name=self.name, sender=webhook_sender)
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -347,7 +244,7 @@ class Worker:
                             ready.put(claimed)
                             in_hand += 1
                         busy = busy or bool(claimed)
-                    busy = self._deliver_due_webhook(working=in_hand > 0) or busy
+                    busy = self.webhooks.deliver_due(working=in_hand > 0) or busy
                 except Exception:
                     logger.exception("worker %s: unexpected error; continuing", self.name)
                     busy = False
@@ -396,24 +293,6 @@ class Worker:
             self._finish(inferred)
         except Exception:  # the lease expires and another worker redoes the job
             logger.exception("worker %s: could not record job %d", self.name, inferred.lease.id)
-
-    def _deliver_due_webhook(self, *, working: bool = False) -> bool:
-        """One webhook delivery if the outbox may hold one that is due.
-
-        The outbox is looked at when this worker queued an event, after a delivery (there may
-        be more), and otherwise every ``worker_poll_interval_s`` (events queued elsewhere),
-        at most every second while jobs are in hand (each look is a write transaction, and
-        on SQLite every write waits for the single writer).
-        """
-        now = time.monotonic()
-        if now < self._webhooks_due_at:
-            return False
-        delivered = self.deliver_next_webhook()
-        interval = self.settings.worker_poll_interval_s
-        if working:
-            interval = max(interval, 1.0)
-        self._webhooks_due_at = now if delivered else now + interval
-        return delivered
 
     # -- inference jobs ----------------------------------------------------------------------
 
@@ -804,127 +683,5 @@ class Worker:
                 now=now,
                 max_attempts=self.settings.webhook_max_attempts,
             )
-            if delivery is not None:  # look at the outbox on the next round, not a poll later
-                self._webhooks_due_at = 0.0
-
-    # -- webhooks ----------------------------------------------------------------------------
-
-    def deliver_next_webhook(self) -> bool:
-        with self.db.session() as session:
-            lease = jobs.claim_next(
-                session,
-                WebhookDelivery,
-                owner=self.name,
-                lease_s=max(self.settings.webhook_timeout_s * 2, 10.0),
-                now=utcnow(),
-            )
-            if lease is None:
-                return False
-            delivery = session.get(WebhookDelivery, lease.id)
-            hospital = session.get(Hospital, delivery.hospital_id) if delivery else None
-            url = hospital.webhook_url if hospital else None
-            secret = hospital.webhook_secret if hospital else None
-            payload = dict(delivery.payload) if delivery else {}
-        if not url or not secret:
-            with self.db.session() as session:
-                jobs.fail(
-                    session,
-                    WebhookDelivery,
-                    lease,
-                    error="the hospital has no webhook URL or secret any more",
-                    now=utcnow(),
-                    retry_in_s=None,
-                )
-            return True
-        # rows queued before the id was stored with the event get one derived from the row,
-        # so their retries share it too
-        payload.setdefault("delivery_id", str(uuid.uuid5(_DELIVERY_NAMESPACE, str(lease.id))))
-        try:
-            status = self.webhook_sender(url, secret, payload, self.settings.webhook_timeout_s)
-        except Exception as error:
-            permanent = isinstance(error, WebhookDeliveryError) and error.permanent
-            retry_in = (
-                None
-                if permanent
-                else jobs.backoff_s(
-                    lease.attempt,
-                    self.settings.webhook_backoff_base_s,
-                    self.settings.webhook_backoff_max_s,
-                )
-            )
-            with self.db.session() as session:
-                state = jobs.fail(
-                    session,
-                    WebhookDelivery,
-                    lease,
-                    error=f"{type(error).__name__}: {error}",
-                    now=utcnow(),
-                    retry_in_s=retry_in,
-                )
-            logger.warning("webhook delivery %d failed (%s): %s", lease.id, state, error)
-            return True
-        with self.db.session() as session:
-            if jobs.complete(session, WebhookDelivery, lease, now=utcnow()):
-                row = session.get(WebhookDelivery, lease.id)
-                if row is not None:
-                    row.response_status = status
-                    row.delivered_at = utcnow()
-        logger.info("webhook delivery %d delivered (HTTP %d)", lease.id, status)
-        return True
-
-
-class WorkerPool:
-    """``n`` worker threads sharing one model manager (``oncotriage serve`` and ``worker``)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        db: Database,
-        store: ContentStore,
-        models: ModelManager | ModelSet,
-        n: int,
-        *,
-        webhook_sender: WebhookSender | None = None,
-    ) -> None:
-        self._stop = threading.Event()
-        self._signal = jobs.work_signal
-        self.workers = [
-            Worker(
-                settings,
-                db,
-                store,
-                models,
-                name=worker_name(f"w{index}"),
-                webhook_sender=webhook_sender,
-                signal=self._signal,
-            )
-            for index in range(n)
-        ]
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        for worker in self.workers:
-            thread = threading.Thread(
-                target=worker.run, args=(self._stop,), name=worker.name, daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the jobs in hand finish (their leases protect them if we time out)."""
-        self._stop.set()
-        self._signal.wake_all()
-        deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._threads.clear()
-
-    def wait(self) -> None:
-        """Block until stopped (for the ``oncotriage worker`` process)."""
-        while any(thread.is_alive() for thread in self._threads):
-            for thread in self._threads:
-                thread.join(timeout=1.0)
-
-    @property
-    def stop_event(self) -> threading.Event:
-        return self._stop
+            if delivery is not None:
+                self.webhooks.soon()

@@ -25,9 +25,9 @@ from service_utils.server import Service, stow, study_id_for, wait_until
 from oncotriage.serving.db.models import Finding, Job, Study, WebhookDelivery
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
 from oncotriage.serving.inference import ModelManager
+from oncotriage.serving.pool import WorkerPool
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify_signature
-from oncotriage.serving.worker import WorkerPool
 
 TESTS_DIR = Path(__file__).resolve().parent
 
