@@ -1,9 +1,9 @@
 """Checks on boxes in a source image's index space (``xyxy`` or ``xyzxyz``).
 
 A box drawn by a person (a specialist's correction) or read back from the database must be
-usable as a training label: finite numbers, a positive size on every axis, and inside the
-image. Index space puts voxel centres on integers, so an image of ``n`` voxels along an axis
-spans ``-0.5 .. n - 0.5`` on that axis.
+usable as a training label: finite numbers, a positive size in-plane (across slices, a box
+may lie on one slice), and inside the image. Index space puts voxel centres on integers,
+so an image of ``n`` voxels along an axis spans ``-0.5 .. n - 0.5`` on that axis.
 """
 
 from __future__ import annotations
@@ -33,8 +33,15 @@ def index_box_problem(box: Sequence[float], extent: Sequence[int] | None = None)
     if not all(math.isfinite(v) for v in values):
         return "a box's coordinates must be finite numbers (no NaN or infinity)"
     half = len(values) // 2
-    if any(values[i] >= values[i + half] for i in range(half)):
-        return "a box must have a positive size: each maximum corner above its minimum"
+    # In-plane a box needs an area; across slices one slice is enough (a box drawn on one CT
+    # slice has z0 == z1: index space puts voxel centres on integers).
+    if any(values[i] >= values[i + half] for i in range(2)) or (
+        half == 3 and values[2] > values[5]
+    ):
+        return (
+            "a box must have a positive size: each maximum corner above its minimum (across "
+            "slices, at least equal)"
+        )
     if extent is None:
         return None
     if len(extent) != half:

@@ -14,6 +14,9 @@ from oncotriage.datasets.boxes import index_box_problem
         ([-0.5, -0.5, 63.5, 63.5], (64, 64), None),
         ([1, 2, 3, 4, 5, 6], None, None),
         ([1, 2, 3, 4, 5, 6], (8, 8, 8), None),
+        ([1, 2, 3, 4, 5, 3], (8, 8, 8), None),  # drawn on one slice
+        ([1, 2, 4, 4, 5, 3], (8, 8, 8), "positive size"),
+        ([1, 5, 3, 4, 5, 3], (8, 8, 8), "positive size"),
         ([1, 2, 3], None, "4 numbers (xyxy) or 6 (xyzxyz), not 3"),
         ([float("nan"), 0, 1, 1], None, "finite numbers"),
         ([0, 0, float("inf"), 1], None, "finite numbers"),

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from oncotriage.models.spec import ModelSpec
+from service_utils.factories import derive_bundle, service_factory_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,37 +60,6 @@ def base_bundle_3d() -> Path:
     return _export("detector_tiny_3d.yaml")
 
 
-def derive_bundle(
-    base: Path,
-    out: Path,
-    *,
-    operating: float = 0.0,
-    urgent: float = 1.0,
-    name: str = "oncotriage-test",
-    version: str = "1",
-    detections_per_img: int = 3,
-    **spec_updates: Any,
-) -> Path:
-    """A copy of ``base`` with the given triage thresholds (and score threshold 0)."""
-    shutil.copytree(base, out)
-    spec = ModelSpec.load(out)
-    postprocess = spec.postprocess.model_copy(
-        update={"score_thresh": 0.0, "detections_per_img": detections_per_img}
-    )
-    thresholds = spec.thresholds.model_copy(update={"operating": operating, "urgent": urgent})
-    spec = spec.model_copy(
-        update={
-            "name": name,
-            "version": version,
-            "postprocess": postprocess,
-            "thresholds": thresholds,
-            **spec_updates,
-        }
-    )
-    spec.save(out)
-    return out
-
-
 BundleFactory = Callable[..., Path]
 
 
@@ -112,30 +80,14 @@ def flagging_bundle(make_bundle: BundleFactory) -> Path:
     return make_bundle(operating=0.0, urgent=1.0)
 
 
-def _service_factory(database_url: str, tmp_path: Path) -> Callable[..., Any]:
-    from service_utils.server import running_service, service_settings
-
-    def factory(**overrides: Any) -> Any:
-        create_kwargs = {
-            key: overrides.pop(key)
-            for key in ("runner_factory", "webhook_sender", "webhook_url", "accounts")
-            if key in overrides
-        }
-        data_dir = overrides.pop("data_dir", tmp_path / "var")
-        settings = service_settings(database_url, data_dir, **overrides)
-        return running_service(settings, **create_kwargs)
-
-    return factory
-
-
 @pytest.fixture
 def service_factory(db_url: str, tmp_path: Path) -> Callable[..., Any]:
     """``service_factory(model_uri=..., **settings)``: a context manager of a running service,
     once on SQLite and once on PostgreSQL (for behaviour that depends on the database)."""
-    return _service_factory(db_url, tmp_path)
+    return service_factory_for(db_url, tmp_path)
 
 
 @pytest.fixture
 def sqlite_service_factory(tmp_path: Path) -> Callable[..., Any]:
     """As ``service_factory``, on SQLite only (behaviour the database does not change)."""
-    return _service_factory(f"sqlite:///{tmp_path / 'oncotriage.db'}", tmp_path)
+    return service_factory_for(f"sqlite:///{tmp_path / 'oncotriage.db'}", tmp_path)

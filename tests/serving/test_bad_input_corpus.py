@@ -12,6 +12,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from service_utils.dicom import dx_instance, to_bytes
+from service_utils.factories import derive_bundle, service_factory_for
 from service_utils.server import stow, study_id_for
 
 GOOD = dx_instance(400)
@@ -88,12 +89,10 @@ DICOM_CORPUS: dict[str, bytes] = {
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, base_bundle_2d):
     """One service for the whole corpus: the point is that it stays up through all of it."""
-    from conftest import _service_factory, derive_bundle  # type: ignore[import-not-found]
-
     root = tmp_path_factory.mktemp("corpus")
     bundle = derive_bundle(base_bundle_2d, root / "bundle", operating=0.0, urgent=1.0)
     database = f"sqlite:///{root / 'corpus.db'}"
-    with _service_factory(database, root)(model_uri=str(bundle)) as running:
+    with service_factory_for(database, root)(model_uri=str(bundle)) as running:
         yield running
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from service_utils.dicom import dx_instance, to_bytes
+from service_utils.factories import service_factory_for
 from service_utils.private_postgres import private_postgres
 from service_utils.server import stow, study_id_for
 
@@ -39,13 +40,11 @@ def _send_until_accepted(service, data: bytes, deadline: float) -> int:
 
 def test_postgres_restart_while_studies_flow(postgres_url, flagging_bundle, tmp_path) -> None:
     # postgres_url: this test needs PostgreSQL installed (and under CI=true must run)
-    from conftest import _service_factory  # type: ignore[import-not-found]
-
     root = Path(tempfile.mkdtemp(prefix="oncotriage-pg-"))
     root.chmod(0o755)
     try:
         with private_postgres(root) as database:
-            factory = _service_factory(database.url, tmp_path)
+            factory = service_factory_for(database.url, tmp_path)
             with factory(model_uri=str(flagging_bundle), job_lease_s=3.0) as service:
                 instances = [dx_instance(500 + case) for case in range(STUDIES)]
                 answers: dict[int, int] = {}

@@ -218,7 +218,9 @@ def test_ct_series_sent_in_parts_is_read_once_complete(
 ) -> None:
     bundle = make_bundle(base=base_bundle_3d)
     series = ct_series(43, slices=16)
-    with sqlite_service_factory(model_uri=str(bundle), series_settle_s=1.0) as service:
+    # "complete" = no new slice for series_settle_s: 5 s leaves a wide margin for three
+    # requests of a few 32 x 32 slices even on a loaded machine (1 s did not, in CI)
+    with sqlite_service_factory(model_uri=str(bundle), series_settle_s=5.0) as service:
         # three requests, as a router forwarding a series in parts would send it
         for part in (series[:5], series[5:11], series[11:]):
             stow(service, "A", [to_bytes(ds) for ds in part]).raise_for_status()
