@@ -21,15 +21,17 @@ from oncotriage.serving.dicomweb import PartSpan, split_multipart
 DICOM_PART_TYPES = frozenset({"", "application/dicom"})
 
 
-class SpooledParts(Sequence[bytes]):
-    """The parts of a spooled multipart body, each read from the file when indexed."""
+class _ReadOnIndex(Sequence[bytes]):
+    """A sequence of objects' bytes, each read when indexed (never all held at once)."""
 
-    def __init__(self, buffer: mmap.mmap | bytes, spans: list[PartSpan]) -> None:
-        self._buffer = buffer
-        self.spans = spans
+    def __init__(self, count: int) -> None:
+        self._count = count
+
+    def _read(self, index: int) -> bytes:
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return len(self.spans)
+        return self._count
 
     @overload
     def __getitem__(self, index: int) -> bytes: ...
@@ -39,7 +41,21 @@ class SpooledParts(Sequence[bytes]):
 
     def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+            return [self._read(i) for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._read(index % len(self))
+
+
+class SpooledParts(_ReadOnIndex):
+    """The parts of a spooled multipart body, each read from the file when indexed."""
+
+    def __init__(self, buffer: mmap.mmap | bytes, spans: list[PartSpan]) -> None:
+        super().__init__(len(spans))
+        self._buffer = buffer
+        self.spans = spans
+
+    def _read(self, index: int) -> bytes:
         span = self.spans[index]
         return bytes(self._buffer[span.start : span.end])
 
@@ -76,26 +92,16 @@ def multipart_parts(spooled: IO[bytes], boundary: str, *, max_parts: int) -> Ite
         mapped.close()
 
 
-class UploadedFiles(Sequence[bytes]):
+class UploadedFiles(_ReadOnIndex):
     """Form uploads (``POST /v1/studies``), each read from its spooled file when indexed."""
 
     def __init__(self, files: Sequence[IO[bytes]], read: Callable[[IO[bytes]], bytes]) -> None:
+        super().__init__(len(files))
         self._files = files
-        self._read = read
+        self._reader = read
 
-    def __len__(self) -> int:
-        return len(self._files)
-
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
-
-    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self._read(self._files[index])
+    def _read(self, index: int) -> bytes:
+        return self._reader(self._files[index])
 
 
 def read_whole(file: IO[bytes]) -> bytes:
