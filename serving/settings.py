@@ -217,6 +217,12 @@ class Settings(BaseSettings):
     referral_accept_days: float = Field(default=7.0, gt=0)
     referral_diagnosis_days: float = Field(default=14.0, gt=0)
     referral_acknowledge_days: float = Field(default=7.0, gt=0)
+    referral_escalation_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often each worker sweeps for overdue referral steps and escalates "
+        "them (webhook, audit, /metrics) with nobody reading a list; safe with many workers.",
+    )
 
     # --- logs
     log_json: bool = False

@@ -53,6 +53,7 @@ from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
 from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.priority import name_native_thread, run_behind_model
+from oncotriage.serving.referrals import escalate_overdue
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import calibrated_suspicion_score, priority_for, refresh_study
@@ -194,6 +195,7 @@ class Worker:
         )
         self._last_model_warning = -1e9
         self.webhooks = WebhookOutbox(settings, db, name=self.name, sender=webhook_sender)
+        self._escalation_due_at = 0.0  # monotonic; overdue referral steps are swept then
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ class Worker:
                             ready.put(claimed)
                             in_hand += 1
                         busy = busy or bool(claimed)
+                    self._escalate_due_referrals()
                     busy = self.webhooks.deliver_due(working=in_hand > 0) or busy
                 except Exception:
                     logger.exception("worker %s: unexpected error; continuing", self.name)
@@ -293,6 +296,20 @@ class Worker:
             self._finish(inferred)
         except Exception:  # the lease expires and another worker redoes the job
             logger.exception("worker %s: could not record job %d", self.name, inferred.lease.id)
+
+    def _escalate_due_referrals(self) -> None:
+        """Every ``referral_escalation_interval_s``, escalate overdue referral steps
+        (``referrals.escalate_overdue``: once each, rows locked with SKIP LOCKED, so several
+        workers and processes may sweep at once). Webhooks it queues go out next."""
+        now = time.monotonic()
+        if now < self._escalation_due_at:
+            return
+        self._escalation_due_at = now + self.settings.referral_escalation_interval_s
+        with self.db.session() as session:
+            escalated = escalate_overdue(session, self.settings, now=utcnow())
+        if escalated:
+            logger.info("worker %s: escalated %d overdue referral steps", self.name, escalated)
+            self.webhooks.soon()
 
     # -- inference jobs ----------------------------------------------------------------------
 

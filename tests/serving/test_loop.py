@@ -309,3 +309,49 @@ def test_unlicensed_cannot_refer_and_another_hospital_cannot_read_the_timeline(
                 reply = other.get(f"/v1/patients/{patient}/timeline")
                 assert reply.status_code == 404, who
                 assert other.get(f"/v1/patients/{patient + 1000}/timeline").status_code == 404
+
+
+def test_the_workers_sweep_escalates_an_overdue_step_with_nobody_reading_the_list(
+    service_factory, flagging_bundle
+) -> None:
+    with (
+        webhook_receiver() as receiver,
+        service_factory(
+            model_uri=str(flagging_bundle), referral_escalation_interval_s=0.1
+        ) as service,
+    ):
+        with service.db.session() as session:
+            centre = session.scalars(sa.select(Hospital).where(Hospital.name == "Centre")).one()
+            centre.webhook_url = receiver.url
+            centre.webhook_secret = "whsec-test-centre-secret-0123"
+        study = _push(service, "A", 52, "MRN-3", "UNION-MPI")
+        reply = _refer(service, "spec1", study)
+        assert reply.status_code == 201, reply.text
+        referral_id = reply.json()["referral_id"]
+        past = datetime.now(UTC) - timedelta(days=3)
+        with service.client("spec1") as spec:
+            spec.post(
+                f"/v1/referrals/{referral_id}/schedule", json={"appointment_at": past.isoformat()}
+            ).raise_for_status()
+        # nobody lists referrals: the workers' periodic sweep alone escalates the step
+        wait_until(lambda: any(d.event["type"] == "referral.overdue" for d in receiver.deliveries))
+        events = [d.event for d in receiver.deliveries if d.event["type"] == "referral.overdue"]
+        assert [(e["referral"]["id"], e["referral"]["stage"]) for e in events] == [
+            (referral_id, "scheduled")
+        ]
+        assert events[0]["referral"]["overdue_days"] >= 3.0
+        with service.db.session() as session:
+            escalations = session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action == AuditAction.REFERRAL_STEP)
+            ).all()
+            steps = [e.detail["step"] for e in escalations if e.detail]
+        assert steps.count("escalated") == 1  # once, though the sweep keeps running
+        with service.client("root") as admin:
+            metrics = admin.get("/metrics").text
+        centre_id = service.hospital_ids["centre"]
+        assert (
+            f'oncotriage_referral_steps_overdue{{owner_hospital_id="{centre_id}",'
+            'stage="scheduled"} 1.0'
+        ) in metrics
+        with service.client("spec1") as spec:
+            assert spec.get(f"/v1/referrals/{referral_id}").json()["escalated_at"] is not None
