@@ -238,7 +238,15 @@ def timeline(
                     at, kind, names[hospital_id], referral.study_id, referral.id, detail or None
                 )
             )
-    for outcome in session.scalars(sa.select(Outcome).where(Outcome.patient_id == patient_id)):
+    outcomes = session.scalars(sa.select(Outcome).where(Outcome.patient_id == patient_id)).all()
+    review_ids = [outcome.review_id for outcome in outcomes if outcome.review_id is not None]
+    decisions = {
+        row.id: row.decision.value
+        for row in session.execute(
+            sa.select(Review.id, Review.decision).where(Review.id.in_(review_ids))
+        )
+    }
+    for outcome in outcomes:
         entries.append(
             TimelineEntry(
                 outcome.recorded_at,
@@ -252,6 +260,8 @@ def timeline(
                     "histology": outcome.histology,
                     "stage": outcome.cancer_stage,
                     "review_id": outcome.review_id,
+                    "decision": decisions.get(outcome.review_id or -1),
+                    "recorded_by": users.get(outcome.recorded_by_id),
                 },
             )
         )

@@ -125,3 +125,32 @@ class FollowUpItemPublic(BaseModel):
 class FollowUpsPublic(BaseModel):
     data: list[FollowUpItemPublic]
     count: int
+
+
+class OutcomeCreate(BaseModel):
+    """An outcome against the patient and the study that led to it."""
+
+    study_id: str = Field(max_length=64, description="the study that led to the outcome")
+    kind: OutcomeKind
+    site: str = Field(default="", max_length=200, description="malignant: the site")
+    histology: str = Field(default="", max_length=200, description="malignant: the histology")
+    stage: str = Field(default="", max_length=32, description="malignant: the cancer stage")
+
+
+class OutcomePublic(BaseModel):
+    id: int
+    patient_id: int
+    study_id: str
+    study_url: str
+    referral_id: int | None
+    kind: OutcomeKind
+    site: str
+    histology: str
+    stage: str
+    ai_priority: str | None = Field(description="the AI result on the study")
+    ai_suspicion_score: float | None
+    model: str | None
+    review_id: int | None = Field(description="the specialist's latest decision on the study")
+    decision: str | None
+    recorded_by: str
+    recorded_at: datetime

@@ -355,3 +355,84 @@ def test_the_workers_sweep_escalates_an_overdue_step_with_nobody_reading_the_lis
         ) in metrics
         with service.client("spec1") as spec:
             assert spec.get(f"/v1/referrals/{referral_id}").json()["escalated_at"] is not None
+
+
+def test_outcomes_outside_a_referral_link_to_the_ai_result_and_decision_and_count(
+    service_factory, flagging_bundle
+) -> None:
+    with service_factory(model_uri=str(flagging_bundle)) as service:
+        returned = _push(service, "A", 70, "MRN-20", "UNION-MPI")
+        elsewhere = _push(service, "A", 71, "MRN-21", "UNION-MPI")
+        with service.client("spec1") as spec:
+            spec.post(f"/v1/worklist/{returned}/claim").raise_for_status()
+            spec.post(
+                f"/v1/studies/{returned}/review", json={"decision": "return"}
+            ).raise_for_status()
+            patient = spec.get(f"/v1/studies/{returned}/patient").json()["patient_id"]
+            other = spec.get(f"/v1/studies/{elsewhere}/patient").json()["patient_id"]
+            study = spec.get(f"/v1/studies/{returned}").json()
+        url = f"/v1/patients/{patient}/outcomes"
+        body = {"study_id": returned, "kind": "no_cancer_12_months", "site": "lung"}
+        with service.client("A") as hospital:
+            refused = hospital.post(url, json=body)
+            assert refused.status_code == 403 and "clinician" in refused.json()["detail"]
+        with service.client("spec_other") as foreign:
+            assert foreign.post(url, json=body).status_code == 404
+        with service.client("spec1") as spec:
+            wrong = spec.post(url, json=body | {"study_id": elsewhere})
+            assert wrong.status_code == 422
+            assert "not one of this patient's studies" in wrong.json()["detail"]
+            assert spec.post(url, json=body | {"kind": "cured"}).status_code == 422
+            created = spec.post(url, json=body)
+            assert created.status_code == 201, created.text
+            recorded = created.json()
+            cancer = spec.post(
+                f"/v1/patients/{other}/outcomes",
+                json={
+                    "study_id": elsewhere,
+                    "kind": "malignant",
+                    "site": "right upper lobe",
+                    "histology": "squamous cell carcinoma",
+                    "stage": "IIA",
+                },
+            )
+            assert cancer.status_code == 201, cancer.text
+            view = spec.get(f"/v1/patients/{patient}/timeline").json()
+            figures = spec.get("/v1/figures").json()
+        assert recorded["kind"] == "no_cancer_12_months"
+        assert (recorded["patient_id"], recorded["study_id"], recorded["referral_id"]) == (
+            patient,
+            returned,
+            None,
+        )
+        assert recorded["site"] == ""  # a site belongs to a malignant outcome only
+        assert recorded["decision"] == "return" and recorded["review_id"] is not None
+        assert recorded["ai_priority"] == study["priority"]
+        assert recorded["ai_suspicion_score"] == study["suspicion_score"]
+        assert recorded["recorded_by"] == "spec1"
+        assert (cancer.json()["histology"], cancer.json()["decision"]) == (
+            "squamous cell carcinoma",
+            None,
+        )
+        [entry] = [e for e in view["data"] if e["kind"] == "outcome"]
+        assert entry["study_id"] == returned and entry["referral_id"] is None
+        assert entry["detail"]["kind"] == "no_cancer_12_months"
+        assert entry["detail"]["decision"] == "return"
+        assert entry["detail"]["recorded_by"] == "spec1"
+        assert entry["detail"]["review_id"] == recorded["review_id"]
+        assert [e["kind"] for e in view["data"]][-1] == "outcome"
+        [row] = [r for r in figures["data"] if r["hospital"] == "Hospital A"]
+        assert (row["flagged"], row["flags_with_outcome"], row["confirmed_cancers"]) == (2, 2, 1)
+        assert row["ppv"] == 0.5
+        with service.db.session() as session:
+            audited = session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action == AuditAction.OUTCOME_RECORDED)
+            ).all()
+            assert sorted((e.study_id, e.actor_name) for e in audited) == sorted(
+                [(returned, "spec1"), (elsewhere, "spec1")]
+            )
+            outcomes = session.scalars(sa.select(Outcome).order_by(Outcome.id)).all()
+            assert [(o.study_id, o.kind.value) for o in outcomes] == [
+                (returned, "no_cancer_12_months"),
+                (elsewhere, "malignant"),
+            ]

@@ -7,11 +7,16 @@ from pydantic import BaseModel
 
 from oncotriage.serving.api.care_schemas import (
     FollowUpPublic,
+    OutcomeCreate,
+    OutcomePublic,
     TimelineEntryPublic,
     TimelinePublic,
 )
 from oncotriage.serving.api.deps import CurrentPrincipal, SessionDep
 from oncotriage.serving.api.schemas import Message
+from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.db.models import User
+from oncotriage.serving.outcomes import OutcomeInput, OutcomeInputError, record_outcome
 from oncotriage.serving.patients import PatientNotFoundError, patient_of_study, timeline
 from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
 
@@ -66,3 +71,58 @@ def read_timeline(
         count=len(entries),
         open_followups=[FollowUpPublic(**followup) for followup in open_followups],
     )
+
+
+@router.post(
+    "/patients/{patient_id}/outcomes",
+    response_model=OutcomePublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        403: {"model": Message, "description": "A hospital's system token."},
+        404: {"model": Message, "description": "No such patient of yours."},
+        422: {"model": Message, "description": "The study is not one of this patient's."},
+    },
+)
+def create_outcome(
+    patient_id: int, body: OutcomeCreate, session: SessionDep, principal: CurrentPrincipal
+) -> OutcomePublic:
+    """Record an outcome outside a referral (e.g. "no cancer at 12 months" for a patient
+    returned down): malignant (site, histology, stage), benign or no_cancer_12_months, against
+    the patient and the study that led to it. It links back to the study's AI result and the
+    latest decision on it, shows on the timeline and counts in the figures. Audited."""
+    given = OutcomeInput(
+        study_id=body.study_id,
+        kind=body.kind,
+        site=body.site,
+        histology=body.histology,
+        cancer_stage=body.stage,
+    )
+    try:
+        outcome, study, review = record_outcome(session, principal, patient_id, given, now=utcnow())
+    except PermissionError as error:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
+    except PatientNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "patient not found") from None
+    except OutcomeInputError as error:
+        raise HTTPException(422, str(error)) from None
+    recorder = session.get(User, outcome.recorded_by_id)
+    reply = OutcomePublic(
+        id=outcome.id,
+        patient_id=patient_id,
+        study_id=study.id,
+        study_url=f"/v1/studies/{study.id}",
+        referral_id=outcome.referral_id,
+        kind=outcome.kind,
+        site=outcome.site,
+        histology=outcome.histology,
+        stage=outcome.cancer_stage,
+        ai_priority=study.priority.value if study.priority else None,
+        ai_suspicion_score=study.suspicion_score,
+        model=f"{study.model_name}:{study.model_version}" if study.model_name else None,
+        review_id=review.id if review else None,
+        decision=review.decision.value if review else None,
+        recorded_by=recorder.username if recorder else "",
+        recorded_at=outcome.recorded_at,
+    )
+    session.rollback()
+    return reply
