@@ -80,7 +80,8 @@ def create_user(
     hospital: str | None = None,
     display_name: str = "",
 ) -> User:
-    """Add a user. A specialist works at a centre (``hospital`` names it)."""
+    """Add a user. A specialist works at a centre, a community doctor at a community
+    hospital of a union (``hospital`` names it)."""
     role = Role(role)
     if session.scalar(sa.select(User).where(User.username == username)) is not None:
         raise AccountError(f"a user named {username!r} already exists")
@@ -93,6 +94,15 @@ def create_user(
         hospital_row is None or hospital_row.kind is not HospitalKind.CENTRE
     ):
         raise AccountError("a specialist works at a centre: pass --centre NAME of a centre")
+    if role is Role.COMMUNITY_DOCTOR and (
+        hospital_row is None
+        or hospital_row.kind is not HospitalKind.COMMUNITY
+        or hospital_row.centre_id is None
+    ):
+        raise AccountError(
+            "a community doctor works at a community hospital of a union: pass --hospital "
+            "NAME of a community hospital that names its centre"
+        )
     user = User(
         username=username,
         role=role,

@@ -253,6 +253,29 @@ def create_specialist_command(
     typer.echo(f"specialist {username!r} created (id {user_id}) at {centre!r}")
 
 
+@admin_app.command("create-community-doctor")
+def create_community_doctor_command(
+    username: Annotated[str, typer.Argument(help="User name (unique).")],
+    hospital: Annotated[str, typer.Option(help="The community hospital the doctor works at.")],
+    display_name: Annotated[str, typer.Option(help="Name shown on referrals.")] = "",
+) -> None:
+    """Add a community doctor at a community hospital (requests referrals up to its centre
+    once granted a licence with ``grant-licence``)."""
+    from oncotriage.serving.accounts import create_user
+
+    def action(session: Session) -> int:
+        return create_user(
+            session,
+            username,
+            "community_doctor",
+            hospital=hospital,
+            display_name=display_name,
+        ).id
+
+    user_id = _run_account(action)
+    typer.echo(f"community doctor {username!r} created (id {user_id}) at {hospital!r}")
+
+
 @admin_app.command("create-admin")
 def create_admin_command(
     username: Annotated[str, typer.Argument(help="User name (unique).")],

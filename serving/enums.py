@@ -15,6 +15,9 @@ class Role(StrEnum):
 
     SPECIALIST = "specialist"
     ADMIN = "admin"
+    #: A person at a community hospital: sees that hospital's studies and referrals, and
+    #: (licensed) requests a referral of one of them up to the centre.
+    COMMUNITY_DOCTOR = "community_doctor"
 
 
 class StudyStatus(StrEnum):

@@ -49,8 +49,9 @@ from oncotriage.serving.enums import (
     WebhookEvent,
 )
 from oncotriage.serving.patients import patient_of_study
-from oncotriage.serving.security import Principal
+from oncotriage.serving.security import Principal, centre_of
 from oncotriage.serving.settings import Settings
+from oncotriage.serving.studies import get_visible_study
 
 #: Average month for follow-up due dates (3/6/12 months).
 _DAYS_PER_MONTH = 30.4375
@@ -118,6 +119,71 @@ def start_referral(
     )
 
 
+class ReferralConflictError(StepError):
+    """The study already has an open referral."""
+
+
+def request_referral(
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    study_id: str,
+    *,
+    note: str = "",
+    now: datetime,
+) -> Referral:
+    """A community doctor requests a referral of one of their hospital's studies up to its
+    centre (no specialist's decision behind it: ``review_id`` is None). Audited; commits.
+
+    Raises:
+        PermissionError: not a community doctor.
+        StudyNotFoundError: not a study of the doctor's hospital.
+        LicenceError: no live referral licence.
+        ReferralConflictError: the study already has an open referral.
+    """
+    if not principal.is_community_doctor:
+        raise PermissionError(
+            "a referral is requested by a community doctor at the study's hospital; the "
+            "centre's specialists refer from the worklist (decision `refer`)"
+        )
+    study = get_visible_study(session, principal, study_id)
+    require_licence(session, principal.user_id, now=now)
+    open_referral = session.scalar(
+        sa.select(Referral.id).where(
+            Referral.study_id == study.id,
+            Referral.stage.not_in([ReferralStage.CLOSED, ReferralStage.LOST]),
+        )
+    )
+    if open_referral is not None:
+        raise ReferralConflictError(
+            f"this study already has an open referral (/v1/referrals/{open_referral})"
+        )
+    hospital = session.get(Hospital, study.hospital_id)
+    assert hospital is not None and principal.user_id is not None
+    referral = Referral(
+        study_id=study.id,
+        review_id=None,
+        from_hospital_id=hospital.id,
+        to_centre_id=centre_of(hospital),
+        status=ReferralStatus.OPEN,
+        note=note,
+        created_by_id=principal.user_id,
+        created_at=now,
+    )
+    session.add(referral)
+    start_referral(session, settings, referral, now=now)
+    session.flush()
+    audit.record(
+        session,
+        principal,
+        AuditAction.REFERRAL_STEP,
+        study_id=study.id,
+        detail={"referral_id": referral.id, "step": "requested"},
+    )
+    session.commit()
+    return referral
+
+
 @dataclass(frozen=True)
 class FollowUpPlan:
     months: int
@@ -149,7 +215,7 @@ def visible_referral(session: Session, principal: Principal, referral_id: int) -
         return referral
     if principal.hospital_id not in (referral.to_centre_id, referral.from_hospital_id):
         raise ReferralNotFoundError(referral_id)
-    if not principal.is_hospital and principal.hospital_id != referral.to_centre_id:
+    if not principal.on_hospital_side and principal.hospital_id != referral.to_centre_id:
         raise ReferralNotFoundError(referral_id)
     return referral
 
@@ -187,7 +253,7 @@ def take_step(
             raise PermissionError("only the referring hospital acknowledges a returned patient")
         allowed: tuple[ReferralStage, ...] = (ReferralStage.RETURNED,)
     elif step.action in _CENTRE_STEPS:
-        if principal.is_hospital:
+        if principal.on_hospital_side:
             raise PermissionError(f"{step.action!r} is recorded by the centre's specialists")
         allowed = _CENTRE_STEPS[step.action]
     else:
@@ -304,7 +370,7 @@ def party_clause(principal: Principal) -> sa.ColumnElement[bool]:
         return sa.true()
     if principal.hospital_id is None:
         return sa.false()
-    if principal.is_hospital:
+    if principal.on_hospital_side:
         return sa.or_(
             Referral.from_hospital_id == principal.hospital_id,
             Referral.to_centre_id == principal.hospital_id,

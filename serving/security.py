@@ -70,6 +70,16 @@ class Principal:
     def is_hospital(self) -> bool:
         return self.kind == "hospital"
 
+    @property
+    def is_community_doctor(self) -> bool:
+        return self.role is Role.COMMUNITY_DOCTOR
+
+    @property
+    def on_hospital_side(self) -> bool:
+        """Acts for one hospital (its system, or a community doctor there), not a centre's
+        specialists: sees that hospital's studies and its side of referrals."""
+        return self.is_hospital or self.is_community_doctor
+
 
 def authenticate(session: Session, token: str, *, now: datetime | None = None) -> Principal:
     """The principal a bearer token stands for, or :class:`AuthenticationError`."""
@@ -102,14 +112,14 @@ def authenticate(session: Session, token: str, *, now: datetime | None = None) -
 def visible_hospital_ids(session: Session, principal: Principal) -> list[int] | None:
     """Hospitals whose studies ``principal`` may see; ``None`` means all (administrators).
 
-    A hospital sees itself. A specialist sees their centre and every community hospital
-    linked to it.
+    A hospital (and a community doctor there) sees itself. A specialist sees their centre
+    and every community hospital linked to it.
     """
     if principal.is_admin:
         return None
     if principal.hospital_id is None:
         return []
-    if principal.is_hospital:
+    if principal.on_hospital_side:
         return [principal.hospital_id]
     centre = session.get(Hospital, principal.hospital_id)
     if centre is None:

@@ -49,6 +49,13 @@ class FollowUpCreate(BaseModel):
     modality: str = Field(default="CT", max_length=16)
 
 
+class ReferralCreate(BaseModel):
+    """A community doctor's request to refer one of their hospital's studies up."""
+
+    study_id: str = Field(max_length=64)
+    note: str = Field(default="", max_length=4000, description="why, for the centre")
+
+
 class ReferralStepCreate(BaseModel):
     """The body of a step; each step reads only its own fields."""
 

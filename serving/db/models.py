@@ -307,7 +307,8 @@ class Referral(Base):
     study_id: Mapped[str] = mapped_column(
         sa.ForeignKey("studies.id", ondelete="CASCADE"), index=True
     )
-    review_id: Mapped[int] = mapped_column(sa.ForeignKey("reviews.id", ondelete="CASCADE"))
+    # None for a referral a community doctor requested (no specialist's decision behind it).
+    review_id: Mapped[int | None] = mapped_column(sa.ForeignKey("reviews.id", ondelete="CASCADE"))
     from_hospital_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"), index=True)
     to_centre_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"), index=True)
     status: Mapped[ReferralStatus] = mapped_column(

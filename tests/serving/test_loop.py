@@ -9,11 +9,14 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.receiver import webhook_receiver
 from service_utils.server import Service, stow, study_id_for, wait_until
+from typer.testing import CliRunner
 
+from oncotriage.cli import app as cli
 from oncotriage.serving.db.models import AuditEvent, Hospital, Outcome, PatientStudy
 from oncotriage.serving.enums import AuditAction
 
@@ -435,4 +438,95 @@ def test_outcomes_outside_a_referral_link_to_the_ai_result_and_decision_and_coun
             assert [(o.study_id, o.kind.value) for o in outcomes] == [
                 (returned, "no_cancer_12_months"),
                 (elsewhere, "malignant"),
+            ]
+
+
+def test_a_licensed_community_doctor_requests_a_referral_of_their_hospitals_study(
+    service_factory, flagging_bundle, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oncotriage.serving.settings import get_settings
+
+    with service_factory(model_uri=str(flagging_bundle)) as service:
+        monkeypatch.setenv("ONCOTRIAGE_DATA_DIR", str(tmp_path / "cli"))
+        monkeypatch.setenv("ONCOTRIAGE_DATABASE_URL", service.settings.database_url)
+        get_settings.cache_clear()
+        runner = CliRunner()
+        try:
+            steps = [
+                ["admin", "create-community-doctor", "dr_a", "--hospital", "Hospital A"],
+                ["admin", "create-community-doctor", "dr_a2", "--hospital", "Hospital A"],
+                ["admin", "grant-licence", "dr_a", "--until", "2099-12-31"],
+                ["admin", "issue-token", "--user", "dr_a"],
+                ["admin", "issue-token", "--user", "dr_a2"],
+            ]
+            results = [runner.invoke(cli, args) for args in steps]
+            assert [r.exit_code for r in results] == [0] * len(steps), [r.output for r in results]
+            at_centre = runner.invoke(
+                cli, ["admin", "create-community-doctor", "dr_c", "--hospital", "Centre"]
+            )
+            assert at_centre.exit_code == 2 and "community hospital" in at_centre.output
+        finally:
+            get_settings.cache_clear()
+        service.tokens["dr_a"] = results[3].output.strip()
+        service.tokens["dr_a2"] = results[4].output.strip()
+
+        ours = _push(service, "A", 80, "MRN-30", "UNION-MPI")
+        theirs = _push(service, "B", 81, "MRN-31", "UNION-MPI")
+        with service.client("dr_a2") as unlicensed:
+            refused = unlicensed.post("/v1/referrals", json={"study_id": ours})
+            assert refused.status_code == 403 and "referral licence" in refused.json()["detail"]
+        with service.client("spec1") as spec:
+            not_a_doctor = spec.post("/v1/referrals", json={"study_id": ours})
+            assert not_a_doctor.status_code == 403
+            assert "community doctor" in not_a_doctor.json()["detail"]
+        with service.client("dr_a") as doctor:
+            assert doctor.post("/v1/referrals", json={"study_id": theirs}).status_code == 404
+            assert doctor.get(f"/v1/studies/{theirs}").status_code == 404
+            created = doctor.post(
+                "/v1/referrals", json={"study_id": ours, "note": "haemoptysis, smoker"}
+            )
+            assert created.status_code == 201, created.text
+            referral = created.json()
+            again = doctor.post("/v1/referrals", json={"study_id": ours})
+            assert again.status_code == 409
+            assert f"/v1/referrals/{referral['id']}" in again.json()["detail"]
+            listed = doctor.get("/v1/referrals").json()
+            when = (datetime.now(UTC) + timedelta(days=5)).isoformat()
+            centre_step = doctor.post(
+                f"/v1/referrals/{referral['id']}/schedule", json={"appointment_at": when}
+            )
+            assert centre_step.status_code == 403
+        assert (referral["stage"], referral["status"], referral["owner"]["name"]) == (
+            "requested",
+            "open",
+            "Centre",
+        )
+        assert (referral["from_hospital"]["name"], referral["to_centre"]["name"]) == (
+            "Hospital A",
+            "Centre",
+        )
+        assert (referral["referred_by"], referral["note"]) == ("dr_a", "haemoptysis, smoker")
+        assert _days(referral["created_at"], referral["due_at"]) == 7.0
+        assert [r["id"] for r in listed["data"]] == [referral["id"]]
+        with service.client("spec1") as spec:
+            owned = spec.get("/v1/referrals", params={"owned": "true"}).json()
+            assert [r["id"] for r in owned["data"]] == [referral["id"]]
+            scheduled = spec.post(
+                f"/v1/referrals/{referral['id']}/schedule", json={"appointment_at": when}
+            )
+            assert scheduled.status_code == 200, scheduled.text
+            assert scheduled.json()["stage"] == "scheduled"
+        with service.client("dr_a") as doctor:
+            patient = doctor.get(f"/v1/studies/{ours}/patient").json()["patient_id"]
+            kinds = [
+                e["kind"] for e in doctor.get(f"/v1/patients/{patient}/timeline").json()["data"]
+            ]
+            assert kinds[-2:] == ["referral.requested", "referral.scheduled"]
+        with service.db.session() as session:
+            requested = session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action == AuditAction.REFERRAL_STEP)
+            ).all()
+            assert [(e.actor_name, e.study_id, e.detail["step"]) for e in requested] == [
+                ("dr_a", ours, "requested"),
+                ("spec1", ours, "schedule"),
             ]

@@ -6,7 +6,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from oncotriage.serving.api.care_schemas import ReferralPublic, ReferralsPublic, ReferralStepCreate
+from oncotriage.serving.api.care_schemas import (
+    ReferralCreate,
+    ReferralPublic,
+    ReferralsPublic,
+    ReferralStepCreate,
+)
 from oncotriage.serving.api.deps import (
     CurrentPrincipal,
     Limit,
@@ -21,6 +26,7 @@ from oncotriage.serving.enums import ReferralStage, ReferralStatus
 from oncotriage.serving.referrals import (
     FollowUpPlan,
     LicenceError,
+    ReferralConflictError,
     ReferralNotFoundError,
     Step,
     StepError,
@@ -28,9 +34,11 @@ from oncotriage.serving.referrals import (
     escalate_overdue,
     list_referrals,
     referral_public,
+    request_referral,
     take_step,
     visible_referral,
 )
+from oncotriage.serving.studies import StudyNotFoundError
 
 router = APIRouter(prefix="/v1/referrals", tags=["referrals"])
 
@@ -66,6 +74,42 @@ def read_referrals(
     )
     session.rollback()
     return ReferralsPublic(data=data, count=count)
+
+
+@router.post(
+    "",
+    response_model=ReferralPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        403: {"model": Message, "description": "Not a community doctor, or no licence."},
+        404: {"model": Message, "description": "No such study of your hospital."},
+        409: {"model": Message, "description": "The study already has an open referral."},
+    },
+)
+def create_referral(
+    body: ReferralCreate,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    settings: SettingsDep,
+) -> ReferralPublic:
+    """A community doctor (licensed) requests a referral of one of their hospital's studies
+    up to its centre; the centre then owns the next step (schedule). Audited."""
+    now = utcnow()
+    try:
+        referral = request_referral(
+            session, settings, principal, body.study_id, note=body.note, now=now
+        )
+    except StudyNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
+    except ReferralConflictError as error:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    except (LicenceError, PermissionError) as error:
+        session.rollback()
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
+    public: ReferralPublic = referral_public(session, referral, now=now)
+    session.rollback()
+    return public
 
 
 @router.get(
