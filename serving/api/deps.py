@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -26,6 +26,8 @@ MAX_DB_INT = 2**31 - 1
 
 Skip = Annotated[int, Query(ge=0, le=MAX_DB_INT, description="Rows to skip.")]
 Limit = Annotated[int, Query(ge=1, le=500, description="Rows to return (at most 500).")]
+#: A row id in a path (a number beyond the database's integers is a 422, not a 500).
+RowId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 HospitalFilter = Annotated[
     int | None, Query(ge=1, le=MAX_DB_INT, description="Only this hospital's studies.")
 ]

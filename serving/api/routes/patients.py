@@ -12,7 +12,7 @@ from oncotriage.serving.api.care_schemas import (
     TimelineEntryPublic,
     TimelinePublic,
 )
-from oncotriage.serving.api.deps import CurrentPrincipal, SessionDep
+from oncotriage.serving.api.deps import CurrentPrincipal, RowId, SessionDep
 from oncotriage.serving.api.schemas import Message
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import User
@@ -57,7 +57,7 @@ def read_study_patient(
     responses={404: {"model": Message, "description": "No such patient of yours."}},
 )
 def read_timeline(
-    patient_id: int, session: SessionDep, principal: CurrentPrincipal
+    patient_id: RowId, session: SessionDep, principal: CurrentPrincipal
 ) -> TimelinePublic:
     """Studies, AI results, decisions, referral steps, follow-ups and outcomes in order.
     A hospital sees its own patients' entries; the centre sees its union's."""
@@ -84,7 +84,7 @@ def read_timeline(
     },
 )
 def create_outcome(
-    patient_id: int, body: OutcomeCreate, session: SessionDep, principal: CurrentPrincipal
+    patient_id: RowId, body: OutcomeCreate, session: SessionDep, principal: CurrentPrincipal
 ) -> OutcomePublic:
     """Record an outcome outside a referral (e.g. "no cancer at 12 months" for a patient
     returned down): malignant (site, histology, stage), benign or no_cancer_12_months, against

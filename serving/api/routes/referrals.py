@@ -15,6 +15,7 @@ from oncotriage.serving.api.care_schemas import (
 from oncotriage.serving.api.deps import (
     CurrentPrincipal,
     Limit,
+    RowId,
     SessionDep,
     SettingsDep,
     Skip,
@@ -118,7 +119,7 @@ def create_referral(
     responses={404: {"model": Message, "description": "No such referral of yours."}},
 )
 def read_referral(
-    referral_id: int, session: SessionDep, principal: CurrentPrincipal
+    referral_id: RowId, session: SessionDep, principal: CurrentPrincipal
 ) -> ReferralPublic:
     try:
         referral = visible_referral(session, principal, referral_id)
@@ -140,7 +141,7 @@ def read_referral(
     },
 )
 def create_step(
-    referral_id: int,
+    referral_id: RowId,
     step: StepName,
     body: ReferralStepCreate,
     session: SessionDep,
