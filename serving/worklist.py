@@ -440,7 +440,7 @@ def referrals(
     if not principal.is_admin:
         if principal.hospital_id is None:
             return [], 0
-        if principal.is_hospital:
+        if principal.on_hospital_side:
             conditions.append(
                 sa.or_(
                     Referral.from_hospital_id == principal.hospital_id,
