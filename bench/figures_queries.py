@@ -31,7 +31,7 @@ from benchdoc import markers, write_block
 from sqlalchemy.engine import make_url
 
 from oncotriage.serving.db.base import Base
-from oncotriage.serving.enums import Role
+from oncotriage.serving.enums import PrincipalKind, Role
 from oncotriage.serving.figures import figures
 from oncotriage.serving.security import Principal
 
@@ -217,7 +217,9 @@ def run(url: str, studies: int, repeat: int, seed: int) -> tuple[dict[str, int],
             counts = generate(connection, studies, seed)
         logger.info("generated %s in %.1f s", counts, time.perf_counter() - started)
         # a specialist of the centre: visible_hospital_ids gives the whole union
-        specialist = Principal(kind="user", hospital_id=1, user_id=1, role=Role.SPECIALIST)
+        specialist = Principal(
+            kind=PrincipalKind.USER, hospital_id=1, user_id=1, role=Role.SPECIALIST
+        )
         timings: list[float] = []
         rows = 0
         now = START + dt.timedelta(days=365)

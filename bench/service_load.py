@@ -100,7 +100,7 @@ measured and fixed:
 - **CPU scheduling.** With more runnable threads than cores (intake, the worker, the
   clients), Linux shares the cores evenly among equal `nice` values and the model thread
   lost slices to the service's bookkeeping. Now every service thread but the model's runs
-  `ONCOTRIAGE_SERVICE_THREAD_NICE` (default 10) steps behind it (`serving/priority.py`);
+  `ONCOTRIAGE_SERVICE_THREAD_NICE` (default 10) steps behind it (`serving/thread_priority.py`);
   they still run whenever a core is free. This alone (priorities in, network not yet on
   its own thread; 96 studies, 3 rounds) took `worker:ort=1` from 0.85 to 0.84-0.92 (median
   0.92) and `serve:ort=1` from 0.83 to 0.87-0.92 (median 0.89).

@@ -9,8 +9,58 @@ World coordinates are DICOM patient coordinates (LPS, millimetres).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
+
+
+class RefusalCode(StrEnum):
+    """Why an image was refused (:attr:`UnsupportedImageError.code`); values are wire strings."""
+
+    NOT_FOUND = "not_found"
+    """No DICOM file or instance where one was expected."""
+    NOT_DICOM = "not_dicom"
+    """The bytes are not DICOM."""
+    CORRUPT = "corrupt"
+    """DICOM whose values or pixel data cannot be decoded."""
+    MODALITY = "modality"
+    """A modality or SOP class the service does not screen."""
+    BODY_PART = "body_part"
+    """A radiograph of something other than the chest."""
+    INVALID_UID = "invalid_uid"
+    """A UID that breaks the DICOM UID rules."""
+    TRANSFER_SYNTAX = "transfer_syntax"
+    """A transfer syntax the service cannot decode."""
+    NO_PIXEL_DATA = "no_pixel_data"
+    """An instance without pixel data."""
+    TOO_LARGE = "too_large"
+    """Image dimensions beyond the service's limits."""
+    PHOTOMETRIC = "photometric"
+    """A photometric interpretation other than monochrome."""
+    VOI = "voi"
+    """A VOI LUT or window that cannot be applied."""
+    MISSING_ATTRIBUTE = "missing_attribute"
+    """A required attribute is missing or empty."""
+    TOO_FEW_SLICES = "too_few_slices"
+    """A CT series with fewer slices than a volume needs."""
+    MIXED_SERIES = "mixed_series"
+    """Instances of more than one series (or study) sent as one."""
+    DUPLICATE_SLICES = "duplicate_slices"
+    """Two different slices at the same position."""
+    MISSING_SLICES = "missing_slices"
+    """Gaps in a CT series."""
+    UNEVEN_SPACING = "uneven_spacing"
+    """CT slices unevenly spaced."""
+    SERIES_GEOMETRY = "series_geometry"
+    """CT slices whose orientation, size or spacing disagree."""
+    MULTIPLE_IMAGES = "multiple_images"
+    """More than one image where one radiograph was expected."""
+    NOT_VOLUME = "not_volume"
+    """A file that is not a NIfTI or MetaImage volume."""
+    INTERNAL = "internal"
+    """An unexpected error while reading (a bug, reported as a refusal by inspect)."""
+    UNSUPPORTED = "unsupported"
+    """Anything else the pipeline cannot use (the default)."""
 
 
 class UnsupportedImageError(ValueError):
@@ -18,13 +68,12 @@ class UnsupportedImageError(ValueError):
 
     The message is written for the person at the hospital who sent the file: it says
     what is wrong and, where possible, what to send instead. ``code`` is a short
-    machine-readable reason (``not_dicom``, ``no_pixel_data``, ``modality``,
-    ``transfer_syntax``, ``series_geometry``, ``too_large``, ``corrupt``, ...).
+    machine-readable reason, a :class:`RefusalCode`.
     """
 
-    def __init__(self, message: str, *, code: str = "unsupported") -> None:
+    def __init__(self, message: str, *, code: RefusalCode = RefusalCode.UNSUPPORTED) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = RefusalCode(code)
 
     @property
     def reason(self) -> str:

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from oncotriage.datasets.image import ImageVolume, UnsupportedImageError
+from oncotriage.datasets.image import ImageVolume, RefusalCode, UnsupportedImageError
 from oncotriage.datasets.instance import CT_MULTIFRAME_CLASSES, RADIOGRAPH_CLASSES
 from oncotriage.datasets.pixels import number_of_frames
 from oncotriage.datasets.reader import group_series, read_dataset, read_image
@@ -76,7 +76,7 @@ def _read_one(source: str, item: pydicom.Dataset | list[pydicom.Dataset]) -> Ins
             source,
             error=UnsupportedImageError(
                 f"unexpected error while reading: {type(error).__name__}: {error}",
-                code="internal",
+                code=RefusalCode.INTERNAL,
             ),
         )
 
@@ -116,7 +116,8 @@ def inspect_paths(paths: Sequence[Path]) -> list[InspectResult]:
         where = ", ".join(str(p) for p in paths) or "(no paths given)"
         results.append(
             InspectResult(
-                where, error=UnsupportedImageError("no DICOM files found", code="not_found")
+                where,
+                error=UnsupportedImageError("no DICOM files found", code=RefusalCode.NOT_FOUND),
             )
         )
     for path, why in groups.ignored.items():

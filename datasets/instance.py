@@ -31,7 +31,7 @@ from pydicom.uid import (
     LegacyConvertedEnhancedCTImageStorage,
 )
 
-from oncotriage.datasets.image import UnsupportedImageError
+from oncotriage.datasets.image import RefusalCode, UnsupportedImageError
 from oncotriage.datasets.pixels import (
     check_decodable,
     expected_native_length,
@@ -99,7 +99,7 @@ def _check_complete(ds: pydicom.Dataset) -> None:
     if not tags:
         raise UnsupportedImageError(
             "the file ends right after its meta header (truncated?); send the complete file",
-            code="corrupt",
+            code=RefusalCode.CORRUPT,
         )
     last = ds.get_item(tags[-1])
     if (
@@ -112,7 +112,7 @@ def _check_complete(ds: pydicom.Dataset) -> None:
         raise UnsupportedImageError(
             f"the file is truncated: {name} {last.tag} has {len(last.value)} of "
             f"{last.length} bytes; send the complete file",
-            code="corrupt",
+            code=RefusalCode.CORRUPT,
         )
 
 
@@ -138,9 +138,11 @@ def read_dataset(
     elif isinstance(source, str | Path):
         path = Path(source)
         if path.is_dir():
-            raise UnsupportedImageError(f"{path} is a folder, not a file", code="not_dicom")
+            raise UnsupportedImageError(
+                f"{path} is a folder, not a file", code=RefusalCode.NOT_DICOM
+            )
         if not path.is_file():
-            raise UnsupportedImageError(f"{path}: no such file", code="not_found")
+            raise UnsupportedImageError(f"{path}: no such file", code=RefusalCode.NOT_FOUND)
         stream = str(path)
     else:
         stream = source
@@ -150,19 +152,19 @@ def read_dataset(
         raise UnsupportedImageError(
             "not a DICOM file (no DICOM preamble and 'DICM' prefix); send DICOM Part 10 files "
             "as exported by the modality or PACS",
-            code="not_dicom",
+            code=RefusalCode.NOT_DICOM,
         ) from None
     except OSError as error:
         if isinstance(source, str | Path):
             raise UnsupportedImageError(
-                f"cannot read {source}: {error}", code="not_found"
+                f"cannot read {source}: {error}", code=RefusalCode.NOT_FOUND
             ) from None
         raise UnsupportedImageError(
-            f"cannot parse the DICOM file: {error}", code="corrupt"
+            f"cannot parse the DICOM file: {error}", code=RefusalCode.CORRUPT
         ) from None
     except Exception as error:  # pydicom raises struct.error, ValueError, ... on damaged files
         raise UnsupportedImageError(
-            f"cannot parse the DICOM file (damaged or truncated): {error}", code="corrupt"
+            f"cannot parse the DICOM file (damaged or truncated): {error}", code=RefusalCode.CORRUPT
         ) from error
     _check_complete(ds)
     return ds
@@ -172,13 +174,13 @@ def _check_uid(ds: pydicom.Dataset, keyword: str, label: str, *, required: bool)
     value = ds.get(keyword)
     if value in (None, ""):
         if required:
-            raise UnsupportedImageError(f"missing {label}", code="invalid_uid")
+            raise UnsupportedImageError(f"missing {label}", code=RefusalCode.INVALID_UID)
         return
     if not is_valid_uid(str(value)):
         raise UnsupportedImageError(
             f"{label} {str(value)!r} is not a valid UID (digits and dots only, at most 64 "
             "characters, no leading zeros in a component)",
-            code="invalid_uid",
+            code=RefusalCode.INVALID_UID,
         )
 
 
@@ -252,7 +254,7 @@ def radiograph_spacing(
     raise UnsupportedImageError(
         "the radiograph has neither Pixel Spacing nor Imager Pixel Spacing, so its physical "
         "size is unknown; send the image as exported by the modality",
-        code="missing_attribute",
+        code=RefusalCode.MISSING_ATTRIBUTE,
     )
 
 
@@ -268,7 +270,7 @@ def _check_chest_radiograph(ds: pydicom.Dataset) -> None:
         raise UnsupportedImageError(
             f"this radiograph is of the {part.lower()} (Body Part Examined {part}); this "
             "service screens chest radiographs only: send chest PA/AP images",
-            code="body_part",
+            code=RefusalCode.BODY_PART,
         )
 
 
@@ -291,7 +293,7 @@ def refuse_bad_values() -> Iterator[None]:
         logger.debug("malformed attribute values", exc_info=True)
         raise UnsupportedImageError(
             f"malformed or inconsistent attribute values ({type(error).__name__}: {error})",
-            code="corrupt",
+            code=RefusalCode.CORRUPT,
         ) from error
 
 
@@ -321,7 +323,7 @@ def _validate(ds: pydicom.Dataset, field_of_view_mm: float | None) -> None:
         raise UnsupportedImageError(
             f"{what} is not a screening modality (SOP Class UID {sop_class}); send CT, "
             "CR, DX or mammography (MG) images",
-            code="modality",
+            code=RefusalCode.MODALITY,
         )
     for keyword, label in _REQUIRED_UIDS:
         _check_uid(ds, keyword, label, required=True)
@@ -336,23 +338,25 @@ def _validate(ds: pydicom.Dataset, field_of_view_mm: float | None) -> None:
             if floating
             else "no Pixel Data in the file: it is not an image, or it was cut short; send "
             "the complete image",
-            code="no_pixel_data",
+            code=RefusalCode.NO_PIXEL_DATA,
         )
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     frames = number_of_frames(ds)
     if rows <= 0 or columns <= 0:
-        raise UnsupportedImageError(f"invalid image size {rows}x{columns}", code="corrupt")
+        raise UnsupportedImageError(
+            f"invalid image size {rows}x{columns}", code=RefusalCode.CORRUPT
+        )
     if rows * columns > MAX_PIXELS_PER_FRAME or frames > MAX_FRAMES:
         raise UnsupportedImageError(
             f"image of {rows}x{columns} pixels x {frames} frames exceeds the limits "
             f"({MAX_PIXELS_PER_FRAME} pixels per frame, {MAX_FRAMES} frames)",
-            code="too_large",
+            code=RefusalCode.TOO_LARGE,
         )
     if rows * columns * frames > MAX_TOTAL_PIXELS:
         raise UnsupportedImageError(
             f"image of {rows}x{columns}x{frames} pixels exceeds the limit of "
             f"{MAX_TOTAL_PIXELS} pixels per object",
-            code="too_large",
+            code=RefusalCode.TOO_LARGE,
         )
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -360,19 +364,19 @@ def _validate(ds: pydicom.Dataset, field_of_view_mm: float | None) -> None:
         raise UnsupportedImageError(
             f"Photometric Interpretation {photometric or 'missing'} with {samples} sample(s) "
             "per pixel is not supported; send the original grayscale (MONOCHROME1/2) image",
-            code="photometric",
+            code=RefusalCode.PHOTOMETRIC,
         )
     bits = int(ds.get("BitsAllocated") or 0)
     if bits not in (8, 16, 32):
         raise UnsupportedImageError(
-            f"Bits Allocated {bits} is not supported (8, 16 or 32)", code="photometric"
+            f"Bits Allocated {bits} is not supported (8, 16 or 32)", code=RefusalCode.PHOTOMETRIC
         )
     if not transfer_syntax_of(ds).is_encapsulated:
         expected, found = expected_native_length(ds), len(ds.PixelData)
         if found < expected:
             raise UnsupportedImageError(
                 f"Pixel Data is truncated: {found} of {expected} bytes; send the complete file",
-                code="corrupt",
+                code=RefusalCode.CORRUPT,
             )
     if str(sop_class) in CT_SLICE_CLASSES and frames == 1:
         plane_of_slice(ds)

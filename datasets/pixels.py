@@ -21,7 +21,7 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 from pydicom.uid import UID
 
-from oncotriage.datasets.image import UnsupportedImageError
+from oncotriage.datasets.image import RefusalCode, UnsupportedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def transfer_syntax_of(ds: pydicom.Dataset) -> UID:
         raise UnsupportedImageError(
             "the file meta information has no Transfer Syntax UID (0002,0010); "
             "send DICOM Part 10 files as written by the modality or PACS",
-            code="transfer_syntax",
+            code=RefusalCode.TRANSFER_SYNTAX,
         )
     return UID(str(uid))
 
@@ -68,14 +68,14 @@ def check_decodable(uid: str) -> None:
     except NotImplementedError:
         raise UnsupportedImageError(
             f"transfer syntax {transfer_syntax_label(uid)} not supported; {advice}",
-            code="transfer_syntax",
+            code=RefusalCode.TRANSFER_SYNTAX,
         ) from None
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "no plugin available"
         raise UnsupportedImageError(
             f"transfer syntax {transfer_syntax_label(uid)} not supported: no decoder is "
             f"installed here ({missing}); {advice}",
-            code="transfer_syntax",
+            code=RefusalCode.TRANSFER_SYNTAX,
         )
 
 
@@ -96,7 +96,7 @@ def number_of_frames(ds: pydicom.Dataset) -> int:
         return max(int(value), 1) if value not in (None, "") else 1
     except (TypeError, ValueError):
         raise UnsupportedImageError(
-            f"Number of Frames {value!r} is not an integer", code="corrupt"
+            f"Number of Frames {value!r} is not an integer", code=RefusalCode.CORRUPT
         ) from None
 
 
@@ -124,7 +124,7 @@ def decode_frames(
     if int(ds.get("SamplesPerPixel") or 1) != 1:
         raise UnsupportedImageError(
             "colour pixel data is not supported; send the original grayscale image",
-            code="photometric",
+            code=RefusalCode.PHOTOMETRIC,
         )
     try:
         array = pydicom.pixels.pixel_array(ds, index=index, decoding_plugin=decoding_plugin)
@@ -134,7 +134,7 @@ def decode_frames(
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise UnsupportedImageError(
             f"Pixel Data could not be decoded as {UID(uid).name}: {first_line}",
-            code="corrupt",
+            code=RefusalCode.CORRUPT,
         ) from error
     return np.asarray(array).reshape(-1, int(ds.Rows), int(ds.Columns))
 
@@ -193,7 +193,7 @@ def _window_in_place(
     function = (function or "LINEAR").upper()
     if function == "SIGMOID":
         if width <= 0:
-            raise UnsupportedImageError(f"Window Width {width} must be > 0", code="voi")
+            raise UnsupportedImageError(f"Window Width {width} must be > 0", code=RefusalCode.VOI)
         # 1 / (1 + exp(-4 (v - c) / w))
         values -= center
         np.multiply(-4.0, values, out=values)
@@ -203,7 +203,7 @@ def _window_in_place(
         return np.divide(1.0, values, out=values)
     if function == "LINEAR_EXACT":
         if width <= 0:
-            raise UnsupportedImageError(f"Window Width {width} must be > 0", code="voi")
+            raise UnsupportedImageError(f"Window Width {width} must be > 0", code=RefusalCode.VOI)
         # clip((v - c) / w + 0.5, 0, 1)
         values -= center
         values /= width
@@ -212,10 +212,10 @@ def _window_in_place(
     if function != "LINEAR":
         raise UnsupportedImageError(
             f"VOI LUT Function {function!r} is not one of LINEAR, LINEAR_EXACT, SIGMOID",
-            code="voi",
+            code=RefusalCode.VOI,
         )
     if width < 1:
-        raise UnsupportedImageError(f"Window Width {width} must be >= 1", code="voi")
+        raise UnsupportedImageError(f"Window Width {width} must be >= 1", code=RefusalCode.VOI)
     if width == 1:
         return np.where(values > center - 0.5, 1.0, 0.0)
     # clip((v - (c - 0.5)) / (w - 1) + 0.5, 0, 1)

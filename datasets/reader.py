@@ -10,11 +10,9 @@ Public API:
 - :func:`group_series` finds DICOM files under folders and groups them by series.
 
 Everything refused raises :class:`~oncotriage.datasets.image.UnsupportedImageError` with a
-message a hospital can act on and a short ``code``: ``not_found``, ``not_dicom``,
-``corrupt``, ``modality``, ``invalid_uid``, ``transfer_syntax``, ``no_pixel_data``,
-``too_large``, ``photometric``, ``missing_attribute``, ``too_few_slices``, ``mixed_series``,
-``duplicate_slices``, ``missing_slices``, ``uneven_spacing``, ``series_geometry``,
-``multiple_images``, ``voi``.
+message a hospital can act on and a short ``code``, a
+:class:`~oncotriage.datasets.image.RefusalCode` (``not_found``, ``not_dicom``, ``corrupt``,
+``modality``, ...).
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID, MediaStorageDirectoryStorage
 
-from oncotriage.datasets.image import ImageVolume, UnsupportedImageError
+from oncotriage.datasets.image import ImageVolume, RefusalCode, UnsupportedImageError
 from oncotriage.datasets.instance import (
     CT_MULTIFRAME_CLASSES,
     CT_SLICE_CLASSES,
@@ -116,7 +114,7 @@ def _read_radiograph(ds: pydicom.Dataset, field_of_view_mm: float | None) -> Ima
     if frames > 1:
         raise UnsupportedImageError(
             f"multi-frame radiograph ({frames} frames) is not supported; send single images",
-            code="multiple_images",
+            code=RefusalCode.MULTIPLE_IMAGES,
         )
     presentation = radiograph_presentation(ds, decode_frames(ds)[0])
     return _volume(
@@ -141,7 +139,7 @@ def _too_few(count: int, min_slices: int, what: str) -> UnsupportedImageError:
     return UnsupportedImageError(
         f"{what} has {count} {noun}{'s' if count != 1 else ''}, need at least {min_slices}; "
         "send the complete CT series",
-        code="too_few_slices",
+        code=RefusalCode.TOO_FEW_SLICES,
     )
 
 
@@ -188,7 +186,7 @@ def _read_ct_series(datasets: Sequence[pydicom.Dataset], min_slices: int) -> Ima
                 raise UnsupportedImageError(
                     f"instance {uid} was sent twice with different content; each slice needs "
                     "its own SOP Instance UID",
-                    code="duplicate_slices",
+                    code=RefusalCode.DUPLICATE_SLICES,
                 )
             logger.info("dropping a second copy of instance %s", uid)
             continue
@@ -206,7 +204,7 @@ def _read_ct_series(datasets: Sequence[pydicom.Dataset], min_slices: int) -> Ima
         if len(values) > 1:
             raise UnsupportedImageError(
                 f"series mixes {len(values)} {label}; send one series at a time",
-                code="mixed_series",
+                code=RefusalCode.MIXED_SERIES,
             )
     if len(slices) < min_slices:
         raise _too_few(len(slices), min_slices, "series")
@@ -256,7 +254,7 @@ def _datasets_of(source: ImageSource, field_of_view_mm: float | None) -> list[py
         if len(groups.series) != 1:
             raise UnsupportedImageError(
                 f"{path} holds {len(groups.series)} series; read one series at a time",
-                code="mixed_series" if groups.series else "not_found",
+                code=RefusalCode.MIXED_SERIES if groups.series else RefusalCode.NOT_FOUND,
             )
         return [_load(p, field_of_view_mm) for p in next(iter(groups.series.values()))]
     return [_load(item, field_of_view_mm) for item in source]
@@ -294,13 +292,13 @@ def _read_image(
 ) -> ImageVolume:
     datasets = _datasets_of(source, field_of_view_mm)
     if not datasets:
-        raise UnsupportedImageError("no DICOM instances given", code="not_found")
+        raise UnsupportedImageError("no DICOM instances given", code=RefusalCode.NOT_FOUND)
     classes = {str(ds.SOPClassUID) for ds in datasets}
     series = {str(ds.SeriesInstanceUID) for ds in datasets}
     if len(series) > 1:
         raise UnsupportedImageError(
             f"series mixes {len(series)} Series Instance UIDs; send one series at a time",
-            code="mixed_series",
+            code=RefusalCode.MIXED_SERIES,
         )
     if len(datasets) == 1:
         ds = datasets[0]
@@ -319,7 +317,7 @@ def _read_image(
         raise UnsupportedImageError(
             f"got {len(datasets)} instances of {names}; only single-frame CT slices form a "
             "series: read radiographs and multi-frame images one at a time",
-            code="multiple_images",
+            code=RefusalCode.MULTIPLE_IMAGES,
         )
     return _read_ct_series(datasets, min_slices)
 
@@ -368,7 +366,7 @@ def group_series(paths: Sequence[Path]) -> SeriesGroups:
             files = [root]
         else:
             groups.unreadable[root] = UnsupportedImageError(
-                "no such file or folder", code="not_found"
+                "no such file or folder", code=RefusalCode.NOT_FOUND
             )
             continue
         for file in files:
@@ -387,7 +385,8 @@ def group_series(paths: Sequence[Path]) -> SeriesGroups:
             series_uid = str(header.get("SeriesInstanceUID", ""))
             if not is_valid_uid(series_uid):
                 groups.unreadable[file] = UnsupportedImageError(
-                    f"missing or invalid Series Instance UID {series_uid!r}", code="invalid_uid"
+                    f"missing or invalid Series Instance UID {series_uid!r}",
+                    code=RefusalCode.INVALID_UID,
                 )
                 continue
             groups.series.setdefault(series_uid, []).append(file)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from oncotriage.datasets.image import UnsupportedImageError
+from oncotriage.datasets.image import RefusalCode, UnsupportedImageError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _floats(value: Any, count: int, what: str, label: str) -> np.ndarray:
     if numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
         raise UnsupportedImageError(
             f"{label} has no valid {what} (need {count} numbers, got {value!r})",
-            code="missing_attribute",
+            code=RefusalCode.MISSING_ATTRIBUTE,
         )
     return numbers
 
@@ -115,7 +115,7 @@ def make_plane(
         raise UnsupportedImageError(
             f"{label} has no {', '.join(missing)}; a CT slice needs its position, "
             "orientation and pixel spacing",
-            code="missing_attribute",
+            code=RefusalCode.MISSING_ATTRIBUTE,
         )
     ipp = _floats(position, 3, "Image Position (Patient)", label)
     iop = _floats(orientation, 6, "Image Orientation (Patient)", label)
@@ -123,7 +123,7 @@ def make_plane(
     if np.any(spacing <= 0):
         raise UnsupportedImageError(
             f"{label} has Pixel Spacing {spacing.tolist()}; both values must be > 0",
-            code="missing_attribute",
+            code=RefusalCode.MISSING_ATTRIBUTE,
         )
     row, column = iop[:3], iop[3:]
     if (
@@ -134,7 +134,7 @@ def make_plane(
         raise UnsupportedImageError(
             f"{label}: Image Orientation (Patient) {iop.tolist()} is not two orthogonal "
             "unit vectors",
-            code="series_geometry",
+            code=RefusalCode.SERIES_GEOMETRY,
         )
     return SlicePlane(
         position=ipp,
@@ -219,7 +219,7 @@ def planes_of_multiframe(ds: pydicom.Dataset, frames: int) -> list[SlicePlane]:
         raise UnsupportedImageError(
             "multi-frame image has neither per-frame positions (Per-frame Functional Groups) "
             "nor Spacing Between Slices; send it as Enhanced CT or as single-frame slices",
-            code="missing_attribute",
+            code=RefusalCode.MISSING_ATTRIBUTE,
         )
     logger.warning("multi-frame CT without functional groups: frames assumed along the normal")
     step_mm = float(step) if frames > 1 else 0.0
@@ -251,7 +251,7 @@ def _check_consistent(planes: Sequence[SlicePlane], what: str) -> None:
         listed = ", ".join(f"{rows}x{cols}" for rows, cols in sizes)
         raise UnsupportedImageError(
             f"{what} mixes {len(sizes)} image sizes ({listed}); send one reconstruction per series",
-            code="mixed_series",
+            code=RefusalCode.MIXED_SERIES,
         )
     orientations = _distinct(
         [np.concatenate([p.row_cosine, p.column_cosine]) for p in planes], ORIENTATION_TOLERANCE
@@ -260,7 +260,7 @@ def _check_consistent(planes: Sequence[SlicePlane], what: str) -> None:
         raise UnsupportedImageError(
             f"{what} mixes {len(orientations)} orientations (a localizer or a second "
             "reconstruction in the series?); send the slices of one reconstruction only",
-            code="mixed_series",
+            code=RefusalCode.MIXED_SERIES,
         )
     spacings = _distinct([np.array(p.pixel_spacing) for p in planes], 1e-4)
     if len(spacings) > 1:
@@ -268,7 +268,7 @@ def _check_consistent(planes: Sequence[SlicePlane], what: str) -> None:
         raise UnsupportedImageError(
             f"{what} mixes {len(spacings)} pixel spacings ({listed} mm); send one "
             "reconstruction per series",
-            code="mixed_series",
+            code=RefusalCode.MIXED_SERIES,
         )
 
 
@@ -294,7 +294,7 @@ def stack_geometry(
             ``uneven_spacing`` or ``series_geometry``, with the positions involved.
     """
     if not planes:
-        raise UnsupportedImageError(f"{what} has no slices", code="too_few_slices")
+        raise UnsupportedImageError(f"{what} has no slices", code=RefusalCode.TOO_FEW_SLICES)
     _check_consistent(planes, what)
     first = planes[0]
     normal = first.normal
@@ -319,7 +319,7 @@ def stack_geometry(
             f"{f', and {duplicate.size - 1} more' if duplicate.size > 1 else ''}): the series "
             "holds more than one image per position (two acquisitions or phases?); send one "
             "reconstruction per series",
-            code="duplicate_slices",
+            code=RefusalCode.DUPLICATE_SLICES,
         )
 
     start = planes[order[0]].position
@@ -334,7 +334,7 @@ def stack_geometry(
             f"{what} slices are not stacked along their normal (sheared by {drift:.1f} mm over "
             f"{extent:.1f} mm, about {angle:.1f} degrees of gantry tilt); send a reconstruction "
             "without tilt",
-            code="series_geometry",
+            code=RefusalCode.SERIES_GEOMETRY,
         )
 
     typical = float(np.median(gaps))
@@ -346,7 +346,7 @@ def stack_geometry(
             f"missing slices: gap of {gaps[k]:.2f} mm where spacing is {typical:.2f} mm "
             f"(about {count} slice{'s' if count > 1 else ''} missing after "
             f"z={sorted_depth[k]:.2f} mm); send the complete series",
-            code="missing_slices",
+            code=RefusalCode.MISSING_SLICES,
         )
 
     spacing_z = float(sorted_depth[-1] - sorted_depth[0]) / (len(planes) - 1)
@@ -358,6 +358,6 @@ def stack_geometry(
             f"uneven slice spacing: gaps from {gaps.min():.2f} to {gaps.max():.2f} mm (the "
             f"slice at z={sorted_depth[k]:.2f} mm is {off_grid[k]:.2f} mm off a regular "
             f"{spacing_z:.2f} mm grid); send a reconstruction with constant spacing",
-            code="uneven_spacing",
+            code=RefusalCode.UNEVEN_SPACING,
         )
     return StackGeometry(order, origin, direction, (in_plane[0], in_plane[1], spacing_z))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oncotriage.datasets.image import ImageVolume, UnsupportedImageError
+from oncotriage.datasets.image import ImageVolume, RefusalCode, UnsupportedImageError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 METAIMAGE_SUFFIXES = (".mhd", ".mha")
@@ -42,7 +42,9 @@ def _geometry_from_matrix(
     """Spacing, origin and unit direction columns of an ``index -> LPS`` 3x3 matrix."""
     spacing = np.linalg.norm(matrix, axis=0)
     if np.any(spacing[:dims] <= 0):
-        raise UnsupportedImageError("volume has a zero voxel spacing in its affine", code="corrupt")
+        raise UnsupportedImageError(
+            "volume has a zero voxel spacing in its affine", code=RefusalCode.CORRUPT
+        )
     direction = np.eye(3)
     for axis in range(3):
         if spacing[axis] > 0:
@@ -63,7 +65,7 @@ def _squeeze_trailing(array: np.ndarray, path: Path) -> np.ndarray:
     if array.ndim not in (2, 3):
         raise UnsupportedImageError(
             f"{path.name}: image has shape {array.shape}; need one 2D image or 3D volume",
-            code="series_geometry",
+            code=RefusalCode.SERIES_GEOMETRY,
         )
     return array
 
@@ -78,7 +80,7 @@ def _read_nifti(path: Path, modality: str) -> ImageVolume:
         array = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as error:  # nibabel raises many types for broken files
         raise UnsupportedImageError(
-            f"{path.name}: not a readable NIfTI file ({error})", code="corrupt"
+            f"{path.name}: not a readable NIfTI file ({error})", code=RefusalCode.CORRUPT
         ) from error
     array = _squeeze_trailing(array, path)
     lps = _LPS_FROM_RAS @ np.asarray(image.affine, dtype=np.float64)
@@ -100,18 +102,18 @@ def _read_metaimage(path: Path, modality: str) -> ImageVolume:
     except RuntimeError as error:
         raise UnsupportedImageError(
             f"{path.name}: not a readable MetaImage file ({str(error).strip()[:200]})",
-            code="corrupt",
+            code=RefusalCode.CORRUPT,
         ) from error
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise UnsupportedImageError(
             f"{path.name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel;"
             " need a single-channel (grey) image",
-            code="photometric",
+            code=RefusalCode.PHOTOMETRIC,
         )
     if image.GetDimension() > 3:
         raise UnsupportedImageError(
             f"{path.name}: is a {image.GetDimension()}D image; need one 2D image or 3D volume",
-            code="series_geometry",
+            code=RefusalCode.SERIES_GEOMETRY,
         )
     array = sitk.GetArrayFromImage(image).transpose()  # ITK (z, y, x) -> index (x, y, z)
     array = _squeeze_trailing(array, path)
@@ -154,10 +156,10 @@ def read_volume_file(path: Path | str, *, modality: str = "CT") -> ImageVolume:
     if kind is None:
         raise UnsupportedImageError(
             f"{path.name}: not a NIfTI (.nii, .nii.gz) or MetaImage (.mhd, .mha) file",
-            code="not_volume",
+            code=RefusalCode.NOT_VOLUME,
         )
     if not path.is_file():
-        raise UnsupportedImageError(f"{path}: no such file", code="not_found")
+        raise UnsupportedImageError(f"{path}: no such file", code=RefusalCode.NOT_FOUND)
     return _read_nifti(path, modality) if kind == "nifti" else _read_metaimage(path, modality)
 
 

@@ -354,13 +354,13 @@ class DetectionPipeline:
         Raises:
             UnsupportedImageError: if the image does not suit this model (e.g. 2D vs 3D).
         """
-        from oncotriage.datasets.image import UnsupportedImageError
+        from oncotriage.datasets.image import RefusalCode, UnsupportedImageError
 
         if image.spatial_dims != self.spec.spatial_dims:
             raise UnsupportedImageError(
                 f"model {self.spec.name} reads {self.spec.spatial_dims}D images; this image is "
                 f"{image.spatial_dims}D",
-                code="modality",
+                code=RefusalCode.MODALITY,
             )
         pre = self.preprocess(image)
         x = pre.array[None]

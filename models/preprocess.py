@@ -256,18 +256,18 @@ def preprocess_image(
     Raises:
         UnsupportedImageError: if the image dimensionality does not match the configuration.
     """
-    from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.datasets.image import RefusalCode, UnsupportedImageError
 
     dims = image.spatial_dims
     if cfg.input_size is not None and len(cfg.input_size) != dims:
         raise UnsupportedImageError(
             f"this model takes {len(cfg.input_size)}D images, the study is {dims}D",
-            code="modality",
+            code=RefusalCode.MODALITY,
         )
     if cfg.target_spacing is not None and len(cfg.target_spacing) != dims:
         raise UnsupportedImageError(
             f"this model takes {len(cfg.target_spacing)}D images, the study is {dims}D",
-            code="modality",
+            code=RefusalCode.MODALITY,
         )
     array = np.asarray(image.array, dtype=np.float32)
     spacing = [float(s) for s in image.spacing]
@@ -275,7 +275,7 @@ def preprocess_image(
         raise UnsupportedImageError(
             f"image spacing {spacing} is not positive: the pixel or slice spacing is missing "
             "or corrupt",
-            code="series_geometry",
+            code=RefusalCode.SERIES_GEOMETRY,
         )
 
     perm = list(range(dims))

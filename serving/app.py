@@ -37,9 +37,9 @@ from oncotriage.serving.inference import ModelUnavailableError, RunnerFactory
 from oncotriage.serving.metrics import ServiceMetrics
 from oncotriage.serving.modelset import ModelSet
 from oncotriage.serving.pool import WorkerPool
-from oncotriage.serving.priority import run_behind_model
 from oncotriage.serving.settings import Settings, get_settings
 from oncotriage.serving.storage import open_store
+from oncotriage.serving.thread_priority import run_behind_model
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Start-up work runs on the event loop's own executor, not the request thread pool,
         # so that every request thread is created after the loop thread lowers its priority
-        # below (serving/priority.py); the model is loaded at the base priority (ONNX
+        # below (serving/thread_priority.py); the model is loaded at the base priority (ONNX
         # Runtime's intra-op threads inherit the loading thread's).
         if migrate:
             await asyncio.to_thread(upgrade, settings.database_url)

@@ -13,8 +13,8 @@ from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import AuditEvent
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import AuditAction
-from oncotriage.serving.priority import run_behind_model
 from oncotriage.serving.security import Principal
+from oncotriage.serving.thread_priority import run_behind_model
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ReadTrail:
     def __init__(self, db: Database, *, flush_interval_s: float = 0.25, nice: int = 0) -> None:
         self.db = db
         self.flush_interval_s = flush_interval_s
-        self.nice = nice  # steps behind the model threads (serving/priority.py)
+        self.nice = nice  # steps behind the model threads (serving/thread_priority.py)
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()

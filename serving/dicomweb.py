@@ -17,6 +17,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
+from oncotriage.datasets.image import RefusalCode
+
 DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 NATIVE_DICOM_MODEL_NS = "http://dicom.nema.org/PS3.19/models/NativeDICOM"
@@ -40,18 +42,36 @@ class FailureReason(IntEnum):
     TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
 
 
-#: Reader refusal codes (:class:`~oncotriage.datasets.image.UnsupportedImageError`) -> reason.
-FAILURE_REASON_BY_CODE: dict[str, FailureReason] = {
-    "not_dicom": FailureReason.CANNOT_UNDERSTAND,
-    "corrupt": FailureReason.CANNOT_UNDERSTAND,
-    "invalid_uid": FailureReason.CANNOT_UNDERSTAND,
-    "modality": FailureReason.SOP_CLASS_NOT_SUPPORTED,
-    "transfer_syntax": FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED,
-    "too_large": FailureReason.OUT_OF_RESOURCES,
+#: Reader refusal codes (:class:`~oncotriage.datasets.image.UnsupportedImageError`) -> reason;
+#: every :class:`~oncotriage.datasets.image.RefusalCode` is listed.
+FAILURE_REASON_BY_CODE: dict[RefusalCode, FailureReason] = {
+    RefusalCode.NOT_DICOM: FailureReason.CANNOT_UNDERSTAND,
+    RefusalCode.CORRUPT: FailureReason.CANNOT_UNDERSTAND,
+    RefusalCode.INVALID_UID: FailureReason.CANNOT_UNDERSTAND,
+    RefusalCode.MODALITY: FailureReason.SOP_CLASS_NOT_SUPPORTED,
+    RefusalCode.TRANSFER_SYNTAX: FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED,
+    RefusalCode.TOO_LARGE: FailureReason.OUT_OF_RESOURCES,
+    # readable DICOM that is not what this service screens, or not a whole series
+    RefusalCode.NOT_FOUND: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.BODY_PART: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.NO_PIXEL_DATA: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.PHOTOMETRIC: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.VOI: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.MISSING_ATTRIBUTE: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.TOO_FEW_SLICES: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.MIXED_SERIES: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.DUPLICATE_SLICES: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.MISSING_SLICES: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.UNEVEN_SPACING: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.SERIES_GEOMETRY: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.MULTIPLE_IMAGES: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.NOT_VOLUME: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.INTERNAL: FailureReason.DATASET_DOES_NOT_MATCH,
+    RefusalCode.UNSUPPORTED: FailureReason.DATASET_DOES_NOT_MATCH,
 }
 
 
-def failure_reason_for(code: str) -> FailureReason:
+def failure_reason_for(code: RefusalCode) -> FailureReason:
     """The STOW-RS failure reason for a reader refusal code (default: data set mismatch)."""
     return FAILURE_REASON_BY_CODE.get(code, FailureReason.DATASET_DOES_NOT_MATCH)
 

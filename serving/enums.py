@@ -20,6 +20,21 @@ class Role(StrEnum):
     COMMUNITY_DOCTOR = "community_doctor"
 
 
+class PrincipalKind(StrEnum):
+    """Who calls: a hospital's system (machine token) or a user (specialist or administrator)."""
+
+    HOSPITAL = "hospital"
+    USER = "user"
+
+
+class ClaimOutcome(StrEnum):
+    """How a specialist's claim on a study ended (``claims.outcome``)."""
+
+    EXPIRED = "expired"
+    RELEASED = "released"
+    DECIDED = "decided"
+
+
 class StudyStatus(StrEnum):
     RECEIVED = "received"
     QUEUED = "queued"

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oncotriage.serving.cpus import default_intra_op_threads
-from oncotriage.serving.priority import temporary_native_thread_name
 from oncotriage.serving.settings import Settings
+from oncotriage.serving.thread_priority import temporary_native_thread_name
 
 if TYPE_CHECKING:
     from oncotriage.models.pipeline import DetectionPipeline, NetworkRunner

@@ -8,12 +8,17 @@ most ``max_size``; boxes follow the same mapping.
 
 Windowing uses the DICOM linear VOI function (PS3.3 C.11.2.1.2.1) with ``(centre, width)``
 in the array's units (Hounsfield units for CT, ``0..1`` presentation values for radiographs).
+
+Decoded series are kept in a :class:`SeriesCache` (least recently used, bounded by bytes), so
+scrolling through a CT series decodes it once, not once per slice shown.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -254,3 +259,94 @@ def _draw_boxes(
             tx = min(u0, max(0, out_w - text_w - 2 * pad))
             draw.rectangle((tx, ty, tx + text_w + 2 * pad, ty + label_h - 1), fill=BOX_COLOUR)
             draw.text((tx + pad - left, ty + pad - top), text, fill=LABEL_TEXT_COLOUR, font=font)
+
+
+#: default bound of the decoded-series cache: a few large CT series
+DEFAULT_SERIES_CACHE_BYTES = 512 * 1024 * 1024
+
+
+class SeriesCache:
+    """Decoded images by key (their instances' content hashes), least recently used out first.
+
+    The arrays of all cached images together stay at most ``max_bytes``; an image larger than
+    that is returned but not kept. Cached arrays are made read-only, since every reader shares
+    them. Thread-safe; concurrent requests for the same missing key decode it once.
+
+    Attributes:
+        decodes: how many times ``load`` ran (misses).
+        hits: how many requests were answered from the cache.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_SERIES_CACHE_BYTES) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.decodes = 0
+        self.hits = 0
+        self._entries: OrderedDict[Hashable, ImageVolume] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._loading: dict[Hashable, threading.Lock] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cached arrays."""
+        with self._lock:
+            return self._bytes
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _lookup(self, key: Hashable) -> ImageVolume | None:
+        # caller holds self._lock
+        image = self._entries.get(key)
+        if image is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return image
+
+    def get(self, key: Hashable, load: Callable[[], ImageVolume]) -> ImageVolume:
+        """The image cached under ``key``, else ``load()`` (kept when it fits the bound).
+
+        Errors from ``load`` propagate and nothing is cached.
+        """
+        with self._lock:
+            image = self._lookup(key)
+            if image is not None:
+                return image
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                image = self._lookup(key)
+                if image is not None:
+                    return image
+            try:
+                image = load()
+                image.array.flags.writeable = False
+                with self._lock:
+                    self.decodes += 1
+                    self._store(key, image)
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+        return image
+
+    def _store(self, key: Hashable, image: ImageVolume) -> None:
+        # caller holds self._lock
+        size = int(image.array.nbytes)
+        if size > self.max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= int(old.array.nbytes)
+        while self._entries and self._bytes + size > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= int(evicted.array.nbytes)
+        self._entries[key] = image
+        self._bytes += size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -11,8 +12,12 @@ from sqlalchemy.orm import Session
 from oncotriage.serving.api.schemas import FindingPublic, SeriesResultPublic, StudyResultPublic
 from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
+from oncotriage.serving.render import SeriesCache
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import most_urgent
+
+#: decoded images for render.png, shared by the requests of this process
+SERIES_CACHE = SeriesCache()
 
 
 class ResultNotReadyError(Exception):
@@ -289,8 +294,11 @@ def plan_render(session: Session, study: Study, request: RenderRequest) -> Rende
     return RenderPlan(tuple(row.stored_path for row in instances), findings, request)
 
 
-def render(store: ContentStore, plan: RenderPlan) -> bytes:
+def render(store: ContentStore, plan: RenderPlan, cache: SeriesCache | None = None) -> bytes:
     """PNG bytes of the planned image with its boxes.
+
+    The decoded image comes from ``cache`` (default: this process's :data:`SERIES_CACHE`),
+    keyed by the content hashes of its instances, so scrolling a CT series decodes it once.
 
     Raises:
         RenderRequestError: a slice or window that does not apply to the image.
@@ -300,11 +308,14 @@ def render(store: ContentStore, plan: RenderPlan) -> bytes:
     from oncotriage.datasets.reader import read_image
     from oncotriage.serving.render import render_png
 
+    paths = [store.path(path) for path in plan.stored_paths]
+    # stored paths end in the SHA-256 of their bytes; the series is read in any order
+    key = tuple(sorted(PurePosixPath(path).stem for path in plan.stored_paths))
     try:
         # Boxes are drawn in pixels: an estimated spacing (any field of view) is as good.
-        image = read_image(
-            [store.path(path) for path in plan.stored_paths],
-            field_of_view_mm=DEFAULT_CHEST_FIELD_OF_VIEW_MM,
+        image = (SERIES_CACHE if cache is None else cache).get(
+            key,
+            lambda: read_image(paths, field_of_view_mm=DEFAULT_CHEST_FIELD_OF_VIEW_MM),
         )
         return render_png(
             image,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import ApiToken, Hospital, Study, User
-from oncotriage.serving.enums import HospitalKind, Role
+from oncotriage.serving.enums import HospitalKind, PrincipalKind, Role
 
 TOKEN_PREFIX = "otk"
 _TOKEN_RE = re.compile(r"^otk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
@@ -52,7 +52,7 @@ class Principal:
         name: a display name for audit events (never a patient identifier).
     """
 
-    kind: str
+    kind: PrincipalKind
     hospital_id: int | None
     user_id: int | None = None
     role: Role | None = None
@@ -68,7 +68,7 @@ class Principal:
 
     @property
     def is_hospital(self) -> bool:
-        return self.kind == "hospital"
+        return self.kind is PrincipalKind.HOSPITAL
 
     @property
     def is_community_doctor(self) -> bool:
@@ -96,12 +96,12 @@ def authenticate(session: Session, token: str, *, now: datetime | None = None) -
         hospital = session.get(Hospital, row.hospital_id)
         if hospital is None:
             raise AuthenticationError("token's hospital is gone")
-        return Principal(kind="hospital", hospital_id=hospital.id, name=hospital.name)
+        return Principal(kind=PrincipalKind.HOSPITAL, hospital_id=hospital.id, name=hospital.name)
     user = session.get(User, row.user_id)
     if user is None or not user.active:
         raise AuthenticationError("token's user is gone or inactive")
     return Principal(
-        kind="user",
+        kind=PrincipalKind.USER,
         hospital_id=user.hospital_id,
         user_id=user.id,
         role=user.role,

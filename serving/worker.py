@@ -52,10 +52,10 @@ from oncotriage.serving.inference import (
 from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
 from oncotriage.serving.outbox import enqueue_webhook
-from oncotriage.serving.priority import name_native_thread, run_behind_model
 from oncotriage.serving.referrals import escalate_overdue
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
+from oncotriage.serving.thread_priority import name_native_thread, run_behind_model
 from oncotriage.serving.triage import calibrated_suspicion_score, priority_for, refresh_study
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class Worker:
     database, image reading and the model's numpy steps overlap the network instead of
     adding to it. The model thread runs nothing but the network (which releases the GIL),
     at the base priority; this thread runs ``service_thread_nice`` steps behind it
-    (:mod:`oncotriage.serving.priority`; measured in docs/benchmarks.md). Up to
+    (:mod:`oncotriage.serving.thread_priority`; measured in docs/benchmarks.md). Up to
     :data:`READ_AHEAD` claimed jobs wait for the model (their leases are renewed like a
     running job's: a short stall of the database, e.g. SQLite's single writer busy with
     intake, then does not leave the model idle); on stop they are put back in the queue
@@ -219,7 +219,7 @@ class Worker:
         self.signal.subscribe(wake)
         model_thread.start()
         # The model thread keeps the base priority; this thread (claims, reads, results,
-        # webhooks) and the lease keeper it starts run behind it (serving/priority.py).
+        # webhooks) and the lease keeper it starts run behind it (serving/thread_priority.py).
         run_behind_model(self.settings.service_thread_nice, "ot-worker")
         in_hand = 0  # jobs given to the model thread and not yet recorded
         try:

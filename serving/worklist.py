@@ -40,6 +40,7 @@ from oncotriage.serving.db.models import (
 )
 from oncotriage.serving.enums import (
     AuditAction,
+    ClaimOutcome,
     Decision,
     Priority,
     ReferralStatus,
@@ -217,7 +218,7 @@ def claim(
         if row.user_id == user.id and mine is None:
             mine = row
         else:
-            row.ended_at, row.outcome = now, "expired"
+            row.ended_at, row.outcome = now, ClaimOutcome.EXPIRED
     if mine is None:
         mine = Claim(study_id=study.id, user_id=user.id, claimed_at=now, expires_at=expires)
         session.add(mine)
@@ -249,7 +250,7 @@ def release(session: Session, principal: Principal, study_id: str, *, now: datet
     for row in session.scalars(
         sa.select(Claim).where(Claim.study_id == study.id, Claim.ended_at.is_(None))
     ):
-        row.ended_at, row.outcome = now, "released"
+        row.ended_at, row.outcome = now, ClaimOutcome.RELEASED
     audit.record(session, principal, AuditAction.RELEASE, study_id=study.id)
     session.commit()
 
@@ -367,7 +368,7 @@ def review(
     for claim_row in session.scalars(
         sa.select(Claim).where(Claim.study_id == study.id, Claim.ended_at.is_(None))
     ):
-        claim_row.ended_at, claim_row.outcome = now, "decided"
+        claim_row.ended_at, claim_row.outcome = now, ClaimOutcome.DECIDED
     audit.record(
         session,
         principal,

@@ -31,7 +31,6 @@ import numpy as np
 from oncotriage.datasets.datalist import CORNER_MODE, DatalistEntry, boxes_to_index, load_datalist
 from oncotriage.datasets.datalist import load_entry_image as _load_entry_image
 from oncotriage.models import registry
-from oncotriage.training.calibrate import OperatingPoint, operating_point
 from oncotriage.training.metrics import (
     DetectionMetrics,
     ImageDetections,
@@ -40,6 +39,7 @@ from oncotriage.training.metrics import (
     evaluate_detections,
     study_scores,
 )
+from oncotriage.training.operating_points import OperatingPoint, operating_point
 from oncotriage.training.tracking import finite_metrics, log_metrics, log_params
 
 logger = logging.getLogger(__name__)

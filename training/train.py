@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ import torch
 from oncotriage.models.build import build_network
 from oncotriage.models.config import DetectorConfig
 from oncotriage.training.components import (
+    Dist,
     LoopState,
+    TrainingComponents,
     build_components,
     cycle_batches,
     load_splits,
@@ -47,7 +49,7 @@ from oncotriage.training.components import (
     seed_everything,
     setup_distributed,
 )
-from oncotriage.training.config import training_config
+from oncotriage.training.config import TrainingConfig, training_config
 from oncotriage.training.data import (
     SYNTHETIC_INTENDED_USE,
     dataset_fingerprint,
@@ -175,7 +177,7 @@ def train(
     shard = math.ceil(len(train_samples) / dist_info.world_size)
     steps_per_epoch = train_cfg.steps_per_epoch or max(1, math.ceil(shard / images_per_step))
     parts = build_components(cfg, train_cfg, dev, steps_per_epoch)
-    network, detector, optimizer = parts.network, parts.detector, parts.optimizer
+    network, detector = parts.network, parts.detector
     state = parts.restore(last_path) if resume else LoopState()
     if state.best_epoch and not best_path.is_file():
         # Ctrl-C between picking a new best and writing it: the checkpoint names a best
@@ -250,112 +252,41 @@ def train(
             interrupted=interrupted,
         )
 
-    batches = cycle_batches(loader, sampler)
-    total_steps = train_cfg.epochs * steps_per_epoch
-    best_froc = None
-    log_every = max(1, steps_per_epoch // 4)
-    started = time.perf_counter()
+    loop = _Loop(
+        parts=parts,
+        train_net=train_net,
+        train_cfg=train_cfg,
+        dev=dev,
+        batches=cycle_batches(loader, sampler),
+        state=state,
+        dist_info=dist_info,
+        steps_per_epoch=steps_per_epoch,
+        start_epoch=start_epoch,
+        started=time.perf_counter(),
+    )
     try:
         with progress_bar(show_progress and main) as progress:
             task = progress.add_task(
-                "training", total=total_steps, completed=start_epoch * steps_per_epoch, loss="-"
+                "training",
+                total=loop.total_steps,
+                completed=start_epoch * steps_per_epoch,
+                loss="-",
             )
             for epoch in range(start_epoch, train_cfg.epochs):
-                tic = time.perf_counter()
                 dataset.reseed(seed * 1_000_003 + epoch * 1009 + dist_info.rank)
-                detector.network = train_net
-                detector.train()
-                sums = np.zeros(3)
-                in_epoch = 0
-                for _ in range(steps_per_epoch):
-                    crops = next(batches)
-                    images = [c["image"].to(dev, non_blocking=True) for c in crops]
-                    targets = [
-                        {"box": c["box"].to(dev), "label": c["label"].to(dev)} for c in crops
-                    ]
-                    optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(device_type=dev.type, enabled=parts.amp):
-                        losses = detector(images, targets)
-                        cls_loss = losses[detector.cls_key]
-                        box_loss = losses[detector.box_reg_key]
-                        loss = train_cfg.detector.cls_loss_weight * cls_loss + box_loss
-                    parts.scaler.scale(loss).backward()
-                    parts.scaler.step(optimizer)
-                    parts.scaler.update()
-                    parts.scheduler.step()
-                    state.global_step += 1
-                    sums += [loss.item(), cls_loss.item(), box_loss.item()]
-                    in_epoch += 1
-                    running = f"{sums[0] / in_epoch:.4f}"
-                    progress.update(
-                        task,
-                        advance=1,
-                        description=f"epoch {epoch + 1}/{train_cfg.epochs}",
-                        loss=running,
-                    )
-                    if main and not progress.console.is_terminal and in_epoch % log_every == 0:
-                        # no live bar in a log file (nohup, CI): a line every quarter epoch
-                        done = state.global_step - start_epoch * steps_per_epoch
-                        rate = (time.perf_counter() - started) / max(done, 1)
-                        logger.info(
-                            "epoch %d step %d/%d loss %.4f, ETA %.0f min",
-                            epoch + 1,
-                            in_epoch,
-                            steps_per_epoch,
-                            float(running),
-                            rate * (total_steps - state.global_step) / 60,
-                        )
-                detector.network = network
-                means = sums / steps_per_epoch
-                if dist_info.world_size > 1:
-                    import torch.distributed as dist
-
-                    reduced = torch.tensor(means, device=dev)
-                    dist.all_reduce(reduced)
-                    means = (reduced / dist_info.world_size).cpu().numpy()
-                record: dict[str, float] = {
-                    "epoch": float(epoch + 1),
-                    "train_loss": float(means[0]),
-                    "train_cls_loss": float(means[1]),
-                    "train_box_reg_loss": float(means[2]),
-                    "lr": float(optimizer.param_groups[0]["lr"]),
-                    "epoch_time_s": time.perf_counter() - tic,
-                }
-                last_epoch = epoch + 1 == train_cfg.epochs
+                record = _train_epoch(loop, epoch, progress, task)
                 if main:
-                    if val_samples and ((epoch + 1) % train_cfg.val_interval == 0 or last_epoch):
-                        result = validate(detector, val_samples, dev, cfg.num_classes)
-                        val = finite_metrics(result.as_dict())
-                        record.update({f"val_{k}": v for k, v in val.items()})
-                        value = _metric_value(result.as_dict(), train_cfg.val_metric)
-                        if value > state.best_metric or state.best_epoch == 0:
-                            state.best_metric, state.best_epoch, state.best_val = (
-                                value,
-                                epoch + 1,
-                                val,
-                            )
-                            best_froc = result.froc
-                            save_checkpoint(best_path, checkpoint_state(epoch + 1))
-                        logger.info(
-                            "epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)",
-                            epoch + 1,
-                            record["train_loss"],
-                            train_cfg.val_metric,
-                            value,
-                            state.best_metric,
-                            state.best_epoch,
-                        )
-                    else:
-                        logger.info("epoch %d: loss %.4f", epoch + 1, record["train_loss"])
-                    state.history.append(record)
-                    state.epoch = epoch + 1  # from here on this epoch counts as done
                     assert client is not None and state.run_id is not None
-                    log_metrics(client, state.run_id, record, step=epoch + 1)
-                    if not val_samples:
-                        state.best_epoch = epoch + 1
-                        save_checkpoint(best_path, checkpoint_state(epoch + 1))
-                    if (epoch + 1) % train_cfg.checkpoint_interval == 0 or last_epoch:
-                        save_checkpoint(last_path, checkpoint_state(epoch + 1))
+                    _close_epoch(
+                        loop,
+                        epoch,
+                        record,
+                        val_samples=val_samples,
+                        num_classes=cfg.num_classes,
+                        save_best=lambda done: save_checkpoint(best_path, checkpoint_state(done)),
+                        save_last=lambda done: save_checkpoint(last_path, checkpoint_state(done)),
+                        client=client,
+                    )
                 state.epoch = epoch + 1
                 if dist_info.world_size > 1:
                     import torch.distributed as dist
@@ -394,7 +325,7 @@ def train(
             out_dir,
             history=state.history,
             best_path=best_path,
-            best_froc=best_froc,
+            best_froc=loop.best_froc,
             best_val=state.best_val,
             val_metric=train_cfg.val_metric,
             fingerprint=fingerprint,
@@ -415,6 +346,149 @@ def train(
         dataset_fingerprint=fingerprint,
         val_metrics=state.best_val,
     )
+
+
+@dataclass
+class _Loop:
+    """What the epochs and steps of one training run share."""
+
+    parts: TrainingComponents
+    train_net: torch.nn.Module
+    train_cfg: TrainingConfig
+    dev: torch.device
+    batches: Iterator[list[dict[str, torch.Tensor]]]
+    state: LoopState
+    dist_info: Dist
+    steps_per_epoch: int
+    start_epoch: int
+    started: float
+    best_froc: Any = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.train_cfg.epochs * self.steps_per_epoch
+
+    @property
+    def log_every(self) -> int:
+        return max(1, self.steps_per_epoch // 4)
+
+
+def _train_step(loop: _Loop, crops: list[dict[str, torch.Tensor]]) -> np.ndarray:
+    """One optimiser step on a batch of crops; returns (loss, cls loss, box loss)."""
+    parts, dev = loop.parts, loop.dev
+    detector = parts.detector
+    images = [c["image"].to(dev, non_blocking=True) for c in crops]
+    targets = [{"box": c["box"].to(dev), "label": c["label"].to(dev)} for c in crops]
+    parts.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=dev.type, enabled=parts.amp):
+        losses = detector(images, targets)
+        cls_loss = losses[detector.cls_key]
+        box_loss = losses[detector.box_reg_key]
+        loss = loop.train_cfg.detector.cls_loss_weight * cls_loss + box_loss
+    parts.scaler.scale(loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.scheduler.step()
+    loop.state.global_step += 1
+    return np.array([loss.item(), cls_loss.item(), box_loss.item()])
+
+
+def _train_epoch(loop: _Loop, epoch: int, progress: Any, task: Any) -> dict[str, float]:
+    """The steps of one epoch; returns its record (mean losses over all ranks, lr, time)."""
+    tic = time.perf_counter()
+    parts, state, train_cfg = loop.parts, loop.state, loop.train_cfg
+    detector = parts.detector
+    detector.network = loop.train_net
+    detector.train()
+    sums = np.zeros(3)
+    in_epoch = 0
+    for _ in range(loop.steps_per_epoch):
+        sums += _train_step(loop, next(loop.batches))
+        in_epoch += 1
+        running = f"{sums[0] / in_epoch:.4f}"
+        progress.update(
+            task,
+            advance=1,
+            description=f"epoch {epoch + 1}/{train_cfg.epochs}",
+            loss=running,
+        )
+        if (
+            loop.dist_info.is_main
+            and not progress.console.is_terminal
+            and (in_epoch % loop.log_every == 0)
+        ):
+            # no live bar in a log file (nohup, CI): a line every quarter epoch
+            done = state.global_step - loop.start_epoch * loop.steps_per_epoch
+            rate = (time.perf_counter() - loop.started) / max(done, 1)
+            logger.info(
+                "epoch %d step %d/%d loss %.4f, ETA %.0f min",
+                epoch + 1,
+                in_epoch,
+                loop.steps_per_epoch,
+                float(running),
+                rate * (loop.total_steps - state.global_step) / 60,
+            )
+    detector.network = parts.network
+    means = sums / loop.steps_per_epoch
+    if loop.dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        reduced = torch.tensor(means, device=loop.dev)
+        dist.all_reduce(reduced)
+        means = (reduced / loop.dist_info.world_size).cpu().numpy()
+    return {
+        "epoch": float(epoch + 1),
+        "train_loss": float(means[0]),
+        "train_cls_loss": float(means[1]),
+        "train_box_reg_loss": float(means[2]),
+        "lr": float(parts.optimizer.param_groups[0]["lr"]),
+        "epoch_time_s": time.perf_counter() - tic,
+    }
+
+
+def _close_epoch(
+    loop: _Loop,
+    epoch: int,
+    record: dict[str, float],
+    *,
+    val_samples: Sequence[Any],
+    num_classes: int,
+    save_best: Callable[[int], Path],
+    save_last: Callable[[int], Path],
+    client: Any,
+) -> None:
+    """Main rank, after an epoch: validate when due, keep the best, log, checkpoint."""
+    state, train_cfg = loop.state, loop.train_cfg
+    last_epoch = epoch + 1 == train_cfg.epochs
+    if val_samples and ((epoch + 1) % train_cfg.val_interval == 0 or last_epoch):
+        result = validate(loop.parts.detector, val_samples, loop.dev, num_classes)
+        val = finite_metrics(result.as_dict())
+        record.update({f"val_{k}": v for k, v in val.items()})
+        value = _metric_value(result.as_dict(), train_cfg.val_metric)
+        if value > state.best_metric or state.best_epoch == 0:
+            state.best_metric, state.best_epoch, state.best_val = value, epoch + 1, val
+            loop.best_froc = result.froc
+            save_best(epoch + 1)
+        logger.info(
+            "epoch %d: loss %.4f, val %s %.4f (best %.4f at epoch %d)",
+            epoch + 1,
+            record["train_loss"],
+            train_cfg.val_metric,
+            value,
+            state.best_metric,
+            state.best_epoch,
+        )
+    else:
+        logger.info("epoch %d: loss %.4f", epoch + 1, record["train_loss"])
+    state.history.append(record)
+    state.epoch = epoch + 1  # from here on this epoch counts as done
+    assert state.run_id is not None
+    log_metrics(client, state.run_id, record, step=epoch + 1)
+    if not val_samples:
+        state.best_epoch = epoch + 1
+        save_best(epoch + 1)
+    if (epoch + 1) % train_cfg.checkpoint_interval == 0 or last_epoch:
+        save_last(epoch + 1)
 
 
 def _finish_run(

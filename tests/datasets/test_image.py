@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oncotriage.datasets.image import ImageVolume
+from oncotriage.datasets.image import ImageVolume, RefusalCode, UnsupportedImageError
 
 
 def _oblique_volume() -> ImageVolume:
@@ -45,3 +45,20 @@ def test_box_to_world_on_radiograph_is_millimetres_on_detector() -> None:
 def test_invalid_geometry_is_refused(shape: tuple[int, ...], spacing: tuple[float, ...]) -> None:
     with pytest.raises(ValueError):
         ImageVolume(array=np.zeros(shape, np.float32), spacing=spacing)
+
+
+def test_refusal_codes_are_their_wire_strings_and_each_has_a_stow_reason() -> None:
+    from oncotriage.serving.dicomweb import (
+        FAILURE_REASON_BY_CODE,
+        FailureReason,
+        failure_reason_for,
+    )
+
+    error = UnsupportedImageError("not a chest radiograph", code=RefusalCode.BODY_PART)
+    assert error.code == "body_part" and f"{error.code}" == "body_part"
+    assert UnsupportedImageError("?").code is RefusalCode.UNSUPPORTED
+    assert set(FAILURE_REASON_BY_CODE) == set(RefusalCode)
+    assert failure_reason_for(RefusalCode.TRANSFER_SYNTAX) is (
+        FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED
+    )
+    assert failure_reason_for(RefusalCode.MISSING_SLICES) is FailureReason.DATASET_DOES_NOT_MATCH

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from iod_check import check_iod, check_iod_file, check_value_representations
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from oncotriage.datasets.iod import check_iod, check_iod_file, check_value_representations
 from oncotriage.datasets.synth import write_case
 
 CT_SEED = 6  # a small (128 x 128 x 56) series

@@ -71,8 +71,9 @@ def test_cases_cover_types_distractors_and_acquisitions() -> None:
 
 
 def test_written_set_passes_the_iod_check_and_inspect(tmp_path: Path) -> None:
+    from iod_check import check_iod_file
+
     from oncotriage.datasets.inspect import run_inspect
-    from oncotriage.datasets.iod import check_iod_file
     from oncotriage.datasets.reader import read_image
 
     datalist = run_synth("cxr", 6, SEED, tmp_path, generator_version=2)

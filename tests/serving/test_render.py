@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oncotriage.datasets.dicom_writer import build_ct_slice_dataset, make_identity
 from oncotriage.datasets.image import ImageVolume
 from oncotriage.models.findings import Finding
-from oncotriage.serving.render import BOX_COLOUR, render_png, render_thumbnail
+from oncotriage.serving.render import BOX_COLOUR, SeriesCache, render_png, render_thumbnail
+from oncotriage.serving.results import RenderPlan, RenderRequest, render
+from oncotriage.serving.storage import ContentStore
 
 
 def _decode(png: bytes) -> Image.Image:
@@ -172,3 +175,73 @@ def test_thumbnail_is_small_and_unlabelled() -> None:
 def test_rejects_bad_arguments(image: ImageVolume, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         render_png(image, **kwargs)
+
+
+def _stored_ct_series(store: ContentStore, seed: int, n_slices: int = 16) -> RenderPlan:
+    """A real CT series (``n_slices`` DICOM files) in ``store``; slice ``k`` is ``k * 100`` HU."""
+    identity = make_identity("ct", seed, 0)
+    paths = []
+    for k in range(n_slices):
+        ds = build_ct_slice_dataset(
+            identity,
+            np.full((24, 32), 1024 - 1000 + 100 * k, np.uint16),
+            instance_number=k + 1,
+            pixel_spacing_mm=(0.7, 0.7),
+            image_position=(0.0, 0.0, 2.5 * k),
+            slice_thickness_mm=2.5,
+            spacing_between_slices_mm=2.5,
+            rescale_intercept=-1024.0,
+            bits_stored=12,
+            ctdi_vol_mgy=1.5,
+        )
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        paths.append(store.put(buffer.getvalue()).relative_path)
+    return RenderPlan(tuple(paths), [], RenderRequest())
+
+
+def _render_slice(store: ContentStore, plan: RenderPlan, k: int, cache: SeriesCache) -> int:
+    request = RenderRequest(slice_index=k, window=(0.0, 4000.0), show_boxes=False)
+    png = render(store, RenderPlan(plan.stored_paths, [], request), cache)
+    return int(np.asarray(_decode(png))[0, 0, 0])
+
+
+def test_scrolling_a_ct_series_decodes_it_once(tmp_path) -> None:
+    store = ContentStore(tmp_path)
+    plan = _stored_ct_series(store, seed=1)
+    cache = SeriesCache(max_bytes=10 * 1024 * 1024)
+    greys = [_render_slice(store, plan, k, cache) for k in range(16)]
+    # each slice shows its own HU (k * 100 - 1000 .. 500 in a 0 +- 2000 window)
+    assert greys == sorted(greys) and greys[0] < greys[-1]
+    assert cache.decodes == 1
+    assert cache.hits == 15
+    assert len(cache) == 1
+    assert cache.nbytes == 32 * 24 * 16 * 4  # float32 voxels
+    # the shared array cannot be changed by a reader
+    image = cache.get(tuple(sorted(p.rsplit("/", 1)[-1][:-4] for p in plan.stored_paths)), _fail)
+    assert not image.array.flags.writeable
+
+
+def _fail() -> ImageVolume:
+    raise AssertionError("the series should have come from the cache")
+
+
+def test_series_cache_stays_under_its_bound(tmp_path) -> None:
+    store = ContentStore(tmp_path)
+    series_bytes = 32 * 24 * 16 * 4
+    plans = [_stored_ct_series(store, seed=seed) for seed in (1, 2, 3)]
+    cache = SeriesCache(max_bytes=2 * series_bytes + 100)
+    for plan in plans:
+        _render_slice(store, plan, 0, cache)
+        assert cache.nbytes <= cache.max_bytes
+    assert cache.decodes == 3
+    assert len(cache) == 2 and cache.nbytes == 2 * series_bytes
+    _render_slice(store, plans[0], 1, cache)  # the least recently used one was evicted
+    assert cache.decodes == 4
+    _render_slice(store, plans[2], 1, cache)  # the most recent one was kept
+    assert cache.decodes == 4 and cache.hits == 1
+    # a series larger than the bound is rendered but not kept
+    small = SeriesCache(max_bytes=series_bytes - 1)
+    _render_slice(store, plans[0], 0, small)
+    _render_slice(store, plans[0], 0, small)
+    assert small.decodes == 2 and len(small) == 0 and small.nbytes == 0

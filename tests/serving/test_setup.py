@@ -16,7 +16,7 @@ from oncotriage.serving.accounts import AccountError, create_hospital, create_us
 from oncotriage.serving.db.base import Base, utcnow
 from oncotriage.serving.db.migrate import current_revision, downgrade, upgrade
 from oncotriage.serving.db.session import Database, create_db_engine
-from oncotriage.serving.enums import Priority
+from oncotriage.serving.enums import PrincipalKind, Priority
 from oncotriage.serving.security import AuthenticationError, authenticate, hash_token
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore, StoreError
@@ -211,7 +211,7 @@ def test_token_cache_forgets_after_its_ttl() -> None:
     from oncotriage.serving.api.deps import TokenCache
     from oncotriage.serving.security import Principal
 
-    principal = Principal(kind="hospital", hospital_id=1, name="Hospital A")
+    principal = Principal(kind=PrincipalKind.HOSPITAL, hospital_id=1, name="Hospital A")
     cache = TokenCache(ttl_s=0.2)
     cache.put("otk_token", principal)
     assert cache.get("otk_token") == principal

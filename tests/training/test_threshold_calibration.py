@@ -7,11 +7,10 @@ import pytest
 
 from oncotriage.training.calibrate import (
     calibrate_thresholds,
-    operating_point,
     threshold_for_sensitivity,
     threshold_for_specificity,
-    wilson_interval,
 )
+from oncotriage.training.operating_points import operating_point, wilson_interval
 
 # 10 positive studies scoring 0.95, 0.90, ..., 0.50 and 10 negatives 0.05 ... 0.50 (+0.6)
 POS = np.array([0.95, 0.90, 0.85, 0.80, 0.75, 0.70, 0.65, 0.60, 0.55, 0.50])

@@ -1,4 +1,4 @@
-"""Check DICOM instances against the required attributes of their IOD.
+"""Test helper: check DICOM instances against the required attributes of their IOD.
 
 Hand-written tables of the Type 1 and Type 2 (and evaluable 1C/2C) attributes of the
 modules that PS3.3 makes mandatory for:

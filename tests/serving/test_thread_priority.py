@@ -11,7 +11,7 @@ import pytest
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.server import stow, study_id_for
 
-from oncotriage.serving.priority import (
+from oncotriage.serving.thread_priority import (
     BASE_NICE,
     MAX_NICE,
     lower_thread_priority,
