@@ -383,7 +383,21 @@ def test_ct_case_scrolls_slices_changes_windows_and_sends_a_drawn_box(
     wait = row.locator(".wait")
     assert wait.get_attribute("class") == "wait wait-over"
     assert wait.inner_text().endswith("overdue")
-    assert page.locator("#worklist-body tr").first.get_attribute("data-study-id") == study_id
+
+    # overdue cases come first: in the service's order every case above this one is overdue
+    # too (the page keeps rows where the specialist saw them between refreshes, so the DOM's
+    # order depends on when it first loaded)
+    def worklist() -> list[dict[str, Any]]:
+        return _api(service, service.specialist_token, "/v1/worklist")["data"]
+
+    # the page counts the wait live; the service's flag follows once the SLA has passed
+    deadline = time.monotonic() + 30
+    while not next(e for e in worklist() if e["id"] == study_id)["overdue"]:
+        assert time.monotonic() < deadline, "the case never became overdue"
+        time.sleep(0.2)
+    listed = worklist()
+    position = [entry["id"] for entry in listed].index(study_id)
+    assert all(entry["overdue"] for entry in listed[: position + 1])
     save_screenshot(page, "worklist.png", tmp_path)
     row.get_by_role("link").click()
     _wait_ready(page)
