@@ -39,7 +39,7 @@ def _sample(array: np.ndarray) -> np.ndarray:
 
 
 def image_quality_problem(
-    source: np.ndarray,
+    source: np.ndarray | None,
     network_input: np.ndarray | None = None,
     *,
     low: float = 0.0,
@@ -49,11 +49,32 @@ def image_quality_problem(
 
     Args:
         source: decoded pixels, ``(X, Y)`` or ``(X, Y, Z)`` (radiographs already in their
-            display window, CT in Hounsfield units).
+            display window, CT in Hounsfield units); ``None`` checks the network input alone
+            (the source was checked before preprocessing).
         network_input: the preprocessed image the model would see (any shape), intensities
             in ``low..high``; ``None`` checks the source alone.
         low, high: the network input's intensity range (the spec's ``b_min``/``b_max``).
     """
+    problem = None if source is None else _source_problem(source)
+    if problem is not None or network_input is None:
+        return problem
+    if high <= low:
+        raise ValueError(f"the intensity range {low}..{high} is empty")
+    scaled = (_sample(network_input).astype(np.float64) - low) / (high - low)
+    inside = float(np.mean((scaled > EDGE_MARGIN) & (scaled < 1 - EDGE_MARGIN)))
+    if inside < MIN_INFORMATIVE_FRACTION:
+        if float(np.mean(scaled)) < 0.5:
+            return (
+                "the image is black in its display window: check Window Center/Width and "
+                "Photometric Interpretation"
+            )
+        return "the image is white (saturated) in its display window: check the exposure"
+    if float(scaled.std()) < MIN_CONTRAST:
+        return "the image is nearly uniform: no structure to read"
+    return None
+
+
+def _source_problem(source: np.ndarray) -> str | None:
     sides = source.shape[:2]
     if min(sides) < MIN_SIDE_PX:
         return (
@@ -68,19 +89,4 @@ def image_quality_problem(
             "the image is blank: every pixel shows the same value (check the exposure, "
             "Window Center/Width and Photometric Interpretation)"
         )
-    if network_input is None:
-        return None
-    if high <= low:
-        raise ValueError(f"the intensity range {low}..{high} is empty")
-    scaled = (_sample(network_input).astype(np.float64) - low) / (high - low)
-    inside = float(np.mean((scaled > EDGE_MARGIN) & (scaled < 1 - EDGE_MARGIN)))
-    if inside < MIN_INFORMATIVE_FRACTION:
-        if float(np.mean(scaled)) < 0.5:
-            return (
-                "the image is black in its display window: check Window Center/Width and "
-                "Photometric Interpretation"
-            )
-        return "the image is white (saturated) in its display window: check the exposure"
-    if float(scaled.std()) < MIN_CONTRAST:
-        return "the image is nearly uniform: no structure to read"
     return None

@@ -138,16 +138,20 @@ class ModelSet:
         """The model of the first route whose intended inputs fit the image (the rule of
         :mod:`oncotriage.serving.routing`, as ``spec.reads.mismatch`` checks it).
 
-        With one route its model is returned as is (the worker's own check then refuses an
-        image it does not read, with that model's reason).
+        With one route, an image its model does not read is refused with that model's
+        reason.
 
         Raises:
             NoModelFitsError: no route's model reads the image: "no model for MG" when none
                 takes its modality, else the first same-modality model's reason.
             ModelUnavailableError: a route's model cannot be loaded (the job waits).
         """
-        if len(self.managers) == 1:
-            return self.first.current()
+        if len(self.managers) == 1:  # its own reason, e.g. "no model for MG: the model reads ..."
+            model = self.first.current()
+            reason = model.spec.reads.mismatch(image, body_part=body_part, view=view)
+            if reason is not None:
+                raise NoModelFitsError(reason)
+            return model
         modality = (image.modality or "").upper()
         nearest: str | None = None
         for name, manager in self.managers.items():

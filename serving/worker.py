@@ -381,9 +381,8 @@ class Worker:
         return _Prepared(lease, job_input, model, network_input, held, prepare_s)
 
     def _route(self, job_input: _JobInput, image: ImageVolume) -> LoadedModel:
-        """The model whose intended inputs fit the series (NoModelFitsError: none does)."""
-        if len(self.models.managers) == 1:
-            return self.models.current()
+        """The model whose intended inputs fit the series (NoModelFitsError: none does): the
+        one check of the fit, with the header's body part and view."""
         body_part, view = self._header_words(job_input)
         return self.models.for_image(image, body_part=body_part, view=view)
 
@@ -406,38 +405,38 @@ class Worker:
 
     @staticmethod
     def _prepare(model: LoadedModel, image: ImageVolume) -> PreparedInput:
-        """The network input, once the image is known to be for this model and readable.
+        """The network input, once the image (already routed to ``model``) is readable.
 
         Raises:
-            PermanentJobError: no model for this image ("no model for MG: ..."), or it
-                fails the quality gate ("image_quality: ..."); a person reads it instead.
+            PermanentJobError: it fails the quality gate ("image_quality: ..."); a person
+                reads it instead.
         """
         from oncotriage.datasets.image import UnsupportedImageError
         from oncotriage.datasets.quality import image_quality_problem
 
-        reason = model.spec.reads.mismatch(image)
-        if reason is not None:
-            raise PermanentJobError(reason)
-        problem = image_quality_problem(image.array)
+        if image.spatial_dims == 2:
+            # radiographs come out of the reader in their display window, 0..1, at their own
+            # resolution (resizing would smear a few bright pixels into many): judged whole
+            # before any preprocessing is spent on them
+            problem = image_quality_problem(image.array, image.array)
+        else:
+            problem = image_quality_problem(image.array)
         if problem is not None:
             raise PermanentJobError(f"image_quality: {problem}")
         try:
             prepared = model.pipeline.prepare(image)
         except UnsupportedImageError as error:
             raise PermanentJobError(f"image cannot be used ({error.code}): {error}") from error
-        if image.spatial_dims == 2:
-            # radiographs come out of the reader in their display window, 0..1, at their
-            # own resolution (resizing would smear a few bright pixels into many)
-            seen, low, high = image.array, 0.0, 1.0
-        else:  # CT as the model sees it: HU window applied, padding left out
+        if image.spatial_dims == 3:  # CT as the model sees it: HU window, padding left out
             intensity = model.spec.preprocessing.intensity
-            seen = prepared.pre.array[
+            content = prepared.pre.array[
                 (slice(None), *(slice(0, n) for n in prepared.pre.mapping.content_shape))
             ]
-            low, high = intensity.b_min, intensity.b_max
-        problem = image_quality_problem(image.array, seen, low=low, high=high)
-        if problem is not None:
-            raise PermanentJobError(f"image_quality: {problem}")
+            problem = image_quality_problem(
+                None, content, low=intensity.b_min, high=intensity.b_max
+            )
+            if problem is not None:
+                raise PermanentJobError(f"image_quality: {problem}")
         return prepared
 
     def _infer(self, prepared: _Prepared) -> _Inferred:
