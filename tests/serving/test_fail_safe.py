@@ -121,3 +121,25 @@ def test_a_radiograph_of_another_body_part_is_refused_in_words(
         with service.client("A") as client:
             listed = client.get("/v1/studies").json()["data"]
         assert [s["study_instance_uid"] for s in listed] == [chest.StudyInstanceUID]
+
+
+def test_a_view_the_model_is_not_made_for_goes_to_a_person(service_factory, make_bundle) -> None:
+    """One route served: a lateral chest radiograph for a model that reads PA/AP views is
+    needs_manual_review with the model's reason, after one attempt (the fit was checked
+    without the header's view when a single model was served)."""
+    from oncotriage.models.intended import IntendedInputs
+
+    reads = IntendedInputs(modalities=["DX", "CR"], views=["PA", "AP"], spatial_dims=2)
+    bundle = make_bundle(operating=0.0, urgent=1.0, intended_inputs=reads)
+    lateral, frontal = dx_instance(12), dx_instance(13)
+    lateral.ViewPosition = "LL"
+    frontal.ViewPosition = "PA"
+    with service_factory(model_uri=str(bundle), job_max_attempts=3) as service:
+        stow(service, "A", [to_bytes(lateral), to_bytes(frontal)]).raise_for_status()
+        refused = service.wait_for_study(study_id_for(service, "A", lateral.StudyInstanceUID), "A")
+        assert (refused["status"], refused["priority"]) == ("failed", "needs_manual_review")
+        assert refused["failure_reason"].startswith("no model for DX view LL")
+        scored = service.wait_for_study(study_id_for(service, "A", frontal.StudyInstanceUID), "A")
+        assert scored["status"] == "triaged" and scored["suspicion_score"] is not None
+        with service.db.session() as session:
+            assert sorted(session.scalars(sa.select(Job.attempts)).all()) == [1, 1]
