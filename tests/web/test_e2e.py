@@ -375,26 +375,26 @@ def test_ct_case_scrolls_slices_changes_windows_and_sends_a_drawn_box(
     depth = series["slices"]
     assert depth == len(list((tmp_path / "ct").rglob("*.dcm")))
 
-    sign_in(page, service, service.specialist_token)
-    page.wait_for_url("**/ui/worklist")
-    row = page.locator(f'tr[data-study-id="{study_id}"]')
-    assert row.locator(".badge").inner_text().lower() == "manual review"
-    # Past its SLA (1.2 s in these tests): overdue, in the overdue colour, moved to the top.
-    wait = row.locator(".wait")
-    assert wait.get_attribute("class") == "wait wait-over"
-    assert wait.inner_text().endswith("overdue")
-
-    # overdue cases come first: in the service's order every case above this one is overdue
-    # too (the page keeps rows where the specialist saw them between refreshes, so the DOM's
-    # order depends on when it first loaded)
     def worklist() -> list[dict[str, Any]]:
         return _api(service, service.specialist_token, "/v1/worklist")["data"]
 
-    # the page counts the wait live; the service's flag follows once the SLA has passed
+    # Past its SLA (1.2 s in these tests) the service flags the case overdue; the page shows
+    # what the service said when it last polled, so it is opened once the flag is set (opened
+    # earlier, it shows "ok" until its next poll: that raced the SLA on a slow machine).
     deadline = time.monotonic() + 30
     while not next(e for e in worklist() if e["id"] == study_id)["overdue"]:
         assert time.monotonic() < deadline, "the case never became overdue"
         time.sleep(0.2)
+    sign_in(page, service, service.specialist_token)
+    page.wait_for_url("**/ui/worklist")
+    row = page.locator(f'tr[data-study-id="{study_id}"]')
+    assert row.locator(".badge").inner_text().lower() == "manual review"
+    # overdue, in the overdue colour, and moved to the top
+    wait = row.locator(".wait")
+    assert wait.get_attribute("class") == "wait wait-over"
+    assert wait.inner_text().endswith("overdue")
+
+    # overdue cases come first: in the service's order every case above this one is overdue too
     listed = worklist()
     position = [entry["id"] for entry in listed].index(study_id)
     assert all(entry["overdue"] for entry in listed[: position + 1])
