@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from oncotriage.datasets.image import ImageVolume
-
 #: Modalities each dimensionality reads by default (specs without ``intended_inputs``).
 DEFAULT_MODALITIES = {2: ["DX", "CR"], 3: ["CT"]}
 
@@ -27,7 +25,9 @@ class IntendedInputs(BaseModel):
         spatial_dims: 2 (radiographs) or 3 (CT volumes).
         min_pixel_spacing_mm, max_pixel_spacing_mm: in-plane spacing range it was trained on.
         min_slices: fewest slices of a volume it reads.
-        max_slice_thickness_mm: thickest CT slices it reads (checked by ``serving.routing``).
+        max_slice_thickness_mm: thickest CT slices it reads.
+
+    Whether a series fits is decided in one place, :func:`oncotriage.serving.routing.misfit`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -67,31 +67,3 @@ class IntendedInputs(BaseModel):
             f"{self.spatial_dims}D {'/'.join(self.modalities)} "
             f"{'/'.join(part.lower() for part in self.body_parts)}{views}{spacing}{slices}"
         )
-
-    def mismatch(self, image: ImageVolume, *, body_part: str = "", view: str = "") -> str | None:
-        """Why ``image`` is not for this model (a reason for the worklist), or ``None``."""
-        modality = (image.modality or "").upper()
-        if modality not in self.modalities:
-            return f"no model for {modality or 'this modality'}: the model reads {self.describe()}"
-        if image.spatial_dims != self.spatial_dims:
-            return (
-                f"no model for {image.spatial_dims}D {modality}: the model reads {self.describe()}"
-            )
-        part = body_part.strip().upper()
-        if part and part not in self.body_parts:
-            return (
-                f"no model for {modality} of the {part.lower()}: the model reads {self.describe()}"
-            )
-        if view and self.views and view.strip().upper() not in self.views:
-            return f"no model for {modality} view {view}: the model reads {self.describe()}"
-        if self.min_slices and image.spatial_dims == 3 and image.array.shape[2] < self.min_slices:
-            return (
-                f"the series has {image.array.shape[2]} slices; the model reads volumes of at "
-                f"least {self.min_slices}"
-            )
-        spacing = min(image.spacing[:2])
-        if self.min_pixel_spacing_mm and spacing < self.min_pixel_spacing_mm * 0.5:
-            return f"pixel spacing {spacing:g} mm is far below the model's {self.describe()}"
-        if self.max_pixel_spacing_mm and spacing > self.max_pixel_spacing_mm * 2:
-            return f"pixel spacing {spacing:g} mm is far above the model's {self.describe()}"
-        return None

@@ -267,6 +267,27 @@ def fail(
     return JobState.FAILED if final else JobState.QUEUED
 
 
+def supersede(
+    session: Session, table: WorkTable, lease: Lease, *, reason: str, now: datetime
+) -> bool:
+    """Retire a held row without running it (its work is done by another row: e.g. a CT
+    series of a study when another series of the study is the one scored); ``reason``
+    stays in ``last_error``. False when the lease was lost."""
+    result = session.execute(
+        sa.update(table)
+        .where(_held(table, lease))
+        .values(
+            state=JobState.SUPERSEDED,
+            finished_at=now,
+            last_error=reason[:_MAX_ERROR_CHARS],
+            lease_owner=None,
+            lease_expires_at=None,
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def requeue(
     session: Session, table: WorkTable, lease: Lease, *, retry_in_s: float, now: datetime
 ) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oncotriage.serving.inference import (
     LoadedModel,
@@ -23,6 +23,7 @@ from oncotriage.serving.inference import (
     RunnerFactory,
     demo_bundle_dir,
 )
+from oncotriage.serving.routing import Route, SeriesFacts, route_series
 from oncotriage.serving.settings import Settings
 
 if TYPE_CHECKING:
@@ -134,31 +135,23 @@ class ModelSet:
         """
         return {name: manager.current() for name, manager in self.managers.items()}
 
-    def for_image(self, image: ImageVolume, *, body_part: str = "", view: str = "") -> LoadedModel:
-        """The model of the first route whose intended inputs fit the image (the rule of
-        :mod:`oncotriage.serving.routing`, as ``spec.reads.mismatch`` checks it).
-
-        With one route, an image its model does not read is refused with that model's
-        reason.
+    def for_image(self, image: ImageVolume, header: Any | None = None) -> LoadedModel:
+        """The model of the first route whose intended use fits the series: the one rule,
+        :func:`oncotriage.serving.routing.route_series`, on the decoded image and
+        ``header`` (one instance's dataset: body part, view, slice thickness, kernel).
 
         Raises:
-            NoModelFitsError: no route's model reads the image: "no model for MG" when none
-                takes its modality, else the first same-modality model's reason.
+            NoModelFitsError: no route's model reads the series: "no model for MG (the
+                service reads ...)" when none takes its modality, else why each model of
+                that modality refused it.
             ModelUnavailableError: a route's model cannot be loaded (the job waits).
         """
-        if len(self.managers) == 1:  # its own reason, e.g. "no model for MG: the model reads ..."
-            model = self.first.current()
-            reason = model.spec.reads.mismatch(image, body_part=body_part, view=view)
-            if reason is not None:
-                raise NoModelFitsError(reason)
-            return model
-        modality = (image.modality or "").upper()
-        nearest: str | None = None
-        for name, manager in self.managers.items():
-            model = manager.current()
-            reason = model.spec.reads.mismatch(image, body_part=body_part, view=view)
-            if reason is None:
-                return model
-            if nearest is None and modality in model.spec.reads.modalities:
-                nearest = f"{name}: {reason}"
-        raise NoModelFitsError(nearest or f"no model for {modality or 'this modality'}")
+        loaded = self.loaded_models()
+        routes = [
+            Route.for_spec(name, self.managers[name].uri, model.spec)
+            for name, model in loaded.items()
+        ]
+        decision = route_series(SeriesFacts.from_image(image, header), routes)
+        if decision.route is None:
+            raise NoModelFitsError(decision.reason)
+        return loaded[decision.route.name]

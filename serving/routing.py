@@ -5,7 +5,8 @@ Routes are named models (:func:`parse_models` reads ``ONCOTRIAGE_MODELS='{"cxr":
 ``ONCOTRIAGE_MODEL_URI`` as the one-model shorthand, route ``default``). The service holds
 every route's model at once (:class:`oncotriage.serving.modelset.ModelSet`, one manager per
 route, each following its own alias); the worker gives each series to the first route whose
-model's :meth:`oncotriage.models.intended.IntendedInputs.mismatch` finds nothing. Each
+model's intended use fits it (:func:`misfit`; this is the one rule, used by
+:meth:`oncotriage.serving.modelset.ModelSet.for_image`). Each
 model's spec states the images it reads (:class:`oncotriage.models.intended.IntendedInputs`,
 ``spec.reads``). A series goes to the FIRST route, in the configured order, whose intended use
 fits it; the checks, in order:
@@ -19,7 +20,8 @@ fits it; the checks, in order:
 7. slice thickness, when known, is at most ``max_slice_thickness_mm``.
 
 A series no route fits is ``needs_manual_review`` at once, with the reason: "no model for
-MG" when no model takes the modality, else why the nearest model (same modality) refused it.
+MG (the service reads ...)" when no model takes the modality, else why each model of that
+modality refused it.
 That is a permanent failure: retrying cannot make a model appear. Nothing is ever routine
 because no model fitted.
 
@@ -46,12 +48,15 @@ from typing import TYPE_CHECKING, Any
 from oncotriage.models.intended import IntendedInputs
 
 if TYPE_CHECKING:
+    from oncotriage.datasets.image import ImageVolume
     from oncotriage.models.spec import ModelSpec
 
 __all__ = [
     "DEFAULT_ROUTE",
+    "ROUTING_TAGS",
     "Route",
     "RouteDecision",
+    "SeriesChoice",
     "SeriesFacts",
     "choose_ct_series",
     "is_lung_kernel",
@@ -59,6 +64,20 @@ __all__ = [
     "parse_models",
     "route_series",
 ]
+
+#: The header attributes :meth:`SeriesFacts.from_dataset` reads (enough to route a series
+#: and to choose among a study's CT series, without its pixel data).
+ROUTING_TAGS = (
+    "Modality",
+    "BodyPartExamined",
+    "ViewPosition",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "NumberOfFrames",
+    "SliceThickness",
+    "ConvolutionKernel",
+    "SeriesInstanceUID",
+)
 
 DEFAULT_ROUTE = "default"
 """Route name of the one model given by ``ONCOTRIAGE_MODEL_URI`` alone."""
@@ -127,6 +146,26 @@ class SeriesFacts:
             series_uid=series_uid or str(ds.get("SeriesInstanceUID") or ""),
         )
 
+    @classmethod
+    def from_image(cls, image: ImageVolume, header: Any | None = None) -> SeriesFacts:
+        """Facts of a decoded series: modality, dimensionality, slices and in-plane spacing
+        from the image (what the model would get), the rest from ``header`` (one instance's
+        dataset, pixel data not needed) when given."""
+        stated = cls.from_dataset(header) if header is not None else None
+        slices = int(image.array.shape[2]) if image.spatial_dims == 3 else 1
+        spacing = max(float(v) for v in image.spacing[:2])
+        return cls(
+            modality=(image.modality or (stated.modality if stated else "")).upper(),
+            spatial_dims=image.spatial_dims,
+            body_part=stated.body_part if stated else None,
+            view=stated.view if stated else None,
+            pixel_spacing_mm=spacing if spacing > 0 else None,
+            slices=slices,
+            slice_thickness_mm=stated.slice_thickness_mm if stated else None,
+            convolution_kernel=stated.convolution_kernel if stated else None,
+            series_uid=image.series_uid or (stated.series_uid if stated else ""),
+        )
+
 
 def _text(value: Any) -> str | None:
     text = str(value).strip().upper() if value is not None else ""
@@ -168,6 +207,16 @@ class RouteDecision:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class SeriesChoice:
+    """Which series of a study a volume job's series competes with is scored: ``chosen``
+    (a series id), the ids ``passed_over``, and the ``reason`` a passed-over job records."""
+
+    chosen: int
+    passed_over: tuple[int, ...] = ()
+    reason: str = ""
+
+
 def _fmt(value: float) -> str:
     return f"{value:g}"
 
@@ -175,33 +224,34 @@ def _fmt(value: float) -> str:
 def misfit(route: Route, series: SeriesFacts) -> str | None:
     """Why ``series`` is outside ``route``'s intended use, or ``None`` when it fits."""
     scope = route.reads
+    who = f"the {route.name} model"
     modality = series.modality.upper()
     if modality not in scope.modalities:
-        return f"{route.name} takes {'/'.join(scope.modalities)}, not {modality or 'no modality'}"
+        return f"{who} takes {'/'.join(scope.modalities)}, not {modality or 'no modality'}"
     if series.spatial_dims != route.spatial_dims:
         if route.spatial_dims == 3:
-            return f"{route.name} needs a volume; the {modality} series has {series.slices} slice"
-        return f"{route.name} takes single images; the {modality} series is a volume"
+            return f"{who} needs a volume; the {modality} series has {series.slices} slice"
+        return f"{who} takes single images; the {modality} series is a volume"
     if series.body_part is not None and series.body_part not in scope.body_parts:
-        return f"{route.name} is for {'/'.join(scope.body_parts)}, not {series.body_part}"
+        return f"{who} is for {'/'.join(scope.body_parts)}, not {series.body_part}"
     if series.view is not None and scope.views and series.view not in scope.views:
-        return f"{route.name} takes {'/'.join(scope.views)} views, not {series.view}"
+        return f"{who} takes {'/'.join(scope.views)} views, not {series.view}"
     spacing = series.pixel_spacing_mm
     if spacing is not None:
         low, high = scope.min_pixel_spacing_mm, scope.max_pixel_spacing_mm
         if (low is not None and spacing < low) or (high is not None and spacing > high):
             return (
-                f"{route.name} takes {_fmt(low or 0)}-{_fmt(high) if high else 'any'} mm pixels, "
+                f"{who} takes {_fmt(low or 0)}-{_fmt(high) if high else 'any'} mm pixels, "
                 f"not {_fmt(spacing)} mm"
             )
     if route.spatial_dims == 3 and scope.min_slices is not None:
         if series.slices < scope.min_slices:
-            return f"{route.name} needs at least {scope.min_slices} slices, not {series.slices}"
+            return f"{who} needs at least {scope.min_slices} slices, not {series.slices}"
     thickness = series.slice_thickness_mm
     if thickness is not None and scope.max_slice_thickness_mm is not None:
         if thickness > scope.max_slice_thickness_mm:
             return (
-                f"{route.name} takes slices up to {_fmt(scope.max_slice_thickness_mm)} mm thick, "
+                f"{who} takes slices up to {_fmt(scope.max_slice_thickness_mm)} mm thick, "
                 f"not {_fmt(thickness)} mm"
             )
     return None
@@ -219,7 +269,8 @@ def route_series(series: SeriesFacts, routes: Sequence[Route]) -> RouteDecision:
             refusals.append(reason)
     modality = series.modality.upper() or "a series without a modality"
     if not refusals:
-        return RouteDecision(None, f"no model for {modality}")
+        served = "/".join(dict.fromkeys(m for route in routes for m in route.reads.modalities))
+        return RouteDecision(None, f"no model for {modality} (the service reads {served})")
     return RouteDecision(None, f"no model for this {modality} series: " + "; ".join(refusals))
 
 

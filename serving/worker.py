@@ -31,15 +31,17 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pydicom
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 
+from oncotriage.datasets.roles import SeriesRole
 from oncotriage.models.findings import Finding as DetectedFinding
 from oncotriage.serving import jobs
 from oncotriage.serving.db.base import UTCDateTime, utcnow
-from oncotriage.serving.db.models import Finding, Instance, Job, Study
+from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.delivery import WebhookOutbox, WebhookSender
 from oncotriage.serving.enums import JobState, StudyStatus, WebhookEvent
@@ -53,6 +55,13 @@ from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
 from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.referrals import escalate_overdue
+from oncotriage.serving.routing import (
+    ROUTING_TAGS,
+    Route,
+    SeriesChoice,
+    SeriesFacts,
+    choose_ct_series,
+)
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.thread_priority import name_native_thread, run_behind_model
@@ -82,6 +91,29 @@ _SERIES_PATHS = (
     sa.select(Instance.stored_path)
     .where(Instance.series_id == sa.bindparam("series_id", type_=sa.Integer()))
     .order_by(Instance.id)
+)
+_SIBLING = aliased(Series)
+_VOLUME_SIBLINGS = (
+    # the study's diagnostic volume series of the job's modality, each with one stored
+    # instance (for its header) and its instance count: the candidates of the CT series choice
+    sa.select(
+        Series.id,
+        Series.series_instance_uid,
+        sa.func.min(Instance.stored_path),
+        sa.func.count(Instance.id),
+    )
+    .join(Instance, Instance.series_id == Series.id)
+    .join(
+        _SIBLING,
+        sa.and_(_SIBLING.study_id == Series.study_id, _SIBLING.modality == Series.modality),
+    )
+    .where(
+        _SIBLING.id == sa.bindparam("series_id", type_=sa.Integer()),
+        Series.is_volume.is_(True),
+        Series.role == SeriesRole.DIAGNOSTIC.value,
+    )
+    .group_by(Series.id, Series.series_instance_uid)
+    .order_by(Series.id)
 )
 _STUDY_PROCESSING = (
     sa.update(Study)
@@ -126,6 +158,9 @@ class _Prepared:
     network_input: PreparedInput
     held: HeldLease
     prepare_s: float
+    passed_over: tuple[int, ...] = ()
+    """Other series of the study the CT series choice passed over (their finished runs
+    are retired when this one completes)."""
 
 
 @dataclass
@@ -368,6 +403,11 @@ class Worker:
         try:
             image = self._read(job_input)
             model = self._route(job_input, image)
+            choice = self._choose_series(job_input, model)
+            if choice.chosen != job_input.series_id:
+                self.leases.release(held)
+                self._pass_over(lease, job_input, choice.reason)
+                return True
             started = time.perf_counter()
             network_input = self._prepare(model, image)
             prepare_s = time.perf_counter() - started
@@ -378,30 +418,71 @@ class Worker:
         except BaseException:
             self.leases.release(held)
             raise
-        return _Prepared(lease, job_input, model, network_input, held, prepare_s)
+        return _Prepared(
+            lease, job_input, model, network_input, held, prepare_s, choice.passed_over
+        )
 
     def _route(self, job_input: _JobInput, image: ImageVolume) -> LoadedModel:
-        """The model whose intended inputs fit the series (NoModelFitsError: none does): the
-        one check of the fit, with the header's body part and view."""
-        body_part, view = self._header_words(job_input)
-        return self.models.for_image(image, body_part=body_part, view=view)
+        """The model whose intended use fits the series (NoModelFitsError: none does): the
+        one check of the fit, with the header's body part, view, slice thickness and kernel."""
+        return self.models.for_image(image, self._header(job_input.stored_paths[0]))
 
-    def _header_words(self, job_input: _JobInput) -> tuple[str, str]:
-        """BodyPartExamined and ViewPosition of the series' first stored instance."""
-        import pydicom
-
-        try:
-            header = pydicom.dcmread(
-                self.store.path(job_input.stored_paths[0]),
-                stop_before_pixels=True,
-                specific_tags=["BodyPartExamined", "ViewPosition"],
+    def _choose_series(self, job_input: _JobInput, model: LoadedModel) -> SeriesChoice:
+        """Which of the study's volume series of this modality is scored (the written rule,
+        :func:`oncotriage.serving.routing.choose_ct_series`: thinnest slices, then a lung
+        kernel, then the most slices); a study with one such series scores it."""
+        if job_input.instance_id is not None:
+            return SeriesChoice(job_input.series_id)
+        with self.db.session() as session:
+            siblings = session.execute(_VOLUME_SIBLINGS, {"series_id": job_input.series_id}).all()
+        if len(siblings) < 2:
+            return SeriesChoice(job_input.series_id)
+        facts: dict[str, SeriesFacts] = {}
+        ids: dict[str, int] = {}
+        for series_id, series_uid, first_path, count in siblings:
+            header = self._header(first_path)
+            facts[series_uid] = SeriesFacts.from_dataset(
+                header if header is not None else pydicom.Dataset(),
+                slices=int(count),
+                series_uid=series_uid,
             )
-        except Exception:  # the reader has read it already; an unstated value is accepted
-            return "", ""
-        return (
-            str(header.get("BodyPartExamined", "") or ""),
-            str(header.get("ViewPosition", "") or ""),
+            ids[series_uid] = int(series_id)
+        route = Route(name=model.name, uri="", reads=model.spec.reads)
+        chosen = choose_ct_series(list(facts.values()), route)
+        chosen_id = ids[chosen.series_uid]
+        thickness = f"{chosen.slice_thickness_mm:g} mm slices" if chosen.slice_thickness_mm else ""
+        kernel = f"kernel {chosen.convolution_kernel}" if chosen.convolution_kernel else ""
+        detail = ", ".join(part for part in (thickness, kernel, f"{chosen.slices} slices") if part)
+        return SeriesChoice(
+            chosen_id,
+            passed_over=tuple(i for i in ids.values() if i != chosen_id),
+            reason=(
+                f"not scored: the study is triaged on series {chosen.series_uid} ({detail}), "
+                "chosen by the CT series rule (thinnest slices, then a lung kernel)"
+            ),
         )
+
+    def _pass_over(self, lease: jobs.Lease, job_input: _JobInput, reason: str) -> None:
+        """Retire a series job the CT series choice passed over (no model run)."""
+        now = utcnow()
+        with self.db.session() as session:
+            if not jobs.supersede(session, Job, lease, reason=reason, now=now):
+                logger.warning("job %d: lease lost before it was passed over", lease.id)
+                return
+            self._refresh_and_notify(session, job_input.study_id, now=now)
+        logger.info("job %d passed over: %s", lease.id, reason)
+
+    def _header(self, stored_path: str) -> Any | None:
+        """The routing attributes of a stored instance (None when it cannot be read: the
+        reader has read it already, and an unstated value is accepted)."""
+        try:
+            return pydicom.dcmread(
+                self.store.path(stored_path),
+                stop_before_pixels=True,
+                specific_tags=list(ROUTING_TAGS),
+            )
+        except Exception:
+            return None
 
     @staticmethod
     def _prepare(model: LoadedModel, image: ImageVolume) -> PreparedInput:
@@ -476,7 +557,12 @@ class Worker:
             logger.warning("job %d: lease lost while running; result discarded", inferred.lease.id)
         else:
             self._complete_job(
-                prepared.lease, prepared.job_input, prepared.model, findings, model_s
+                prepared.lease,
+                prepared.job_input,
+                prepared.model,
+                findings,
+                model_s,
+                passed_over=prepared.passed_over,
             )
 
     def _give_back(self, prepared: _Prepared) -> None:
@@ -558,6 +644,8 @@ class Worker:
         model: LoadedModel,
         findings: list[DetectedFinding],
         elapsed_s: float,
+        *,
+        passed_over: tuple[int, ...] = (),
     ) -> None:
         detected = findings
         score = calibrated_suspicion_score(detected, model.spec.thresholds)
@@ -603,6 +691,8 @@ class Worker:
                         for finding in detected
                     ],
                 )
+            if passed_over:
+                self._retire_passed_over(session, job_input, passed_over)
             self._refresh_and_notify(session, job_input.study_id, now=now)
         logger.info(
             "job %d done: %d findings, score %.3f, %s, model %s, %.0f ms",
@@ -649,6 +739,32 @@ class Worker:
                 execution_options={"synchronize_session": False},
             )
         return False
+
+    @staticmethod
+    def _retire_passed_over(
+        session: Session, job_input: _JobInput, passed_over: tuple[int, ...]
+    ) -> None:
+        """Retire the finished runs of series the CT series choice passed over (scored
+        before the chosen series arrived): the study's result is the chosen series' alone."""
+        finished = sa.and_(
+            Job.study_id == job_input.study_id,
+            Job.series_id.in_(passed_over),
+            Job.instance_id.is_(None),
+            Job.state.in_([JobState.DONE, JobState.FAILED]),
+        )
+        retired = list(session.scalars(sa.select(Job.id).where(finished)))
+        if not retired:
+            return
+        session.execute(sa.delete(Finding).where(Finding.job_id.in_(retired)))
+        session.execute(
+            sa.update(Job)
+            .where(Job.id.in_(retired))
+            .values(
+                state=JobState.SUPERSEDED,
+                last_error=f"not scored: series of job {job_input.job_id} chosen instead",
+            ),
+            execution_options={"synchronize_session": False},
+        )
 
     def _fail_job(self, lease: jobs.Lease, error: str, *, permanent: bool) -> None:
         final = permanent or lease.attempt >= lease.max_attempts

@@ -75,17 +75,37 @@ def ct(**kw: object) -> SeriesFacts:
         (dx(body_part=None, view=None, pixel_spacing_mm=None), "cxr", ""),  # unknown: no veto
         (ct(), "ldct", ""),
         (ct(body_part=None, slice_thickness_mm=None), "ldct", ""),
-        (SeriesFacts("MG", 2, "BREAST", "CC", 0.07), None, "no model for MG"),
-        (SeriesFacts("US", 2), None, "no model for US"),
-        (SeriesFacts("", 2), None, "no model for a series without a modality"),
-        (dx(view="LL"), None, "cxr takes PA/AP views, not LL"),
-        (dx(body_part="KNEE"), None, "cxr is for CHEST, not KNEE"),
-        (dx(pixel_spacing_mm=2.0), None, "cxr takes 0.05-1 mm pixels, not 2 mm"),
-        (dx(spatial_dims=3, slices=4), None, "cxr takes single images; the DX series is a volume"),
-        (ct(slices=1, spatial_dims=2), None, "ldct needs a volume; the CT series has 1 slice"),
-        (ct(slices=20), None, "ldct needs at least 32 slices, not 20"),
-        (ct(slice_thickness_mm=5.0), None, "ldct takes slices up to 3 mm thick, not 5 mm"),
-        (ct(body_part="HEAD"), None, "ldct is for CHEST, not HEAD"),
+        (
+            SeriesFacts("MG", 2, "BREAST", "CC", 0.07),
+            None,
+            "no model for MG (the service reads DX/CR/CT)",
+        ),
+        (SeriesFacts("US", 2), None, "no model for US (the service reads DX/CR/CT)"),
+        (
+            SeriesFacts("", 2),
+            None,
+            "no model for a series without a modality (the service reads DX/CR/CT)",
+        ),
+        (dx(view="LL"), None, "the cxr model takes PA/AP views, not LL"),
+        (dx(body_part="KNEE"), None, "the cxr model is for CHEST, not KNEE"),
+        (dx(pixel_spacing_mm=2.0), None, "the cxr model takes 0.05-1 mm pixels, not 2 mm"),
+        (
+            dx(spatial_dims=3, slices=4),
+            None,
+            "the cxr model takes single images; the DX series is a volume",
+        ),
+        (
+            ct(slices=1, spatial_dims=2),
+            None,
+            "the ldct model needs a volume; the CT series has 1 slice",
+        ),
+        (ct(slices=20), None, "the ldct model needs at least 32 slices, not 20"),
+        (
+            ct(slice_thickness_mm=5.0),
+            None,
+            "the ldct model takes slices up to 3 mm thick, not 5 mm",
+        ),
+        (ct(body_part="HEAD"), None, "the ldct model is for CHEST, not HEAD"),
     ],
 )
 def test_route_table(series: SeriesFacts, route: str | None, reason: str) -> None:
@@ -105,7 +125,7 @@ def test_first_fitting_route_in_configured_order_wins() -> None:
 
 
 def test_a_ct_route_alone_refuses_a_radiograph_by_modality() -> None:
-    assert route_series(dx(), [LDCT]).reason == "no model for DX"
+    assert route_series(dx(), [LDCT]).reason == "no model for DX (the service reads CT)"
 
 
 @pytest.mark.parametrize(
@@ -209,5 +229,6 @@ def test_a_spec_without_intended_inputs_routes_by_its_dimensionality() -> None:
     route = Route.for_spec("cxr", "models:/oncotriage-cxr2d@champion", spec)
     assert route.spatial_dims == 2
     assert route_series(dx(), [route]).route == route
-    assert route_series(SeriesFacts("MG", 2), [route]).reason == "no model for MG"
-    assert route_series(ct(), [route]).reason == "no model for CT"
+    reads = "(the service reads DX/CR)"
+    assert route_series(SeriesFacts("MG", 2), [route]).reason == f"no model for MG {reads}"
+    assert route_series(ct(), [route]).reason == f"no model for CT {reads}"

@@ -380,7 +380,7 @@ def test_radiograph_for_a_ct_model_flags_needs_manual_review(
         study = service.wait_for_study(study_id, "A")
         assert (study["status"], study["priority"]) == ("failed", "needs_manual_review")
         # the model's intended inputs do not fit: a permanent failure, no retries
-        assert study["failure_reason"].startswith("no model for DX: the model reads 3D CT")
+        assert study["failure_reason"] == "no model for DX (the service reads CT)"
         assert study["suspicion_score"] is None
         with service.db.session() as session:
             assert session.scalar(sa.select(Job.attempts)) == 1
