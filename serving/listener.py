@@ -9,9 +9,16 @@ Each C-STORE request is one intake request of that hospital:
 :func:`oncotriage.serving.intake.ingest` validates the object exactly as for STOW-RS,
 writes its bytes (fsynced) to the image store and commits its rows and jobs in one
 transaction, and only then is the C-STORE answered with success (0x0000), so an
-acknowledged instance survives the process being killed right after. A study that arrives
-in parts follows the intake's rule: a CT series' job waits ``series_settle_s`` after its
-latest slice, whichever association brought it; each radiograph is read on its own.
+acknowledged instance survives the process being killed right after.
+
+Studies in parts: a radiograph is read on its own, at once. A CT series is read once it is
+complete, by the intake's rule (its job falls due a settle time after its latest slice),
+with the association as the sender's "that was all": while the association is open each
+slice pushes the job ``ASSOCIATION_IDLE_TIMEOUT_S`` + ``series_settle_s`` ahead (a
+modality may send slices seconds apart), and when it is released or aborted the job falls
+due ``series_settle_s`` later (:func:`oncotriage.serving.intake.settle_series`). A series
+sent over several associations is read after each and read again, complete, after the last;
+a listener killed mid-series leaves its jobs due at most that hold later.
 
 A refused object gets the C-STORE failure status of its STOW-RS failure reason (PS3.4
 Annex B and GG: 0xA700 out of resources, 0xA900 data set does not match, 0xC000 cannot
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -71,6 +78,11 @@ STATUS_SUCCESS = 0x0000
 STATUS_WARNING_COERCION = 0xB000
 #: The Error Comment (0000,0902) is an LO: at most 64 characters.
 ERROR_COMMENT_LENGTH = 64
+#: An association silent this long is aborted (pynetdicom's network timeout); it bounds how
+#: long a CT series' read waits for the association to end.
+ASSOCIATION_IDLE_TIMEOUT_S = 60.0
+#: The Verification SOP Class (C-ECHO).
+VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 #: Always accepted: pydicom reads these itself.
 NATIVE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
@@ -156,6 +168,15 @@ class ListenerAddress:
     ae_title: str
 
 
+@dataclass
+class _Association:
+    """What the listener keeps about one open association."""
+
+    principal: Principal
+    #: ``(study id, Series Instance UID)`` of every series it stored into
+    series: set[tuple[str, str]] = field(default_factory=set)
+
+
 class DicomListener:
     """A pynetdicom association server that hands every C-STORE to the intake.
 
@@ -176,7 +197,11 @@ class DicomListener:
         self.db = db
         self.store = store
         self.ae_title = normalise_ae_title(ae_title)
-        self._principals: dict[int, Principal] = {}
+        # a CT series' read waits for the association's end (see the module docstring)
+        self._intake_settings = settings.model_copy(
+            update={"series_settle_s": ASSOCIATION_IDLE_TIMEOUT_S + settings.series_settle_s}
+        )
+        self._associations: dict[int, _Association] = {}
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
 
@@ -184,23 +209,26 @@ class DicomListener:
         """Listen on ``host:port`` (port 0: a free one) in background threads; returns the
         address bound."""
         from pynetdicom import AE, evt
-        from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
+        ae.network_timeout = ASSOCIATION_IDLE_TIMEOUT_S
         transfer_syntaxes = decodable_transfer_syntaxes()
-        ae.add_supported_context(Verification)
+        ae.add_supported_context(VERIFICATION_SOP_CLASS)
         for sop_class in storage_sop_classes():
             ae.add_supported_context(sop_class, transfer_syntaxes)
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._forget),
             (evt.EVT_ABORTED, self._forget),
             (evt.EVT_CONN_CLOSE, self._forget),
         ]
-        self._server = ae.start_server((host, port), block=False, evt_handlers=handlers)
-        bound_host, bound_port = self._server.server_address[:2]
+        server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+        if server is None:  # pragma: no cover - block=False always returns the server
+            raise RuntimeError("pynetdicom did not start the association server")
+        self._server = server
+        bound_host, bound_port = server.server_address[:2]
         address = ListenerAddress(
             host=str(bound_host), port=int(bound_port), ae_title=self.ae_title
         )
@@ -226,7 +254,8 @@ class DicomListener:
         from oncotriage.serving.ae_titles import principal_for_ae_title
 
         assoc = event.assoc
-        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
+        request = assoc.requestor.primitive
+        calling = str(request.calling_ae_title if request is not None else "").strip()
         try:
             with self.db.session() as session:
                 principal = principal_for_ae_title(session, calling)
@@ -246,11 +275,22 @@ class DicomListener:
             assoc.kill()
             return
         with self._lock:
-            self._principals[id(assoc)] = principal
+            self._associations[id(assoc)] = _Association(principal)
 
     def _forget(self, event: Event) -> None:
+        """The association ended (released, aborted or dropped): its CT series are complete
+        as far as this sender is concerned."""
+        from oncotriage.serving.db.base import utcnow
+        from oncotriage.serving.intake import settle_series
+
         with self._lock:
-            self._principals.pop(id(event.assoc), None)
+            association = self._associations.pop(id(event.assoc), None)
+        if association is None or not association.series:
+            return
+        try:
+            settle_series(self.db, self.settings, sorted(association.series), now=utcnow())
+        except Exception:  # its jobs still fall due, ASSOCIATION_IDLE_TIMEOUT_S later
+            logger.exception("DICOM listener: could not bring the series' reads forward")
 
     def _on_store(self, event: Event) -> Dataset:
         """Ingest one object; success only once it is stored and committed."""
@@ -260,14 +300,15 @@ class DicomListener:
         from oncotriage.serving.intake import ingest
 
         with self._lock:
-            principal = self._principals.get(id(event.assoc))
-        if principal is None:  # cannot happen: the association was accepted for an AE title
+            association = self._associations.get(id(event.assoc))
+        if association is None:  # cannot happen: the association was accepted for an AE title
             return store_status(FailureReason.NOT_AUTHORIZED, "calling AE title not recognised")
+        principal = association.principal
         try:
             result = ingest(
                 self.db,
                 self.store,
-                self.settings,
+                self._intake_settings,
                 principal,
                 [event.encoded_dataset(include_meta=True)],
                 now=utcnow(),
@@ -289,7 +330,9 @@ class DicomListener:
             "calling_ae_title": str(event.assoc.requestor.ae_title).strip(),
             "sop_instance_uid": outcome.sop_instance_uid,
         }
-        if outcome.stored:
+        if outcome.stored and outcome.study_id is not None:
+            with self._lock:
+                association.series.add((outcome.study_id, outcome.series_instance_uid))
             fields["study_id"] = outcome.study_id
             logger.debug("DICOM C-STORE kept", extra={"fields": fields})
             return store_status(None, "", outcome.warning)
