@@ -17,8 +17,8 @@ with the association as the sender's "that was all": while the association is op
 slice pushes the job ``ASSOCIATION_IDLE_TIMEOUT_S`` + ``series_settle_s`` ahead (a
 modality may send slices seconds apart), and when it is released or aborted the job falls
 due ``series_settle_s`` later (:func:`oncotriage.serving.intake.settle_series`). A series
-sent over several associations is read after each and read again, complete, after the last;
-a listener killed mid-series leaves its jobs due at most that hold later.
+split over several associations is read after each; a listener killed mid-series leaves its
+jobs due at most that hold after the latest slice.
 
 A refused object gets the C-STORE failure status of its STOW-RS failure reason (PS3.4
 Annex B and GG: 0xA700 out of resources, 0xA900 data set does not match, 0xC000 cannot
