@@ -304,14 +304,16 @@ class DicomListener:
         if association is None:  # cannot happen: the association was accepted for an AE title
             return store_status(FailureReason.NOT_AUTHORIZED, "calling AE title not recognised")
         principal = association.principal
+        data = event.encoded_dataset(include_meta=True)
+        if len(data) > self.settings.max_request_bytes:  # as a STOW-RS body over the limit
+            return store_status(
+                FailureReason.OUT_OF_RESOURCES,
+                f"{len(data)} bytes: over the {self.settings.max_request_bytes}-byte limit "
+                "per instance",
+            )
         try:
             result = ingest(
-                self.db,
-                self.store,
-                self._intake_settings,
-                principal,
-                [event.encoded_dataset(include_meta=True)],
-                now=utcnow(),
+                self.db, self.store, self._intake_settings, principal, [data], now=utcnow()
             )
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
             logger.warning("DICOM C-STORE: database unavailable: %s", str(error).splitlines()[0])

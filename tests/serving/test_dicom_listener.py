@@ -101,6 +101,43 @@ def test_ae_titles_map_to_one_hospital_each(tmp_path: Path) -> None:
         db.dispose()
 
 
+def test_admin_cli_maps_ae_titles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from oncotriage.cli import app
+    from oncotriage.serving.settings import get_settings
+
+    monkeypatch.setenv("ONCOTRIAGE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        for args in (
+            ["admin", "create-hospital", "Centre", "--kind", "centre"],
+            ["admin", "create-hospital", "Hospital A", "--centre", "Centre"],
+            ["admin", "create-hospital", "Hospital B", "--centre", "Centre"],
+        ):
+            assert runner.invoke(app, args).exit_code == 0
+        mapped = runner.invoke(
+            app, ["admin", "set-ae-title", "--hospital", "Hospital A", "--ae-title", "CT_A"]
+        )
+        assert (mapped.exit_code, mapped.output.strip()) == (
+            0,
+            "AE title 'CT_A' sends for 'Hospital A'",
+        )
+        taken = runner.invoke(
+            app, ["admin", "set-ae-title", "--hospital", "Hospital B", "--ae-title", "CT_A"]
+        )
+        assert taken.exit_code == 2 and "already belongs to 'Hospital A'" in taken.output
+        listed = runner.invoke(app, ["admin", "list-ae-titles"])
+        assert listed.output.splitlines() == ["CT_A\tHospital A"]
+        assert runner.invoke(app, ["admin", "remove-ae-title", "CT_A"]).exit_code == 0
+        gone = runner.invoke(app, ["admin", "remove-ae-title", "CT_A"])
+        assert gone.exit_code == 2 and "no AE title 'CT_A' is mapped" in gone.output
+        assert runner.invoke(app, ["admin", "list-ae-titles"]).output == ""
+    finally:
+        get_settings.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("reason", "message", "warning", "status", "comment"),
     [
@@ -295,14 +332,19 @@ def test_refused_instances_get_a_failure_status_with_the_reason(
     no_pixels = dx_instance(2, size=16)
     del no_pixels.PixelData
     good = dx_instance(3, size=16)
+    padded = dx_instance(4, size=16)
+    padded.ImageComments = "x" * 10200
+    limit = len(to_bytes(big)) + 1000
+    assert len(to_bytes(padded)) > limit + 1000
     with sqlite_service_factory(
-        embedded_workers=0, dicom_listener_port=0, max_pixels=32 * 32
+        embedded_workers=0, dicom_listener_port=0, max_pixels=32 * 32, max_request_bytes=limit
     ) as service:
         _map_ae_title(service.db, "Hospital A", MODALITY_AET)
         assoc = _associate(_listener_port(service), MODALITY_AET, [str(big.SOPClassUID)])
         try:
             too_big = assoc.send_c_store(big)
             missing = assoc.send_c_store(no_pixels)
+            too_long = assoc.send_c_store(padded)
             kept = assoc.send_c_store(good)
         finally:
             assoc.release()
@@ -310,6 +352,11 @@ def test_refused_instances_get_a_failure_status_with_the_reason(
         assert too_big.ErrorComment.startswith("image of 64x64x1 pixels exceeds this service")
         assert missing.Status == 0xA900
         assert "pixel" in missing.ErrorComment.lower(), missing.ErrorComment
+        assert too_long.Status == 0xA700
+        assert re.fullmatch(
+            rf"\d+ bytes: over the {limit}-byte limit per instance",
+            too_long.ErrorComment,
+        ), too_long.ErrorComment
         assert kept.Status == 0x0000
         with service.db.session() as session:
             held = session.scalars(sa.select(Instance.sop_instance_uid)).all()
