@@ -30,9 +30,9 @@ Enhanced CT, CR, DX and MG, for presentation and for processing) and what arrive
 them (structured reports, radiation dose SRs, secondary captures, grayscale softcopy
 presentation states, key object selections), each with the uncompressed transfer syntaxes,
 Deflate, and every compressed syntax an installed pydicom decoder reads (JPEG baseline,
-extended and lossless, JPEG-LS, JPEG 2000, RLE). A context whose transfer syntaxes are all
-undecodable here is refused at association (transfer syntaxes not supported), so the
-sender can convert before it sends.
+extended and lossless, JPEG-LS, JPEG 2000, High-Throughput JPEG 2000, RLE). A context
+whose transfer syntaxes are all undecodable here is refused at association (transfer
+syntaxes not supported), so the sender can convert before it sends.
 """
 
 from __future__ import annotations
@@ -44,10 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -100,6 +103,9 @@ COMPRESSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     JPEGLSNearLossless,
     JPEG2000Lossless,
     JPEG2000,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    HTJ2K,
     RLELossless,
 )
 

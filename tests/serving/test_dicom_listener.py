@@ -4,6 +4,7 @@ and a pynetdicom SCU; each test starts its own listener on a free port of 127.0.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -394,6 +395,64 @@ def test_ct_series_is_read_once_its_association_ends(sqlite_service_factory: Any
         with service.db.session() as session:
             jobs = session.scalars(sa.select(Job)).all()
         assert [(job.state.value, job.attempts) for job in jobs] == [("failed", 1)]
+
+
+TRANSFER_SYNTAXES = [
+    pydicom.uid.ImplicitVRLittleEndian,
+    pydicom.uid.ExplicitVRLittleEndian,
+    pydicom.uid.DeflatedExplicitVRLittleEndian,
+    pydicom.uid.RLELossless,
+    pydicom.uid.JPEGLSLossless,
+    pydicom.uid.JPEG2000Lossless,
+]
+
+
+def test_transfer_syntaxes_arrive_pixel_exact(sqlite_service_factory: Any) -> None:
+    """Each lossless transfer syntax is negotiated and kept as sent; its pixels decode to
+    what the sender encoded. A syntax nothing here decodes (MPEG-2) is refused at
+    association: its presentation context is rejected, "transfer syntaxes not supported"."""
+    pytest.importorskip("pynetdicom")
+    from pynetdicom import AE
+
+    sop_class = str(dx_instance(0).SOPClassUID)
+    datasets = {}
+    for case, syntax in enumerate(TRANSFER_SYNTAXES, start=60):
+        dataset = dx_instance(case, size=32)
+        if syntax.is_compressed:
+            dataset.compress(syntax)
+        else:
+            dataset.file_meta.TransferSyntaxUID = syntax
+        # read back, so that its encoding is the one its file meta names (what a sender has)
+        datasets[syntax] = pydicom.dcmread(io.BytesIO(to_bytes(dataset)))
+    with sqlite_service_factory(embedded_workers=0, dicom_listener_port=0) as service:
+        _map_ae_title(service.db, "Hospital A", MODALITY_AET)
+        ae = AE(ae_title=MODALITY_AET)
+        for syntax in TRANSFER_SYNTAXES:
+            ae.add_requested_context(sop_class, [syntax])
+        ae.add_requested_context(sop_class, [pydicom.uid.MPEG2MPML])
+        assoc = ae.associate("127.0.0.1", _listener_port(service), ae_title=LISTENER_AET)
+        assert assoc.is_established
+        try:
+            accepted = sorted(str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts)
+            rejected = [(str(cx.transfer_syntax[0]), cx.result) for cx in assoc.rejected_contexts]
+            statuses = {
+                str(syntax): assoc.send_c_store(dataset).Status
+                for syntax, dataset in datasets.items()
+            }
+        finally:
+            assoc.release()
+        assert accepted == sorted(str(syntax) for syntax in TRANSFER_SYNTAXES)
+        assert rejected == [(str(pydicom.uid.MPEG2MPML), 0x04)]  # transfer syntaxes not supported
+        assert statuses == {str(syntax): 0x0000 for syntax in TRANSFER_SYNTAXES}
+        store = ContentStore(service.settings.image_store_dir)
+        with service.db.session() as session:
+            rows = session.execute(sa.select(Instance.sop_instance_uid, Instance.stored_path))
+            paths = {str(uid): str(path) for uid, path in rows}
+        for syntax, dataset in datasets.items():
+            kept = pydicom.dcmread(store.path(paths[dataset.SOPInstanceUID]))
+            assert kept.file_meta.TransferSyntaxUID == syntax
+            original = dx_instance(TRANSFER_SYNTAXES.index(syntax) + 60, size=32).pixel_array
+            assert (kept.pixel_array == original).all(), syntax.name
 
 
 # ------------------------------------------------------------------ SIGKILL mid-series
