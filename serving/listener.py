@@ -207,7 +207,7 @@ class DicomListener:
         self._intake_settings = settings.model_copy(
             update={"series_settle_s": ASSOCIATION_IDLE_TIMEOUT_S + settings.series_settle_s}
         )
-        self._associations: dict[int, _Association] = {}
+        self._associations: dict[Any, _Association] = {}  # by pynetdicom Association
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
 
@@ -248,10 +248,13 @@ class DicomListener:
         return address
 
     def stop(self) -> None:
-        """Stop listening and close open associations."""
+        """Stop listening and abort open associations (what they had acknowledged is kept;
+        the sender re-sends the rest)."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+            server, self._server = self._server, None
+            for assoc in server.active_associations:
+                assoc.abort()
+            server.shutdown()
 
     # -- events -----------------------------------------------------------------------------
 
@@ -281,7 +284,7 @@ class DicomListener:
             assoc.kill()
             return
         with self._lock:
-            self._associations[id(assoc)] = _Association(principal)
+            self._associations[assoc] = _Association(principal)
 
     def _forget(self, event: Event) -> None:
         """The association ended (released, aborted or dropped): its CT series are complete
@@ -290,7 +293,7 @@ class DicomListener:
         from oncotriage.serving.intake import settle_series
 
         with self._lock:
-            association = self._associations.pop(id(event.assoc), None)
+            association = self._associations.pop(event.assoc, None)
         if association is None or not association.series:
             return
         try:
@@ -306,7 +309,7 @@ class DicomListener:
         from oncotriage.serving.intake import ingest
 
         with self._lock:
-            association = self._associations.get(id(event.assoc))
+            association = self._associations.get(event.assoc)
         if association is None:  # cannot happen: the association was accepted for an AE title
             return store_status(FailureReason.NOT_AUTHORIZED, "calling AE title not recognised")
         principal = association.principal
