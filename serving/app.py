@@ -3,7 +3,8 @@
 On startup (FastAPI lifespan) the schema is migrated to the latest revision, the image
 store folder is created, and, with ``embedded_workers > 0``, the model is loaded, the
 registry alias is followed and worker threads start. With ``embedded_workers = 0`` the
-process only serves the API and separate ``oncotriage worker`` processes do the work.
+process only serves the API and separate ``oncotriage worker`` processes do the work. With
+``dicom_listener_port`` set, the DICOM listener (C-ECHO, C-STORE) runs in the process too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -40,6 +41,9 @@ from oncotriage.serving.pool import WorkerPool
 from oncotriage.serving.settings import Settings, get_settings
 from oncotriage.serving.storage import open_store
 from oncotriage.serving.thread_priority import run_behind_model
+
+if TYPE_CHECKING:
+    from oncotriage.serving.listener import DicomListener
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +213,7 @@ def create_app(
         # The model threads exist now; the event loop (HTTP) and the request threads it
         # creates from here on run behind them.
         run_behind_model(settings.service_thread_nice, "ot-http")
+        listener = _start_dicom_listener(app, settings, db, store)
         logger.info(
             "oncotriage %s serving (database %s, %d embedded workers)",
             __version__,
@@ -218,6 +223,8 @@ def create_app(
         try:
             yield
         finally:
+            if listener is not None:
+                await run_in_threadpool(listener.stop)
             if pool is not None:
                 await run_in_threadpool(pool.stop)
             models.stop()
@@ -289,6 +296,23 @@ def create_app(
 
     install_openapi(app)
     return app
+
+
+def _start_dicom_listener(
+    app: FastAPI, settings: Settings, db: Database, store: Any
+) -> DicomListener | None:
+    """The DICOM listener inside ``serve`` when ``dicom_listener_port`` is set (0: a free
+    port); its address is ``app.state.dicom_listener_address``."""
+    app.state.dicom_listener_address = None
+    if settings.dicom_listener_port is None:
+        return None
+    from oncotriage.serving.listener import DicomListener
+
+    listener = DicomListener(settings, db, store, ae_title=settings.dicom_listener_ae_title)
+    app.state.dicom_listener_address = listener.start(
+        settings.dicom_listener_host, settings.dicom_listener_port
+    )
+    return listener
 
 
 def _finite_json(value: Any) -> Any:

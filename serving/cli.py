@@ -1,4 +1,4 @@
-"""``oncotriage serve | worker | db ... | admin ... | datasets from-reviews``.
+"""``oncotriage serve | worker | dicom-listener | db ... | admin ... | datasets from-reviews``.
 
 Heavy imports (FastAPI, SQLAlchemy, uvicorn) happen inside the commands, so
 ``oncotriage --help`` stays fast.
@@ -22,7 +22,9 @@ T = TypeVar("T")
 
 db_app = typer.Typer(name="db", help="The service database: migrations.", no_args_is_help=True)
 admin_app = typer.Typer(
-    name="admin", help="Hospitals, specialists and API tokens.", no_args_is_help=True
+    name="admin",
+    help="Hospitals, specialists, API tokens and DICOM AE titles.",
+    no_args_is_help=True,
 )
 
 
@@ -152,6 +154,89 @@ def worker(
     finally:
         pool.stop()
         models.stop()
+        db.dispose()
+
+
+DICOM_LISTENER_HELP = (
+    "Receive studies over DICOM DIMSE: C-ECHO, and C-STORE of CT, CR, DX and MG images "
+    "(with their SRs, dose reports, secondary captures, presentation states and key "
+    "objects).\n\n"
+    "Only calling AE titles mapped to a hospital may associate (oncotriage admin "
+    "set-ae-title --hospital NAME --ae-title AET); others are rejected. Modalities send to "
+    "this listener's AE title (--ae-title) on --port.\n\n"
+    "Each instance takes the same checks and storage as STOW-RS and is triaged by the "
+    "workers (oncotriage worker, or serve). It is acknowledged (status 0000) only once it "
+    "is stored and committed; a refused one gets a failure status with the reason in the "
+    "Error Comment. Runs until SIGTERM or Ctrl-C."
+)
+
+
+def dicom_listener(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind (default ONCOTRIAGE_DICOM_LISTENER_HOST, 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="TCP port (default ONCOTRIAGE_DICOM_LISTENER_PORT, else 11112; 0: a free one).",
+        ),
+    ] = None,
+    ae_title: Annotated[
+        str | None,
+        typer.Option(
+            help="The listener's own AE title, the called AE title modalities send to "
+            "(default ONCOTRIAGE_DICOM_LISTENER_AE_TITLE, ONCOTRIAGE)."
+        ),
+    ] = None,
+) -> None:
+    """Receive studies over DICOM DIMSE (C-ECHO, C-STORE); see DICOM_LISTENER_HELP."""
+    import signal
+    import threading
+
+    from oncotriage.logging import configure_logging
+    from oncotriage.serving.accounts import AccountError
+    from oncotriage.serving.db.migrate import upgrade
+    from oncotriage.serving.db.session import Database
+    from oncotriage.serving.listener import DicomListener
+    from oncotriage.serving.storage import open_store
+
+    settings = _settings()
+    if settings.log_json:
+        configure_logging(json_logs=True)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    store = open_store(settings)
+    store.root.mkdir(parents=True, exist_ok=True)
+    try:
+        listener = DicomListener(
+            settings, db, store, ae_title=ae_title or settings.dicom_listener_ae_title
+        )
+    except AccountError as error:
+        typer.echo(f"error: --ae-title: {error}", err=True)
+        raise typer.Exit(2) from None
+    if port is None:
+        port = settings.dicom_listener_port if settings.dicom_listener_port is not None else 11112
+    try:
+        address = listener.start(host or settings.dicom_listener_host, port)
+    except OSError as error:
+        typer.echo(f"error: cannot listen on port {port}: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"DICOM listener {address.ae_title} on {address.host}:{address.port}")
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        listener.stop()
         db.dispose()
 
 
@@ -316,6 +401,43 @@ def revoke_token_command(
     typer.echo(f"token {prefix} revoked")
 
 
+@admin_app.command("set-ae-title")
+def set_ae_title_command(
+    hospital: Annotated[str, typer.Option(help="The hospital whose modality or PACS it is.")],
+    ae_title: Annotated[
+        str, typer.Option(help="The calling AE title it uses (at most 16 characters).")
+    ],
+) -> None:
+    """Let a modality or PACS send to the DICOM listener: what arrives from this calling AE
+    title is filed under the hospital. Unmapped AE titles are rejected at association."""
+    from oncotriage.serving.ae_titles import set_ae_title
+
+    title = _run_account(lambda session: set_ae_title(session, hospital, ae_title).ae_title)
+    typer.echo(f"AE title {title!r} sends for {hospital!r}")
+
+
+@admin_app.command("remove-ae-title")
+def remove_ae_title_command(
+    ae_title: Annotated[str, typer.Argument(help="The calling AE title to stop accepting.")],
+) -> None:
+    """Stop accepting associations from a calling AE title."""
+    from oncotriage.serving.ae_titles import remove_ae_title
+
+    if not _run_account(lambda session: remove_ae_title(session, ae_title)):
+        typer.echo(f"no AE title {ae_title.strip()!r} is mapped", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"AE title {ae_title.strip()!r} removed")
+
+
+@admin_app.command("list-ae-titles")
+def list_ae_titles_command() -> None:
+    """Print each calling AE title the DICOM listener accepts, with its hospital."""
+    from oncotriage.serving.ae_titles import list_ae_titles
+
+    for title, hospital in _run_account(list_ae_titles):
+        typer.echo(f"{title}\t{hospital}")
+
+
 @admin_app.command("grant-licence")
 def grant_licence_command(
     username: Annotated[str, typer.Argument(help="The user (a specialist).")],
@@ -363,11 +485,13 @@ def from_reviews_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``worker``, ``db``, ``admin`` and ``datasets from-reviews``."""
+    """Add ``serve``, ``worker``, ``dicom-listener``, ``db``, ``admin`` and
+    ``datasets from-reviews``."""
     from oncotriage.datasets.cli import datasets_app
 
     app.command("serve")(serve)
     app.command("worker")(worker)
+    app.command("dicom-listener", help=DICOM_LISTENER_HELP)(dicom_listener)
     app.add_typer(db_app)
     app.add_typer(admin_app)
     datasets_app.command("from-reviews")(from_reviews_command)

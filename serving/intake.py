@@ -703,3 +703,48 @@ def ingest(
         },
     )
     return result
+
+
+def settle_series(
+    db: Database,
+    settings: Settings,
+    series_keys: Sequence[tuple[str, str]],
+    *,
+    now: datetime,
+) -> int:
+    """A sender says its CT series are complete (a DICOM association ended): their waiting
+    jobs fall due ``series_settle_s`` from ``now`` instead of later.
+
+    The listener ingests each slice with a longer settle (its association's idle timeout),
+    so a modality sending slices seconds apart never has a series read before its last
+    slice; this brings the read forward once the association is released.
+
+    Args:
+        series_keys: ``(study id, Series Instance UID)`` of the series sent.
+
+    Returns:
+        how many jobs were brought forward.
+    """
+    if not series_keys:
+        return 0
+    due = now + timedelta(seconds=settings.series_settle_s)
+    moved = 0
+    with db.session() as session:
+        for study_id, series_uid in sorted(set(series_keys)):
+            for job in session.scalars(
+                sa.select(Job)
+                .join(Series, Series.id == Job.series_id)
+                .where(
+                    Job.study_id == study_id,
+                    Series.series_instance_uid == series_uid,
+                    Job.instance_id.is_(None),
+                    Job.state == JobState.QUEUED,
+                    Job.attempts == 0,
+                    Job.next_attempt_at > due,
+                )
+            ):
+                job.next_attempt_at = due
+                moved += 1
+    if moved:
+        jobs.work_signal.notify(settings.series_settle_s)
+    return moved

@@ -176,6 +176,27 @@ class Settings(BaseSettings):
         "this many mm along its long side; its millimetre figures are marked approximate.",
     )
 
+    # --- DICOM listener (DIMSE C-ECHO / C-STORE SCP, serving/listener.py)
+    dicom_listener_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Start the DICOM listener inside `serve` on this port (e.g. 11112; 0: a "
+        "free port, for tests); unset: off (run `oncotriage dicom-listener` instead, or not "
+        "at all).",
+    )
+    dicom_listener_host: str = Field(
+        default="127.0.0.1",
+        description="Address the DICOM listener binds (0.0.0.0: every interface).",
+    )
+    dicom_listener_ae_title: str = Field(
+        default="ONCOTRIAGE",
+        min_length=1,
+        max_length=16,
+        description="The listener's own AE title: modalities send to it as the called AE "
+        "title, and an association addressed to another one is rejected.",
+    )
+
     # --- intake limits (decompression bombs, runaway clients)
     max_request_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_instances_per_request: int = Field(default=2000, gt=0)

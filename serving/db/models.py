@@ -450,3 +450,18 @@ class ReferralLicence(Base):
     valid_until: Mapped[datetime] = mapped_column(UTCDateTime())
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AeTitle(Base):
+    """A calling AE title a hospital's modality or PACS uses towards the DICOM listener: the
+    listener takes associations only from AE titles listed here, and files what they send
+    under that hospital."""
+
+    __tablename__ = "ae_titles"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ae_title: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    hospital_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    hospital: Mapped[Hospital] = relationship()
