@@ -598,6 +598,12 @@ class Worker:
                             "box_world": [float(v) for v in finding.box_world],
                             "model_name": model.name,
                             "model_version": model.version,
+                            # at or above the operating threshold (on the calibrated scale
+                            # the thresholds are set on): only these go in the DICOM SR
+                            "reportable": bool(
+                                model.spec.thresholds.study_score(float(finding.score))
+                                >= model.spec.thresholds.operating
+                            ),
                             "created_at": now,
                         }
                         for finding in detected
