@@ -51,7 +51,7 @@ from oncotriage.serving.inference import (
 )
 from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
-from oncotriage.serving.outbox import enqueue_webhook
+from oncotriage.serving.outbox import enqueue_result_push, enqueue_webhook
 from oncotriage.serving.referrals import escalate_overdue
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
@@ -194,7 +194,9 @@ class Worker:
             name=self.name,
         )
         self._last_model_warning = -1e9
-        self.webhooks = WebhookOutbox(settings, db, name=self.name, sender=webhook_sender)
+        self.webhooks = WebhookOutbox(
+            settings, db, name=self.name, sender=webhook_sender, store=store
+        )
         self._escalation_due_at = 0.0  # monotonic; overdue referral steps are swept then
 
     # -- loop ------------------------------------------------------------------------------
@@ -705,5 +707,8 @@ class Worker:
                 now=now,
                 max_attempts=self.settings.webhook_max_attempts,
             )
-            if delivery is not None:
+            push = enqueue_result_push(
+                session, study, now=now, max_attempts=self.settings.webhook_max_attempts
+            )
+            if delivery is not None or push is not None:
                 self.webhooks.soon()

@@ -737,8 +737,6 @@ def _plane_at_index(
     ordered = sorted(planes, key=lambda plane: float(np.dot(plane[2], normal)))
     slice_index = int(round(index))
     if not 0 <= slice_index < len(ordered):
-        raise ValueError(
-            f"slice {slice_index} is outside series {key!r} ({len(ordered)} slices)"
-        )
+        raise ValueError(f"slice {slice_index} is outside series {key!r} ({len(ordered)} slices)")
     dataset, frame_number, _, _ = ordered[slice_index]
     return dataset, frame_number
