@@ -384,6 +384,9 @@ def build_sr(
     # highdicom stamps these with the clock; one version of a report is one object
     document.InstanceCreationDate = DA(made_at.date())
     document.InstanceCreationTime = TM(made_at.time())
+    for item in document.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = DT(made_at)
     if verification is not None:
         verified_at = _local_naive(verification.verified_at)
         document.VerifyingObserverSequence[0].VerificationDateTime = DT(verified_at)
