@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, status
 from oncotriage.serving.api.deps import (
     CurrentHospital,
     CurrentPrincipal,
+    RowId,
     SessionDep,
     unprocessable,
 )
@@ -94,7 +95,7 @@ def _admin_hospital(session: SessionDep, principal: CurrentPrincipal, hospital_i
     },
 )
 def update_destination(
-    hospital_id: int,
+    hospital_id: RowId,
     body: ResultsDestinationUpdate,
     session: SessionDep,
     principal: CurrentPrincipal,
@@ -120,7 +121,9 @@ def update_destination(
         404: {"model": Message, "description": "No such hospital."},
     },
 )
-def delete_destination(hospital_id: int, session: SessionDep, principal: CurrentPrincipal) -> None:
+def delete_destination(
+    hospital_id: RowId, session: SessionDep, principal: CurrentPrincipal
+) -> None:
     """Stop pushing the hospital's results (administrators)."""
     name = _admin_hospital(session, principal, hospital_id)
     clear_destination(session, name)
