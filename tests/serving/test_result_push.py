@@ -17,6 +17,7 @@ from typing import Any
 
 import pydicom
 import pytest
+import sqlalchemy as sa
 from service_utils.dicom import dx_instance, to_bytes
 from service_utils.orthanc import running_orthanc
 from service_utils.server import Service, stow, study_id_for, wait_until
@@ -342,3 +343,68 @@ def test_orthanc_forwards_a_study_and_gets_the_srs_back_in_the_same_study(
             assert view["last_push"]["state"] == "delivered"
             assert view["destination"]["auth"] == "basic"
             assert "secret" not in view["destination"]
+
+
+def test_admin_cli_sets_and_clears_a_destination(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from oncotriage.cli import app
+    from oncotriage.serving.db.models import ResultDestination
+    from oncotriage.serving.db.session import Database
+    from oncotriage.serving.settings import get_settings
+
+    monkeypatch.setenv("ONCOTRIAGE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ONCOTRIAGE_PUSH_PASSWORD", "from-the-environment")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    command = ["admin", "set-results-destination", "Hospital A"]
+    try:
+        for args in (
+            ["admin", "create-hospital", "Centre", "--kind", "centre"],
+            ["admin", "create-hospital", "Hospital A", "--centre", "Centre"],
+        ):
+            assert runner.invoke(app, args).exit_code == 0
+        stow_set = runner.invoke(
+            app,
+            [*command, "--stow-url", "https://pacs.a.example/dicom-web/studies"]
+            + ["--basic-user", "oncotriage"],
+        )
+        db = Database(f"sqlite:///{tmp_path / 'oncotriage.db'}")
+        with db.session() as session:
+            row = session.scalar(sa.select(ResultDestination))
+            assert row is not None
+            stored = (row.kind, row.url, row.auth, row.username, row.secret)
+        dimse_set = runner.invoke(
+            app, [*command, "--ae-title", "HOSPA_PACS", "--host", "10.20.0.5", "--port", "104"]
+        )
+        with db.session() as session:
+            row = session.scalar(sa.select(ResultDestination))
+            assert row is not None
+            dimse = (row.kind, row.ae_title, row.host, row.port, row.url, row.secret)
+        no_port = runner.invoke(app, [*command, "--ae-title", "HOSPA_PACS", "--host", "pacs"])
+        neither = runner.invoke(app, command)
+        unknown = runner.invoke(
+            app, ["admin", "set-results-destination", "Nowhere", "--stow-url", "https://x.example/"]
+        )
+        cleared = runner.invoke(app, [*command, "--clear"])
+        with db.session() as session:
+            left = session.scalar(sa.select(sa.func.count()).select_from(ResultDestination))
+        db.dispose()
+    finally:
+        get_settings.cache_clear()
+    assert stow_set.exit_code == 0, stow_set.output
+    assert "STOW-RS https://pacs.a.example/dicom-web/studies (basic auth)" in stow_set.output
+    assert stored == (
+        "stow",
+        "https://pacs.a.example/dicom-web/studies",
+        "basic",
+        "oncotriage",
+        "from-the-environment",
+    )
+    assert dimse_set.exit_code == 0, dimse_set.output
+    assert dimse == ("dimse", "HOSPA_PACS", "10.20.0.5", 104, None, None)
+    assert no_port.exit_code == 2 and "port" in no_port.output
+    assert neither.exit_code == 2 and "--stow-url or --ae-title" in neither.output
+    assert unknown.exit_code == 2 and "no hospital named 'Nowhere'" in unknown.output
+    assert cleared.exit_code == 0 and "not pushed" in cleared.output
+    assert left == 0
