@@ -170,3 +170,104 @@ def test_findings_below_the_operating_threshold_are_left_out_and_counted(
     assert left_out_comment(3) in _texts(study_group, codes.DCM.Comment)
     assert "3 findings below the model's operating threshold" in left_out_comment(3)
     assert_dsrdump_parses(report.content)
+
+
+def test_a_corrected_ct_box_is_drawn_on_its_slice_and_dsrdump_reads_the_verified_ct_sr() -> None:
+    """A 3D corrected box (``xyzxyz``, axis 2 = slice index along the normal) is drawn on
+    the slice through its centre; the series' slices run from z = 0 down to z = -30 mm, so
+    index 6 (sorted along the normal, ascending) is the slice at z = -18 mm."""
+    from datetime import UTC, datetime
+
+    from service_utils.dicom import ct_series
+
+    from oncotriage.models.findings import Finding
+    from oncotriage.serving.reports.sr import (
+        CorrectedRegion,
+        Verification,
+        build_sr,
+        sr_to_bytes,
+    )
+
+    slices = ct_series(5, slices=16, size=32)
+    series_uid = str(slices[0].SeriesInstanceUID)
+    finding = Finding(
+        label=0,
+        score=0.8,
+        box_index=(4.0, 5.0, 2.0, 12.0, 14.0, 5.0),
+        box_world=(-12.0, -11.0, -10.0, -4.0, -2.0, -4.0),
+    )
+    common: dict[str, Any] = {
+        "algorithm_name": "ct-nodule",
+        "algorithm_version": "2",
+        "suspicion_score": 0.8,
+        "priority": "suspicious",
+    }
+    ai = build_sr(
+        slices,
+        {series_uid: [finding]},
+        sop_instance_uid=result_uid("s", "ai"),
+        series_instance_uid=result_uid("s", "ai-series"),
+        content_datetime=datetime(2026, 12, 3, 9, 0, tzinfo=UTC),
+        **common,
+    )
+    verification = Verification(
+        observer_name="Lovelace^Ada",
+        organization="Lakeside Cancer Centre",
+        verified_at=datetime(2026, 12, 3, 10, 30, 15, tzinfo=UTC),
+        decision="more_imaging",
+        note="Repeat low-dose CT in 3 months.",
+        corrected_boxes=(
+            CorrectedRegion(key=series_uid, label=0, box_index=(3.0, 4.0, 5.0, 9.0, 10.0, 7.0)),
+        ),
+    )
+    verified = build_sr(
+        slices,
+        {series_uid: [finding]},
+        sop_instance_uid=result_uid("s", "verified"),
+        series_instance_uid=result_uid("s", "verified-series"),
+        content_datetime=verification.verified_at,
+        verification=verification,
+        predecessors=[ai],
+        **common,
+    )
+    payload = sr_to_bytes(verified)
+    reread = pydicom.dcmread(io.BytesIO(payload))
+    assert (reread.ContentDate, reread.ContentTime[:6]) == ("20261203", "103015")
+    assert reread.VerifyingObserverSequence[0].VerificationDateTime.startswith("20261203103015")
+    doc = hd.sr.Comprehensive3DSR.from_dataset(reread)
+    (specialist,) = [
+        g
+        for g in doc.content.get_planar_roi_measurement_groups()
+        if g.tracking_identifier == "Specialist finding 1"
+    ]
+    reference = specialist.roi.ContentSequence[0].ReferencedSOPSequence[0]
+    on_slice = next(s for s in slices if s.SOPInstanceUID == reference.ReferencedSOPInstanceUID)
+    assert float(on_slice.ImagePositionPatient[2]) == -18.0
+    np.testing.assert_allclose(
+        specialist.roi.value, [[3.5, 4.5], [9.5, 4.5], [9.5, 10.5], [3.5, 10.5], [3.5, 4.5]]
+    )
+    decision = next(
+        g
+        for g in doc.content.get_image_measurement_groups()
+        if g.tracking_identifier == "Specialist decision"
+    )
+    (evaluation,) = decision.get_qualitative_evaluations(name=codes.DCM.Recommendation)
+    assert evaluation.value == DECISION_CODES["more_imaging"]
+    dump = assert_dsrdump_parses(payload)
+    assert "Repeat low-dose CT in 3 months." in dump and "Lovelace^Ada" in dump
+    # built again: the same bytes
+    assert (
+        sr_to_bytes(
+            build_sr(
+                slices,
+                {series_uid: [finding]},
+                sop_instance_uid=result_uid("s", "verified"),
+                series_instance_uid=result_uid("s", "verified-series"),
+                content_datetime=verification.verified_at,
+                verification=verification,
+                predecessors=[ai],
+                **common,
+            )
+        )
+        == payload
+    )

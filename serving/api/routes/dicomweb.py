@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -37,6 +38,8 @@ from oncotriage.serving.reports.sr import sr_to_bytes
 from oncotriage.serving.reports.versions import result_instances
 from oncotriage.serving.security import study_visibility_clause
 from oncotriage.serving.uploads import multipart_parts, spool
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -274,8 +277,16 @@ def retrieve_study(
 
 
 def _result_instances(session: SessionDep, store: StoreDep, study_id: str) -> list[Dataset]:
+    """The study's result SRs; none (logged) when they cannot be built, so the stored
+    images are still served."""
     study = session.get(Study, study_id)
-    return result_instances(session, store, study) if study is not None else []
+    if study is None:
+        return []
+    try:
+        return result_instances(session, store, study)
+    except ValueError as error:
+        logger.warning("study %s: result SR not built for WADO-RS: %s", study_id, error)
+        return []
 
 
 @router.get(
