@@ -103,10 +103,11 @@ def store_scp() -> Iterator[StoreSCP]:
 
 
 def test_c_store_pushes_the_ai_result_then_the_verified_version(
-    sqlite_service_factory, flagging_bundle, store_scp: StoreSCP
+    service_factory, flagging_bundle, store_scp: StoreSCP
 ) -> None:
+    """On SQLite and PostgreSQL (the outbox claim and the metrics' SQL differ)."""
     instance = dx_instance(81)
-    with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
+    with service_factory(model_uri=str(flagging_bundle)) as service:
         shown = _set_destination(
             service,
             "A",
@@ -200,11 +201,11 @@ def refuser() -> Iterator[Refuser]:
 
 
 def test_a_refusing_destination_is_retried_with_backoff_and_the_failure_shows(
-    sqlite_service_factory, flagging_bundle, refuser: Refuser
+    service_factory, flagging_bundle, refuser: Refuser
 ) -> None:
     base = 0.3
     instance = dx_instance(82)
-    with sqlite_service_factory(
+    with service_factory(
         model_uri=str(flagging_bundle),
         webhook_max_attempts=3,
         webhook_backoff_base_s=base,
