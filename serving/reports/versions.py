@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -320,8 +319,3 @@ def result_instances(session: Session, store: ContentStore, study: Study) -> lis
     except ResultNotReadyError:
         return []
     return build_versions(store, plan)
-
-
-def version_by_uid(versions: Sequence[Dataset], sop_instance_uid: str) -> Dataset | None:
-    """The version with ``sop_instance_uid`` (a push names the version it sends)."""
-    return next((ds for ds in versions if str(ds.SOPInstanceUID) == sop_instance_uid), None)
