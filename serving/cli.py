@@ -461,6 +461,75 @@ def grant_licence_command(
     typer.echo(f"referral licence {licence_id} for {username!r} until {valid_until.date()}")
 
 
+@admin_app.command("set-results-destination")
+def set_results_destination_command(
+    hospital: Annotated[str, typer.Argument(help="The hospital (its name).")],
+    stow_url: Annotated[
+        str | None,
+        typer.Option(help="Push by DICOMweb STOW-RS to this URL (e.g. .../dicom-web/studies)."),
+    ] = None,
+    bearer_token: Annotated[
+        str | None, typer.Option(help="STOW-RS: send 'Authorization: Bearer <token>'.")
+    ] = None,
+    basic_user: Annotated[str | None, typer.Option(help="STOW-RS: HTTP Basic user.")] = None,
+    basic_password: Annotated[
+        str | None,
+        typer.Option(help="STOW-RS: HTTP Basic password.", envvar="ONCOTRIAGE_PUSH_PASSWORD"),
+    ] = None,
+    ae_title: Annotated[
+        str | None, typer.Option(help="Push by C-STORE to the DICOM node with this AE title.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="C-STORE: the node's host.")] = None,
+    port: Annotated[int | None, typer.Option(help="C-STORE: the node's port.")] = None,
+    calling_ae_title: Annotated[str, typer.Option(help="C-STORE: our AE title.")] = "ONCOTRIAGE",
+    clear: Annotated[bool, typer.Option("--clear", help="Stop pushing results.")] = False,
+) -> None:
+    """Push the hospital's result SRs (on triage and on each decision) to its PACS: by
+    STOW-RS (--stow-url, with --bearer-token or --basic-user/--basic-password) or by
+    C-STORE (--ae-title, --host, --port)."""
+    from oncotriage.serving.push import (
+        Destination,
+        DestinationError,
+        clear_destination,
+        set_destination,
+    )
+
+    if clear:
+        try:
+            removed = _run_account(lambda session: clear_destination(session, hospital))
+        except DestinationError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"{hospital}: results are not pushed" + ("" if removed else " (none was set)"))
+        return
+    if (stow_url is None) == (ae_title is None):
+        typer.echo("error: give either --stow-url or --ae-title/--host/--port", err=True)
+        raise typer.Exit(2)
+    if stow_url is not None:
+        auth = "bearer" if bearer_token else "basic" if basic_user else "none"
+        destination = Destination(
+            kind="stow",
+            url=stow_url,
+            auth=auth,
+            username=basic_user,
+            secret=bearer_token or basic_password,
+        )
+    else:
+        destination = Destination(
+            kind="dimse",
+            ae_title=ae_title,
+            host=host,
+            port=port,
+            calling_ae_title=calling_ae_title,
+        )
+    try:
+        _run_account(lambda session: set_destination(session, hospital, destination))
+    except DestinationError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{hospital}: results are pushed by {destination.describe()}")
+
+
 class DimsOption(StrEnum):
     TWO = "2"
     THREE = "3"

@@ -142,6 +142,8 @@ class WebhookEvent(StrEnum):
     STUDY_STATUS = "study.status"
     STUDY_DECISION = "study.decision"
     REFERRAL_OVERDUE = "referral.overdue"
+    #: not a webhook: the study's DICOM SR pushed to the hospital's PACS (same outbox)
+    RESULT_SR = "result.sr"
 
 
 class AuditAction(StrEnum):

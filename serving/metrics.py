@@ -13,13 +13,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import Job, Study, WebhookDelivery
 from oncotriage.serving.db.session import Database
-from oncotriage.serving.enums import JobState, Priority, StudyStatus
+from oncotriage.serving.enums import JobState, Priority, StudyStatus, WebhookEvent
 from oncotriage.serving.inference import ModelManager
 from oncotriage.serving.modelset import ModelSet
 from oncotriage.serving.referrals import overdue_counts
@@ -66,6 +70,7 @@ class DatabaseCollector(Collector):
             for state, count in _by_state(session, WebhookDelivery).items():
                 outbox.add_metric([state], count)
             yield outbox
+            yield from self._result_pushes(session)
 
             flags = GaugeMetricFamily(
                 "oncotriage_studies_by_priority",
@@ -129,6 +134,53 @@ class DatabaseCollector(Collector):
                 routes.add_metric([route_name, manager.uri, ""], 0)
         yield info
         yield routes
+
+    @staticmethod
+    def _result_pushes(session: Any) -> Iterator[Any]:
+        """Result pushes (SR to a hospital's PACS) by destination kind: every attempt's outcome
+        (a counter: a delivered row made one good attempt and ``attempts - 1`` failed ones;
+        any other row ``attempts`` failed ones, less one still running), and rows by state."""
+        attempts = CounterMetricFamily(
+            "oncotriage_result_push_attempts",
+            "Attempts to push a result SR to a hospital's PACS, by destination kind (stow, "
+            "dimse) and outcome (delivered, failed).",
+            labels=["kind", "outcome"],
+        )
+        pushes = GaugeMetricFamily(
+            "oncotriage_result_pushes",
+            "Result pushes by destination kind and state (failed: given up after its retries "
+            "or refused for good).",
+            labels=["kind", "state"],
+        )
+        table = WebhookDelivery
+        totals: dict[str, dict[str, int]] = {}
+        states: dict[str, dict[str, int]] = {}
+        for kind, state, rows, tries in session.execute(
+            sa.select(
+                table.destination_kind,
+                table.state,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(table.attempts), 0),
+            )
+            .where(table.event == WebhookEvent.RESULT_SR)
+            .group_by(table.destination_kind, table.state)
+        ):
+            kind = str(kind or "unknown")
+            state = JobState(state)
+            rows, tries = int(rows), int(tries)
+            good = rows if state is JobState.DONE else 0
+            in_flight = rows if state is JobState.RUNNING else 0
+            outcome = totals.setdefault(kind, {"delivered": 0, "failed": 0})
+            outcome["delivered"] += good
+            outcome["failed"] += max(0, tries - good - in_flight)
+            states.setdefault(kind, {s.value: 0 for s in JobState})[state.value] += rows
+        for kind in sorted(set(totals) | {"stow", "dimse"}):
+            for name, value in totals.get(kind, {"delivered": 0, "failed": 0}).items():
+                attempts.add_metric([kind, name], value)
+            for state_name, count in states.get(kind, {s.value: 0 for s in JobState}).items():
+                pushes.add_metric([kind, state_name], count)
+        yield attempts
+        yield pushes
 
     @staticmethod
     def _time_to_triage(session: Any) -> HistogramMetricFamily:

@@ -1,5 +1,9 @@
 """Events for hospitals: rows in the webhook outbox, written in the same transaction as the
-change they announce (so an event is never lost nor sent for a change that rolled back)."""
+change they announce (so an event is never lost nor sent for a change that rolled back).
+
+Two kinds of row share the outbox and its delivery machinery (leases, retries, backoff):
+webhook events (a signed JSON POST) and result pushes (``result.sr``: the study's DICOM SR
+sent to the hospital's PACS, see :mod:`oncotriage.serving.push`)."""
 
 from __future__ import annotations
 
@@ -7,9 +11,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from oncotriage.serving.db.models import Hospital, Review, Study, WebhookDelivery
+from oncotriage.serving.db.models import (
+    Hospital,
+    ResultDestination,
+    Review,
+    Study,
+    WebhookDelivery,
+)
 from oncotriage.serving.enums import JobState, WebhookEvent
 
 
@@ -62,6 +73,47 @@ def enqueue_webhook(
         study_id=study.id,
         event=event,
         payload=payload,
+        state=JobState.QUEUED,
+        max_attempts=max_attempts,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(delivery)
+    return delivery
+
+
+def enqueue_result_push(
+    session: Session,
+    study: Study,
+    *,
+    now: datetime,
+    max_attempts: int,
+    review: Review | None = None,
+) -> WebhookDelivery | None:
+    """Queue the study's SR for the hospital's result destination; ``None`` when it has none.
+
+    Without ``review`` the AI result version is pushed (after triage); with it, the verified
+    version of that decision. The SR itself is built when the row is sent (from the stored
+    result: the same object on every retry).
+    """
+    kind = session.scalar(
+        sa.select(ResultDestination.kind).where(ResultDestination.hospital_id == study.hospital_id)
+    )
+    if kind is None:
+        return None
+    payload: dict[str, Any] = {
+        "type": WebhookEvent.RESULT_SR.value,
+        "study_id": study.id,
+        "version": "verified" if review is not None else "ai",
+    }
+    if review is not None:
+        payload["review_id"] = review.id
+    delivery = WebhookDelivery(
+        hospital_id=study.hospital_id,
+        study_id=study.id,
+        event=WebhookEvent.RESULT_SR,
+        payload=payload,
+        destination_kind=kind,
         state=JobState.QUEUED,
         max_attempts=max_attempts,
         next_attempt_at=now,

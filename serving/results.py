@@ -11,17 +11,29 @@ from sqlalchemy.orm import Session
 
 from oncotriage.serving.api.schemas import FindingPublic, SeriesResultPublic, StudyResultPublic
 from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
-from oncotriage.serving.enums import JobState, Priority, StudyStatus
+from oncotriage.serving.enums import JobState
 from oncotriage.serving.render import SeriesCache
+from oncotriage.serving.reports.versions import (
+    ReportPlan,
+    ResultNotReadyError,
+    build_versions,
+    plan_report,
+)
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import most_urgent
 
+__all__ = [
+    "ReportPlan",
+    "ResultNotReadyError",
+    "build_report",
+    "plan_report",
+    "plan_render",
+    "render",
+    "study_result",
+]
+
 #: decoded images for render.png, shared by the requests of this process
 SERIES_CACHE = SeriesCache()
-
-
-class ResultNotReadyError(Exception):
-    """The study has not been triaged yet."""
 
 
 class RenderRequestError(ValueError):
@@ -135,92 +147,12 @@ def _detected(finding: Finding) -> object:
     )
 
 
-@dataclass(frozen=True)
-class ReportPlan:
-    """What the SR needs, gathered in one short transaction (files are read afterwards)."""
-
-    stored_paths: tuple[str, ...]
-    findings_by_key: dict[str, list[object]]
-    model_name: str
-    model_version: str
-    suspicion_score: float | None
-    priority: Priority
-    no_score_reason: str | None = None
-    spacing_estimated: bool = False
-
-
-def plan_report(session: Session, study: Study) -> ReportPlan:
-    """Collect the SR's inputs.
-
-    Raises:
-        ResultNotReadyError: the study is not triaged yet.
-    """
-    if study.status not in (StudyStatus.TRIAGED, StudyStatus.FAILED):
-        raise ResultNotReadyError(f"study is {study.status.value}; the report follows triage")
-    paths = tuple(
-        session.scalars(
-            sa.select(Instance.stored_path)
-            .join(Series, Series.id == Instance.series_id)
-            .where(Instance.study_id == study.id, Series.role == "diagnostic")
-            .order_by(Series.id, Instance.id)
-        )
-    )
-    if not paths:
-        raise ResultNotReadyError(
-            "the study holds no CT, radiograph or mammogram (only objects kept for the "
-            "record), so there is no AI result to report"
-        )
-    by_key: dict[str, list[object]] = defaultdict(list)
-    rows = session.execute(
-        sa.select(Finding, Series, Instance.sop_instance_uid)
-        .join(Series, Series.id == Finding.series_id)
-        .outerjoin(Instance, Instance.id == Finding.instance_id)
-        .where(Finding.study_id == study.id)
-        .order_by(Finding.score.desc(), Finding.id)
-    ).all()
-    for finding, series, sop_uid in rows:
-        # A CT finding belongs to its series; a radiograph finding to its image.
-        key = series.series_instance_uid if series.is_volume or sop_uid is None else sop_uid
-        by_key[key].append(_detected(finding))
-    return ReportPlan(
-        stored_paths=paths,
-        findings_by_key=dict(by_key),
-        model_name=study.model_name or "unknown",
-        model_version=study.model_version or "unknown",
-        suspicion_score=None if study.suspicion_score is None else float(study.suspicion_score),
-        priority=study.priority or Priority.NEEDS_MANUAL_REVIEW,
-        no_score_reason=None
-        if study.suspicion_score is not None
-        else (study.failure_reason or "no model scored this study"),
-        spacing_estimated=bool(
-            session.scalar(
-                sa.select(sa.func.count())
-                .select_from(Series)
-                .where(Series.study_id == study.id, Series.spacing_estimated.is_(True))
-            )
-        ),
-    )
-
-
 def build_report(store: ContentStore, plan: ReportPlan) -> bytes:
-    """The DICOM Comprehensive 3D SR (TID 1500) as a Part 10 file."""
-    from oncotriage.datasets.reader import read_dataset
-    from oncotriage.serving.reports.sr import build_sr, sr_to_bytes
+    """The study's latest result SR (the verified version once a specialist decided, else the
+    AI result) as a DICOM Part 10 file; the same bytes every time for one version."""
+    from oncotriage.serving.reports.sr import sr_to_bytes
 
-    sources = [
-        read_dataset(store.path(path), stop_before_pixels=True) for path in plan.stored_paths
-    ]
-    sr = build_sr(
-        sources,
-        plan.findings_by_key,  # type: ignore[arg-type]
-        algorithm_name=plan.model_name,
-        algorithm_version=plan.model_version,
-        suspicion_score=plan.suspicion_score,
-        priority=plan.priority,
-        no_score_reason=plan.no_score_reason,
-        spacing_estimated=plan.spacing_estimated,
-    )
-    return sr_to_bytes(sr)
+    return sr_to_bytes(build_versions(store, plan)[-1])
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from oncotriage.serving.inference import (
 )
 from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
-from oncotriage.serving.outbox import enqueue_webhook
+from oncotriage.serving.outbox import enqueue_result_push, enqueue_webhook
 from oncotriage.serving.referrals import escalate_overdue
 from oncotriage.serving.routing import (
     ROUTING_TAGS,
@@ -229,7 +229,9 @@ class Worker:
             name=self.name,
         )
         self._last_model_warning = -1e9
-        self.webhooks = WebhookOutbox(settings, db, name=self.name, sender=webhook_sender)
+        self.webhooks = WebhookOutbox(
+            settings, db, name=self.name, sender=webhook_sender, store=store
+        )
         self._escalation_due_at = 0.0  # monotonic; overdue referral steps are swept then
 
     # -- loop ------------------------------------------------------------------------------
@@ -686,6 +688,12 @@ class Worker:
                             "box_world": [float(v) for v in finding.box_world],
                             "model_name": model.name,
                             "model_version": model.version,
+                            # at or above the operating threshold (on the calibrated scale
+                            # the thresholds are set on): only these go in the DICOM SR
+                            "reportable": bool(
+                                model.spec.thresholds.study_score(float(finding.score))
+                                >= model.spec.thresholds.operating
+                            ),
                             "created_at": now,
                         }
                         for finding in detected
@@ -815,5 +823,8 @@ class Worker:
                 now=now,
                 max_attempts=self.settings.webhook_max_attempts,
             )
-            if delivery is not None:
+            push = enqueue_result_push(
+                session, study, now=now, max_attempts=self.settings.webhook_max_attempts
+            )
+            if delivery is not None or push is not None:
                 self.webhooks.soon()

@@ -48,7 +48,7 @@ from oncotriage.serving.enums import (
     StudyStatus,
     WebhookEvent,
 )
-from oncotriage.serving.outbox import enqueue_webhook
+from oncotriage.serving.outbox import enqueue_result_push, enqueue_webhook
 from oncotriage.serving.referrals import require_licence, start_referral
 from oncotriage.serving.security import Principal, centre_of, study_visibility_clause
 from oncotriage.serving.settings import Settings
@@ -384,6 +384,9 @@ def review(
         now=now,
         max_attempts=settings.webhook_max_attempts,
         review=row,
+    )
+    enqueue_result_push(
+        session, study, now=now, max_attempts=settings.webhook_max_attempts, review=row
     )
     session.commit()
     return review_public(row, user.username, referral.id if referral else None)

@@ -269,3 +269,55 @@ class HealthPublic(BaseModel):
 class ReadinessPublic(BaseModel):
     status: str = Field(description="ready or not_ready")
     checks: dict[str, dict[str, Any]]
+
+
+class ResultsDestinationUpdate(BaseModel):
+    """Where a hospital's result SRs are pushed: a STOW-RS URL or a DICOM node."""
+
+    kind: str = Field(pattern="^(stow|dimse)$", description="``stow`` or ``dimse``.")
+    url: str | None = Field(default=None, max_length=2000, description="STOW-RS URL.")
+    auth: str = Field(default="none", pattern="^(none|bearer|basic)$")
+    username: str | None = Field(default=None, max_length=200, description="Basic auth user.")
+    secret: str | None = Field(
+        default=None, max_length=2000, description="Bearer token or basic password (write-only)."
+    )
+    ae_title: str | None = Field(default=None, max_length=16, description="Called AE title.")
+    host: str | None = Field(default=None, max_length=255)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    calling_ae_title: str = Field(default="ONCOTRIAGE", min_length=1, max_length=16)
+
+
+class ResultsDestinationPublic(BaseModel):
+    """A destination as shown back (never its secret)."""
+
+    kind: str
+    description: str
+    url: str | None = None
+    auth: str = "none"
+    username: str | None = None
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = None
+    calling_ae_title: str | None = None
+
+
+class LastPushPublic(BaseModel):
+    """The hospital's most recent result push: ``delivered``, ``queued`` (not tried yet),
+    ``retrying`` (failed, will be retried at ``next_attempt_at``), ``running`` or ``failed``
+    (given up, or refused by the destination; ``error`` says why)."""
+
+    state: str
+    study_id: str | None
+    version: str | None = Field(description="``ai`` (the AI result) or ``verified``.")
+    attempts: int
+    error: str | None
+    at: datetime | None
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+class ResultsPushPublic(BaseModel):
+    destination: ResultsDestinationPublic | None
+    last_push: LastPushPublic | None
+    pending: int = Field(description="Pushes queued or being retried.")
+    failed: int = Field(description="Pushes given up (see ``last_push.error``).")

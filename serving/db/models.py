@@ -255,6 +255,12 @@ class Finding(Base):
     box_world: Mapped[list[float]] = mapped_column(JSONType)
     model_name: Mapped[str] = mapped_column(sa.String(200))
     model_version: Mapped[str] = mapped_column(sa.String(64))
+    reportable: Mapped[bool] = mapped_column(
+        default=True,
+        server_default=sa.true(),
+        doc="At or above the model's operating threshold (calibrated like the study score): "
+        "only these go in the DICOM SR, which states how many were left out.",
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     series: Mapped[Series] = relationship()
@@ -371,6 +377,30 @@ class WebhookDelivery(LeasedWork, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     response_status: Mapped[int | None] = mapped_column()
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    destination_kind: Mapped[str | None] = mapped_column(
+        sa.String(16), doc="For result pushes (event ``result.sr``): ``stow`` or ``dimse``."
+    )
+
+
+class ResultDestination(Base):
+    """Where a hospital wants its results (DICOM SR) pushed: a DICOMweb STOW-RS URL (with
+    bearer or basic auth) or a DICOM node for C-STORE. One per hospital."""
+
+    __tablename__ = "result_destinations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # stow | dimse
+    url: Mapped[str | None] = mapped_column(sa.String(2000))
+    auth: Mapped[str] = mapped_column(sa.String(16), default="none")  # none | bearer | basic
+    username: Mapped[str | None] = mapped_column(sa.String(200))
+    secret: Mapped[str | None] = mapped_column(sa.String(2000))
+    ae_title: Mapped[str | None] = mapped_column(sa.String(16))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    port: Mapped[int | None] = mapped_column()
+    calling_ae_title: Mapped[str | None] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class Patient(Base):

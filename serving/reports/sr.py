@@ -22,6 +22,22 @@ What a PACS or viewer finds in the document (IHE AI Results style):
 
 - Current Requested Procedure Evidence: every source instance.
 
+Only findings at or above the model's operating threshold are reported; how many were left
+out is a Comment in the study group ("2 findings below the operating threshold ... not
+reported"), so a reader knows the list is not everything the detector proposed.
+
+A specialist's decision makes a second version of the document (:class:`Verification`):
+CompletionFlag ``COMPLETE``, PreliminaryFlag ``FINAL``, VerificationFlag ``VERIFIED`` with the
+specialist as Verifying Observer (name, organization, date-time of the decision), the
+Predecessor Documents Sequence naming the AI version, the specialist as a person observer
+beside the algorithm, and one more group "Specialist decision" holding the decision (DCM 121075
+"Recommendation", its value a ``99ONCOTRIAGE`` code), the note (DCM 121106 "Comment") and
+every corrected box as a TID 1410 planar ROI ("Specialist finding n") without an algorithm.
+
+UIDs and dates are whatever the caller passes: :mod:`oncotriage.serving.reports.versions`
+derives them from the stored result, so one version of a study's report is one object,
+byte for byte, however often it is built.
+
 CT findings are drawn as a 2D SCOORD rectangle on the slice through the box centre rather than
 as SCOORD3D in the frame of reference: PACS viewers (OHIF/Cornerstone, most vendor viewers) show
 SCOORD regions on the referenced image and mostly ignore SCOORD3D, and an axis-aligned 3D box is
@@ -39,6 +55,8 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import highdicom as hd
 import numpy as np
@@ -47,6 +65,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, DT, TM
 
 from oncotriage.models.findings import Finding
 from oncotriage.serving.enums import Priority
@@ -78,6 +97,54 @@ PRIORITY_CODES: dict[Priority, Code] = {
     Priority.ROUTINE: Code("ROUTINE", LOCAL_SCHEME, "Routine"),
     Priority.NEEDS_MANUAL_REVIEW: Code("MANUAL-REVIEW", LOCAL_SCHEME, "Needs manual review"),
 }
+
+#: DCM 121075 "Recommendation": the specialist's decision in a verified report.
+DECISION_CONCEPT = codes.DCM.Recommendation
+DECISION_CODES: dict[str, Code] = {
+    "refer": Code("REFER", LOCAL_SCHEME, "Refer to the cancer centre"),
+    "return": Code("RETURN", LOCAL_SCHEME, "Return to the community hospital"),
+    "more_imaging": Code("MORE-IMAGING", LOCAL_SCHEME, "More imaging needed"),
+}
+
+
+@dataclass(frozen=True)
+class CorrectedRegion:
+    """A box the specialist drew or corrected, in the source image's index space.
+
+    Attributes:
+        key: the SeriesInstanceUID (CT) or SOPInstanceUID (radiograph) it lies on.
+        label: class index (0: nodule).
+        box_index: ``xyxy`` (2D) or ``xyzxyz`` (3D; axis 2 = slice index in the series'
+            order along its normal).
+    """
+
+    key: str
+    label: int
+    box_index: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A specialist's decision, which makes the report VERIFIED and FINAL.
+
+    Attributes:
+        observer_name: the specialist, as a DICOM person name (``Family^Given``).
+        organization: the specialist's organization (the centre).
+        verified_at: when the decision was recorded (UTC).
+        decision: ``refer``, ``return`` or ``more_imaging``.
+        note: the specialist's note (may be empty).
+        corrected_boxes: boxes the specialist drew or corrected.
+        login_name: the specialist's user name.
+    """
+
+    observer_name: str
+    organization: str
+    verified_at: datetime
+    decision: str
+    note: str = ""
+    corrected_boxes: Sequence[CorrectedRegion] = field(default_factory=tuple)
+    login_name: str | None = None
+
 
 _DEFAULT_FINDING_TYPES: dict[int, Code] = {0: codes.SCT.Nodule}
 _MAMMOGRAPHY_FINDING_TYPES: dict[int, Code] = {0: codes.SCT.Mass}
@@ -112,6 +179,11 @@ def build_sr(
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
     content_qualification: str = "RESEARCH",
+    content_datetime: datetime | None = None,
+    left_out: int = 0,
+    verification: Verification | None = None,
+    predecessors: Sequence[Dataset] = (),
+    series_description: str = "AI triage result",
 ) -> hd.sr.Comprehensive3DSR:
     """Build the DICOM SR of one study's AI result.
 
@@ -138,6 +210,13 @@ def build_sr(
         series_instance_uid: UID of the SR series; new if ``None``.
         sop_instance_uid: UID of the SR instance; new if ``None``.
         content_qualification: ``PRODUCT``, ``RESEARCH`` or ``SERVICE``.
+        content_datetime: when the content was made (the triage, or the decision), UTC: the
+            Content, Series and Instance Creation date/time; now if ``None``.
+        left_out: findings below the operating threshold, not in ``findings_by_series``;
+            stated in a Comment of the study group of a scored study (even when 0).
+        verification: the specialist's decision; the report is then VERIFIED and FINAL.
+        predecessors: earlier versions of this report (the Predecessor Documents Sequence).
+        series_description: Series Description of the SR series.
 
     Returns:
         The SR document (a :class:`pydicom.Dataset`); write it with :func:`sr_to_bytes`.
@@ -179,6 +258,16 @@ def build_sr(
             tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "study"]),
         )
     ]
+    if left_out < 0:
+        raise ValueError(f"left_out counts findings and cannot be negative, got {left_out}")
+    if suspicion_score is not None:  # a scored study states what was left out (maybe 0)
+        groups[0][0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=NO_SCORE_COMMENT,
+                value=left_out_comment(left_out),
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     if spacing_estimated:
         groups[0][0].ContentSequence.append(
             hd.sr.TextContentItem(
@@ -219,6 +308,21 @@ def build_sr(
             )
         )
 
+    if verification is not None:
+        groups.append(_decision_group(verification, sop_instance_uid))
+        for number, region in enumerate(verification.corrected_boxes, start=1):
+            groups.append(
+                _corrected_group(
+                    region,
+                    number=number,
+                    datasets=_datasets_for_key(region.key, by_series, by_sop),
+                    finding_types=finding_types,
+                    tracking_uid=generate_uid(
+                        entropy_srcs=[sop_instance_uid, "corrected", str(number)]
+                    ),
+                )
+            )
+
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -228,12 +332,25 @@ def build_sr(
             model_name=f"{algorithm_name} {algorithm_version}",
         ),
     )
+    person = None
+    if verification is not None:
+        person = hd.sr.ObserverContext(
+            observer_type=codes.DCM.Person,
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+                name=verification.observer_name,
+                login_name=verification.login_name,
+                organization_name=verification.organization,
+            ),
+        )
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        observation_context=hd.sr.ObservationContext(
+            observer_person_context=person, observer_device_context=observer
+        ),
         procedure_reported=_procedure_reported(evidence),
         imaging_measurements=groups,
     )
-    return hd.sr.Comprehensive3DSR(
+    made_at = _local_naive(content_datetime or datetime.now(UTC))
+    document = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
         series_instance_uid=series_instance_uid or generate_uid(),
@@ -242,9 +359,17 @@ def build_sr(
         instance_number=1,
         manufacturer=manufacturer,
         is_complete=True,
-        is_final=False,  # preliminary until a specialist decides
+        is_final=verification is not None,  # preliminary until a specialist decides
+        is_verified=verification is not None,
+        verifying_observer_name=verification.observer_name if verification else None,
+        verifying_organization=verification.organization if verification else None,
+        previous_versions=list(predecessors) or None,
         institution_name=institution_name,
-        series_description="AI triage result",
+        series_description=series_description,
+        content_date=made_at.date(),
+        content_time=made_at.time(),
+        series_date=made_at.date(),
+        series_time=made_at.time(),
         manufacturer_model_name=algorithm_name,
         software_versions=algorithm_version,
         content_qualification=content_qualification,
@@ -256,6 +381,34 @@ def build_sr(
             )
         ],
     )
+    # highdicom stamps these with the clock; one version of a report is one object
+    document.InstanceCreationDate = DA(made_at.date())
+    document.InstanceCreationTime = TM(made_at.time())
+    for item in document.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = DT(made_at)
+    if verification is not None:
+        verified_at = _local_naive(verification.verified_at)
+        document.VerifyingObserverSequence[0].VerificationDateTime = DT(verified_at)
+    return document
+
+
+def left_out_comment(left_out: int) -> str:
+    """The study group's statement of the findings left out (below the operating threshold)."""
+    if left_out == 0:
+        return "All findings at or above the model's operating threshold are reported (0 left out)."
+    noun = "finding" if left_out == 1 else "findings"
+    return (
+        f"{left_out} {noun} below the model's operating threshold not reported "
+        f"({left_out} left out)."
+    )
+
+
+def _local_naive(moment: datetime) -> datetime:
+    """``moment`` as a naive UTC date-time (DICOM DA/TM carry no zone; the service runs UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
 
 
 def sr_to_bytes(sr: Dataset) -> bytes:
@@ -494,3 +647,99 @@ def _finding_group(
             hd.sr.Measurement(name=FINDING_SCORE, value=float(finding.score), unit=SCORE_UNIT)
         ],
     )
+
+
+def _decision_group(
+    verification: Verification, sop_instance_uid: str
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The specialist's decision and note, as one TID 1501 group."""
+    decision = DECISION_CODES.get(verification.decision)
+    if decision is None:
+        allowed = ", ".join(DECISION_CODES)
+        raise ValueError(f"unknown decision {verification.decision!r}; use one of {allowed}")
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(entropy_srcs=[sop_instance_uid, "decision"]),
+            identifier="Specialist decision",
+        ),
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=DECISION_CONCEPT, value=decision)
+        ],
+    )
+    if verification.note:
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=NO_SCORE_COMMENT,
+                value=verification.note[:1024],
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
+
+
+def _corrected_group(
+    region: CorrectedRegion,
+    *,
+    number: int,
+    datasets: Sequence[Dataset],
+    finding_types: Mapping[int, Code] | None,
+    tracking_uid: str,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """A specialist's box as a TID 1410 planar ROI on the image (or slice) it lies on."""
+    box = tuple(float(v) for v in region.box_index)
+    frame_number: int | None = None
+    if len(box) == 4:
+        if len(datasets) != 1:
+            raise ValueError(
+                f"a 2D box was given for series {region.key!r} of {len(datasets)} instances; "
+                "name the radiograph by its SOPInstanceUID"
+            )
+        image = datasets[0]
+        xy = box
+    elif len(box) == 6:
+        image, frame_number = _plane_at_index(datasets, (box[2] + box[5]) / 2.0, region.key)
+        xy = (box[0], box[1], box[3], box[4])
+    else:
+        raise ValueError(f"box_index must have 4 (xyxy) or 6 (xyzxyz) values, got {len(box)}")
+    types = finding_types or (
+        _MAMMOGRAPHY_FINDING_TYPES
+        if str(image.get("Modality", "")) == "MG"
+        else _DEFAULT_FINDING_TYPES
+    )
+    finding_type = types.get(region.label, codes.SCT.MorphologicallyAbnormalStructure)
+    source = hd.sr.SourceImageForRegion(
+        referenced_sop_class_uid=str(image.SOPClassUID),
+        referenced_sop_instance_uid=str(image.SOPInstanceUID),
+        referenced_frame_numbers=[frame_number] if frame_number is not None else None,
+    )
+    region_item = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=_rectangle(xy),
+        source_image=source,
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier=f"Specialist finding {number}"
+        ),
+        referenced_region=region_item,
+        finding_type=finding_type,
+        finding_category=FINDING_CATEGORY,
+        geometric_purpose=GEOMETRIC_PURPOSE,
+    )
+
+
+def _plane_at_index(
+    datasets: Sequence[Dataset], index: float, key: str
+) -> tuple[Dataset, int | None]:
+    """The slice at ``index`` of a series' planes sorted along their normal (the volume's
+    axis 2, as the reader orders it)."""
+    planes = [plane for ds in datasets for plane in _planes(ds)]
+    if not planes:
+        raise ValueError(f"series {key!r} has no plane geometry; a 3D box cannot be placed")
+    normal = planes[0][3]
+    ordered = sorted(planes, key=lambda plane: float(np.dot(plane[2], normal)))
+    slice_index = int(round(index))
+    if not 0 <= slice_index < len(ordered):
+        raise ValueError(f"slice {slice_index} is outside series {key!r} ({len(ordered)} slices)")
+    dataset, frame_number, _, _ = ordered[slice_index]
+    return dataset, frame_number

@@ -217,6 +217,10 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
         hospital_row.get_by_role("button", name=re.compile("Download SR")).click()
     report = Path(download_info.value.path()).read_bytes()
     assert report[128:132] == b"DICM"
+    # after the decision the SR is the verified version
+    assert b"FINAL" in report and b"UNVERIFIED" not in report
+    # no PACS destination set for this hospital: the page says so, and who can set one
+    page.locator("#push-status", has_text="Results are not sent to your PACS").wait_for()
     assert axe_violations(page) == []
     save_screenshot(page, "hospital.png", tmp_path)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
+from pydicom.dataset import Dataset
 from starlette.concurrency import run_in_threadpool
 
 from oncotriage.serving.api.deps import (
@@ -32,8 +34,12 @@ from oncotriage.serving.dicomweb import (
 )
 from oncotriage.serving.enums import AuditAction
 from oncotriage.serving.intake import IntakeResult, ingest
+from oncotriage.serving.reports.sr import sr_to_bytes
+from oncotriage.serving.reports.versions import result_instances
 from oncotriage.serving.security import study_visibility_clause
 from oncotriage.serving.uploads import multipart_parts, spool
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -212,6 +218,7 @@ def _retrieve(
     principal: CurrentPrincipal,
     trail: TrailDep,
     *conditions: sa.ColumnElement[bool],
+    with_results: bool = False,
 ) -> Response:
     rows = list(
         session.scalars(
@@ -225,12 +232,19 @@ def _retrieve(
     if not rows:
         session.rollback()
         raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+    study_ids = list(dict.fromkeys(row.study_id for row in rows))
+    # the study's result SRs (AI result, verified versions) are part of the study
+    results = (
+        [sr_to_bytes(ds) for sid in study_ids for ds in _result_instances(session, store, sid)]
+        if with_results
+        else []
+    )
     session.rollback()
-    for study_id in dict.fromkeys(row.study_id for row in rows):
+    for study_id in study_ids:
         trail.add(principal, AuditAction.STUDY_READ, study_id=study_id, detail={"via": "wado-rs"})
     boundary = "oncotriage-wado-boundary"
     body = encode_multipart(
-        [store.get(row.stored_path) for row in rows], "application/dicom", boundary
+        [store.get(row.stored_path) for row in rows] + results, "application/dicom", boundary
     )
     return Response(
         body,
@@ -250,10 +264,29 @@ def retrieve_study(
     principal: CurrentPrincipal,
     trail: TrailDep,
 ) -> Response:
-    """The stored instances as ``multipart/related; type="application/dicom"``."""
+    """The stored instances as ``multipart/related; type="application/dicom"``, and the
+    study's result SRs (the AI result; a verified version per specialist's decision)."""
     return _retrieve(
-        session, store, principal, trail, Study.study_instance_uid == study_instance_uid
+        session,
+        store,
+        principal,
+        trail,
+        Study.study_instance_uid == study_instance_uid,
+        with_results=True,
     )
+
+
+def _result_instances(session: SessionDep, store: StoreDep, study_id: str) -> list[Dataset]:
+    """The study's result SRs; none (logged) when they cannot be built, so the stored
+    images are still served."""
+    study = session.get(Study, study_id)
+    if study is None:
+        return []
+    try:
+        return result_instances(session, store, study)
+    except ValueError as error:
+        logger.warning("study %s: result SR not built for WADO-RS: %s", study_id, error)
+        return []
 
 
 @router.get(

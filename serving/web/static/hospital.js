@@ -140,6 +140,46 @@ function renderReferrals(referrals) {
   }));
 }
 
+const PUSH_STATES = {
+  delivered: "delivered",
+  queued: "waiting to be sent",
+  running: "being sent",
+  retrying: "failed, will be retried",
+  failed: "failed, given up",
+};
+
+/** `GET /v1/hospitals/me/results-destination` (ResultsPushPublic) as one sentence. */
+export function pushSentence(view) {
+  if (!view.destination) {
+    return "Results are not sent to your PACS: ask the union's administrator to set a destination.";
+  }
+  const parts = [`Results go by ${view.destination.description}.`];
+  const last = view.last_push;
+  if (!last) {
+    parts.push("Nothing sent yet.");
+  } else {
+    const what = last.version === "verified" ? "verified result" : "AI result";
+    let sentence = `Last: the ${what} of study ${shortId(last.study_id || "")}, ` +
+      `${PUSH_STATES[last.state] || last.state} after ${last.attempts} attempt(s)`;
+    if (last.at) sentence += ` (${formatTime(last.at)})`;
+    if (last.error && last.state !== "delivered") sentence += ` — ${last.error}`;
+    parts.push(`${sentence}.`);
+  }
+  if (view.pending) parts.push(`${view.pending} waiting.`);
+  if (view.failed) parts.push(`${view.failed} given up.`);
+  return parts.join(" ");
+}
+
+async function refreshPush() {
+  const element = document.getElementById("push-status");
+  try {
+    element.textContent = pushSentence(await api("/v1/hospitals/me/results-destination"));
+    element.classList.toggle("error", false);
+  } catch (error) {
+    element.textContent = `Could not load the push status: ${error.message}`;
+  }
+}
+
 async function refresh() {
   try {
     const [studies, referrals] = await Promise.all([
@@ -148,6 +188,7 @@ async function refresh() {
     ]);
     renderStudies(studies.data.map(normaliseStudy));
     renderReferrals(referrals.data.map(normaliseReferral));
+    await refreshPush();
     errorEl.textContent = "";
     setUpdated(document.getElementById("last-updated"));
   } catch (error) {
