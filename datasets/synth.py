@@ -366,7 +366,8 @@ def write_example_study(out: Path, kind: str = "cxr", seed: int = 2024) -> Path:
         seed: seed of the study; the first case of that seed with a nodule is used.
 
     Returns:
-        The DICOM file (``cxr``) or the series folder (``ldct``).
+        The DICOM file (``cxr``) or the series folder (``ldct``). The nodules' boxes go to
+        ``out/<kind>_example.truth.json`` (world millimetres, the datalist's box mode).
     """
     _check_kind(kind)
     out = Path(out)
@@ -375,5 +376,10 @@ def write_example_study(out: Path, kind: str = "cxr", seed: int = 2024) -> Path:
         if case.nodules:
             entry = write_case(kind, seed, index, positive=True, out=out, case_id=f"{kind}_example")
             logger.info("example %s study %s with boxes %s", kind, entry["image"], entry["box"])
+            # What a model should find, beside (not inside) the study folder that is pushed.
+            truth: dict[str, Any] = {key: entry[key] for key in ("box", "label") if key in entry}
+            truth["box_mode"] = "cccwhd" if kind == "ldct" else "ccwh"
+            truth["coordinates"] = "world_mm"
+            (out / f"{kind}_example.truth.json").write_text(json.dumps(truth, indent=1) + "\n")
             return out / entry["image"]
     raise RuntimeError(f"no case of seed {seed} got a nodule; try another seed")
