@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from oncotriage.serving.db.models import Hospital, Review, Study, WebhookDelivery
 from oncotriage.serving.enums import JobState, WebhookEvent
+from oncotriage.serving.urls import study_url
 
 
 def study_payload(study: Study, event: WebhookEvent, *, now: datetime) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def study_payload(study: Study, event: WebhookEvent, *, now: datetime) -> dict[s
             "failure_reason": study.failure_reason,
             "review_status": study.review_status.value,
             "decision": study.decision.value if study.decision else None,
-            "url": f"/v1/studies/{study.id}",
+            "url": study_url(study.id),
         },
     }
 

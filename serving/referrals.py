@@ -52,6 +52,7 @@ from oncotriage.serving.patients import patient_of_study
 from oncotriage.serving.security import Principal, centre_of
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.studies import get_visible_study
+from oncotriage.serving.urls import study_url
 
 #: Average month for follow-up due dates (3/6/12 months).
 _DAYS_PER_MONTH = 30.4375
@@ -468,7 +469,7 @@ def referral_public(session: Session, referral: Referral, *, now: datetime) -> A
     return ReferralPublic(
         id=referral.id,
         study_id=referral.study_id,
-        study_url=f"/v1/studies/{referral.study_id}",
+        study_url=study_url(referral.study_id),
         patient_id=referral.patient_id,
         from_hospital=party(referral.from_hospital),
         to_centre=party(referral.to_centre),

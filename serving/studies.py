@@ -12,6 +12,7 @@ from oncotriage.serving.api.schemas import HospitalRef, StudyPublic
 from oncotriage.serving.db.models import Hospital, Instance, Series, Study
 from oncotriage.serving.enums import Priority, ReviewStatus, StudyStatus
 from oncotriage.serving.security import Principal, study_visibility_clause
+from oncotriage.serving.urls import study_url
 
 
 class StudyNotFoundError(LookupError):
@@ -75,7 +76,7 @@ def study_fields(study: Study, counts: StudyCounts) -> dict[str, object]:
     hospital: Hospital = study.hospital
     return {
         "id": study.id,
-        "url": f"/v1/studies/{study.id}",
+        "url": study_url(study.id),
         "study_instance_uid": study.study_instance_uid,
         "hospital": HospitalRef(id=hospital.id, name=hospital.name),
         "modality": study.modality,

@@ -53,6 +53,7 @@ from oncotriage.serving.referrals import require_licence, start_referral
 from oncotriage.serving.security import Principal, centre_of, study_visibility_clause
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.studies import counts_for, get_visible_study, study_fields
+from oncotriage.serving.urls import study_url
 
 FLAGGED = (Priority.URGENT, Priority.SUSPICIOUS, Priority.NEEDS_MANUAL_REVIEW)
 
@@ -467,7 +468,7 @@ def referrals(
         ReferralPublic(
             id=row.id,
             study_id=row.study_id,
-            study_url=f"/v1/studies/{row.study_id}",
+            study_url=study_url(row.study_id),
             from_hospital=HospitalRef(id=row.from_hospital.id, name=row.from_hospital.name),
             to_centre=HospitalRef(id=row.to_centre.id, name=row.to_centre.name),
             status=row.status,

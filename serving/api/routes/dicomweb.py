@@ -34,6 +34,7 @@ from oncotriage.serving.enums import AuditAction
 from oncotriage.serving.intake import IntakeResult, ingest
 from oncotriage.serving.security import study_visibility_clause
 from oncotriage.serving.uploads import multipart_parts, spool
+from oncotriage.serving.urls import study_url
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -113,7 +114,7 @@ def stow_response(
     study_ids = result.study_ids
     if len(study_ids) == 1:
         # Not part of STOW-RS: where the hospital follows the study's triage (JSON API).
-        http.headers["Location"] = f"{root}/v1/studies/{study_ids[0]}"
+        http.headers["Location"] = root + study_url(study_ids[0])
     return http
 
 

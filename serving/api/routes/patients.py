@@ -19,6 +19,7 @@ from oncotriage.serving.db.models import User
 from oncotriage.serving.outcomes import OutcomeInput, OutcomeInputError, record_outcome
 from oncotriage.serving.patients import PatientNotFoundError, patient_of_study, timeline
 from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
+from oncotriage.serving.urls import study_url
 
 router = APIRouter(prefix="/v1", tags=["patients"])
 
@@ -110,7 +111,7 @@ def create_outcome(
         id=outcome.id,
         patient_id=patient_id,
         study_id=study.id,
-        study_url=f"/v1/studies/{study.id}",
+        study_url=study_url(study.id),
         referral_id=outcome.referral_id,
         kind=outcome.kind,
         site=outcome.site,

@@ -23,6 +23,7 @@ from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction
 from oncotriage.serving.referrals import LicenceError
 from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
+from oncotriage.serving.urls import STUDIES_PATH
 from oncotriage.serving.worklist import (
     ClaimConflictError,
     ReviewInputError,
@@ -30,7 +31,7 @@ from oncotriage.serving.worklist import (
     reviews_of,
 )
 
-router = APIRouter(prefix="/v1/studies", tags=["reviews"])
+router = APIRouter(prefix=STUDIES_PATH, tags=["reviews"])
 
 
 @router.post(

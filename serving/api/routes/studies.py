@@ -54,8 +54,9 @@ from oncotriage.serving.studies import (
     study_public,
 )
 from oncotriage.serving.uploads import UploadedFiles, read_whole
+from oncotriage.serving.urls import STUDIES_PATH
 
-router = APIRouter(prefix="/v1/studies", tags=["studies"])
+router = APIRouter(prefix=STUDIES_PATH, tags=["studies"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Message, "description": "No such study (or not yours)."}
