@@ -48,6 +48,7 @@ from oncotriage.serving.enums import (
     ReferralStatus,
     WebhookEvent,
 )
+from oncotriage.serving.errors import ConflictError, FieldInputError, ForbiddenError, NotFoundError
 from oncotriage.serving.patients import patient_of_study
 from oncotriage.serving.security import Principal, centre_of
 from oncotriage.serving.settings import Settings
@@ -58,19 +59,21 @@ from oncotriage.serving.urls import study_url
 _DAYS_PER_MONTH = 30.4375
 
 
-class LicenceError(PermissionError):
+class LicenceError(ForbiddenError):
     """The user holds no valid referral licence (the message says why)."""
 
 
-class ReferralNotFoundError(LookupError):
+class ReferralNotFoundError(NotFoundError):
     """Unknown referral, or not one the caller is party to."""
 
+    kind = "referral"
 
-class StepError(ValueError):
+
+class StepError(ConflictError, ValueError):
     """The step does not follow from the referral's stage (the message says what does)."""
 
 
-class StepInputError(StepError):
+class StepInputError(FieldInputError, StepError):
     """The step lacks what it records (an appointment date, an outcome, a plan)."""
 
 
@@ -137,13 +140,13 @@ def request_referral(
     centre (no specialist's decision behind it: ``review_id`` is None). Audited; commits.
 
     Raises:
-        PermissionError: not a community doctor.
+        ForbiddenError: not a community doctor.
         StudyNotFoundError: not a study of the doctor's hospital.
         LicenceError: no live referral licence.
         ReferralConflictError: the study already has an open referral.
     """
     if not principal.is_community_doctor:
-        raise PermissionError(
+        raise ForbiddenError(
             "a referral is requested by a community doctor at the study's hospital; the "
             "centre's specialists refer from the worklist (decision `refer`)"
         )
@@ -245,17 +248,17 @@ def take_step(
     """Move a referral on by one step; audited; commits.
 
     Raises:
-        ReferralNotFoundError, LicenceError, StepError, PermissionError (wrong side).
+        ReferralNotFoundError, LicenceError, StepError, ForbiddenError (wrong side).
     """
     referral = visible_referral(session, principal, referral_id)
     stage = referral.stage or ReferralStage.REQUESTED
     if step.action == "acknowledge":
         if principal.hospital_id != referral.from_hospital_id:
-            raise PermissionError("only the referring hospital acknowledges a returned patient")
+            raise ForbiddenError("only the referring hospital acknowledges a returned patient")
         allowed: tuple[ReferralStage, ...] = (ReferralStage.RETURNED,)
     elif step.action in _CENTRE_STEPS:
         if principal.on_hospital_side:
-            raise PermissionError(f"{step.action!r} is recorded by the centre's specialists")
+            raise ForbiddenError(f"{step.action!r} is recorded by the centre's specialists")
         allowed = _CENTRE_STEPS[step.action]
     else:
         raise StepError(f"unknown step {step.action!r}")

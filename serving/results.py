@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from oncotriage.serving.api.schemas import FindingPublic, SeriesResultPublic, StudyResultPublic
 from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
+from oncotriage.serving.errors import ConflictError, FieldInputError
 from oncotriage.serving.render import SeriesCache
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.triage import most_urgent
@@ -20,12 +21,14 @@ from oncotriage.serving.triage import most_urgent
 SERIES_CACHE = SeriesCache()
 
 
-class ResultNotReadyError(Exception):
+class ResultNotReadyError(ConflictError):
     """The study has not been triaged yet."""
 
 
-class RenderRequestError(ValueError):
+class RenderRequestError(FieldInputError):
     """The render request names a series, image or slice the study does not have."""
+
+    loc = ("query",)
 
 
 def _box_mode(box: list[float]) -> str:

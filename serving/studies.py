@@ -11,12 +11,15 @@ from sqlalchemy.orm import Session, joinedload
 from oncotriage.serving.api.schemas import HospitalRef, StudyPublic
 from oncotriage.serving.db.models import Hospital, Instance, Series, Study
 from oncotriage.serving.enums import Priority, ReviewStatus, StudyStatus
+from oncotriage.serving.errors import NotFoundError
 from oncotriage.serving.security import Principal, study_visibility_clause
 from oncotriage.serving.urls import study_url
 
 
-class StudyNotFoundError(LookupError):
+class StudyNotFoundError(NotFoundError):
     """No such study for this caller (also when it belongs to another hospital)."""
+
+    kind = "study"
 
 
 def get_visible_study(

@@ -48,6 +48,7 @@ from oncotriage.serving.enums import (
     StudyStatus,
     WebhookEvent,
 )
+from oncotriage.serving.errors import ConflictError, FieldInputError
 from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.referrals import require_licence, start_referral
 from oncotriage.serving.security import Principal, centre_of, study_visibility_clause
@@ -58,12 +59,14 @@ from oncotriage.serving.urls import study_url
 FLAGGED = (Priority.URGENT, Priority.SUSPICIOUS, Priority.NEEDS_MANUAL_REVIEW)
 
 
-class ClaimConflictError(Exception):
+class ClaimConflictError(ConflictError):
     """Someone else holds the case, it is decided already, or the caller holds no claim."""
 
 
-class ReviewInputError(ValueError):
+class ReviewInputError(FieldInputError):
     """A decision whose content does not fit the study (e.g. a box on a foreign series)."""
+
+    loc = ("body", "corrected_boxes")
 
 
 def _rank() -> sa.Case[int]:

@@ -52,16 +52,25 @@ def get_models(request: Request) -> ModelSet:
 
 
 def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
-    """A session per request; handlers commit what they change (data-access functions do)."""
+    """A session per request; handlers commit what they change (data-access functions do).
+
+    It ends when the handler returns, before the answer is sent (``scope="function"``), so a
+    slow client never holds a transaction, a row lock or SQLite's write lock; what the
+    handler did not commit (a refusal, any error) is rolled back here.
+    """
     with db.sessionmaker() as session:
-        yield session
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ContentStore, Depends(get_store)]
 InferenceDep = Annotated[ModelSet, Depends(get_models)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def unprocessable(message: str, *loc: str | int) -> RequestValidationError:

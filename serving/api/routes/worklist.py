@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 
 from oncotriage.serving.api.deps import (
     CurrentSpecialist,
@@ -18,8 +18,7 @@ from oncotriage.serving.api.deps import (
 from oncotriage.serving.api.schemas import ClaimPublic, Message, WorklistPublic
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction, Priority, StudyStatus
-from oncotriage.serving.studies import StudyNotFoundError
-from oncotriage.serving.worklist import ClaimConflictError, claim, release, worklist
+from oncotriage.serving.worklist import claim, release, worklist
 
 router = APIRouter(prefix="/v1/worklist", tags=["worklist"])
 
@@ -59,7 +58,6 @@ def read_worklist(
         skip=skip,
         limit=limit,
     )
-    session.rollback()
     trail.add(principal, AuditAction.WORKLIST_READ, detail={"count": len(data)})
     return WorklistPublic(data=data, count=count)
 
@@ -70,12 +68,7 @@ def claim_study(
 ) -> ClaimPublic:
     """Take the case (a lease of ``claim_lease_s``); claiming again renews it. 409 when
     another specialist holds it."""
-    try:
-        return claim(session, principal, study_id, lease_s=settings.claim_lease_s, now=utcnow())
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
-    except ClaimConflictError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    return claim(session, principal, study_id, lease_s=settings.claim_lease_s, now=utcnow())
 
 
 @router.post(
@@ -85,9 +78,4 @@ def claim_study(
 )
 def release_study(study_id: str, session: SessionDep, principal: CurrentSpecialist) -> None:
     """Give the case back to the worklist."""
-    try:
-        release(session, principal, study_id, now=utcnow())
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
-    except ClaimConflictError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    release(session, principal, study_id, now=utcnow())
