@@ -1,6 +1,6 @@
 """The referral lifecycle, up to the centre and back down, with licences and escalation.
 
-A specialist's ``refer`` opens a referral (``worklist.review`` calls :func:`start_referral`).
+A specialist's ``refer`` opens a referral (``decisions.review`` calls :func:`start_referral`).
 Every open stage has an owner (the hospital that must act) and a due date:
 
 ========== ========================================= ===================== =================

@@ -15,7 +15,6 @@ from oncotriage.datasets.boxes import index_box_problem
 from oncotriage.serving.enums import (
     Decision,
     Priority,
-    ReferralStatus,
     ReviewStatus,
     StudyStatus,
 )
@@ -226,23 +225,6 @@ class ReviewPublic(BaseModel):
 
 class ReviewsPublic(BaseModel):
     data: list[ReviewPublic]
-    count: int
-
-
-class ReferralPublic(BaseModel):
-    id: int
-    study_id: str
-    study_url: str
-    from_hospital: HospitalRef
-    to_centre: HospitalRef
-    status: ReferralStatus
-    note: str
-    referred_by: str
-    created_at: datetime
-
-
-class ReferralsPublic(BaseModel):
-    data: list[ReferralPublic]
     count: int
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from oncotriage.serving.claims import ClaimConflictError
+from oncotriage.serving.decisions import ReviewInputError
 from oncotriage.serving.errors import ServiceError
 from oncotriage.serving.outcomes import OutcomeInputError
 from oncotriage.serving.patients import PatientNotFoundError
@@ -18,7 +20,6 @@ from oncotriage.serving.referrals import (
 )
 from oncotriage.serving.results import RenderRequestError, ResultNotReadyError
 from oncotriage.serving.studies import StudyNotFoundError
-from oncotriage.serving.worklist import ClaimConflictError, ReviewInputError
 
 
 def _field(loc: list[str], msg: str) -> dict[str, Any]:

@@ -19,13 +19,10 @@ from oncotriage.serving.api.schemas import (
     ValidationErrorsPublic,
 )
 from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.decisions import review, reviews_of
 from oncotriage.serving.enums import AuditAction
 from oncotriage.serving.studies import get_visible_study
 from oncotriage.serving.urls import STUDIES_PATH
-from oncotriage.serving.worklist import (
-    review,
-    reviews_of,
-)
 
 router = APIRouter(prefix=STUDIES_PATH, tags=["reviews"])
 

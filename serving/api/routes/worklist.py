@@ -16,9 +16,10 @@ from oncotriage.serving.api.deps import (
     TrailDep,
 )
 from oncotriage.serving.api.schemas import ClaimPublic, Message, WorklistPublic
+from oncotriage.serving.claims import claim, release
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction, Priority, StudyStatus
-from oncotriage.serving.worklist import claim, release, worklist
+from oncotriage.serving.worklist import worklist
 
 router = APIRouter(prefix="/v1/worklist", tags=["worklist"])
 
