@@ -10,13 +10,13 @@ time, so of two specialists claiming together exactly one gets the row; the othe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from oncotriage.serving import audit
-from oncotriage.serving.api.schemas import ClaimPublic
 from oncotriage.serving.db.models import Claim, Study, User
 from oncotriage.serving.enums import AuditAction, ClaimOutcome, ReviewStatus, StudyStatus
 from oncotriage.serving.errors import ConflictError
@@ -26,6 +26,16 @@ from oncotriage.serving.studies import get_visible_study
 
 class ClaimConflictError(ConflictError):
     """Someone else holds the case, it is decided already, or the caller holds no claim."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A specialist's live claim on a case."""
+
+    study_id: str
+    claimed_by: str
+    claimed_at: datetime
+    expires_at: datetime
 
 
 def specialist_user(session: Session, principal: Principal) -> User:
@@ -50,7 +60,7 @@ def not_yet_triaged(status: StudyStatus | str) -> str:
 
 def claim(
     session: Session, principal: Principal, study_id: str, *, lease_s: float, now: datetime
-) -> ClaimPublic:
+) -> Lease:
     """Take (or renew) the lease on a case; commits.
 
     Raises:
@@ -104,7 +114,7 @@ def claim(
     mine.expires_at = expires
     audit.record(session, principal, AuditAction.CLAIM, study_id=study.id)
     session.commit()
-    return ClaimPublic(
+    return Lease(
         study_id=study.id, claimed_by=user.username, claimed_at=mine.claimed_at, expires_at=expires
     )
 

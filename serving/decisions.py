@@ -6,15 +6,15 @@ only the holder of a live claim can decide, and only once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from oncotriage.datasets.boxes import index_box_problem
 from oncotriage.serving import audit
-from oncotriage.serving.api.schemas import CorrectedBox, ReviewCreate, ReviewPublic
+from oncotriage.serving.api.schemas import CorrectedBox, ReviewCreate
 from oncotriage.serving.claims import (
     DECIDABLE_STATUSES,
     ClaimConflictError,
@@ -51,6 +51,15 @@ class ReviewInputError(FieldInputError):
     """A decision whose content does not fit the study (e.g. a box on a foreign series)."""
 
     loc = ("body", "corrected_boxes")
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A decision row with who made it and the referral it opened (``refer``)."""
+
+    review: Review
+    reviewer: str
+    referral_id: int | None
 
 
 def _check_boxes(session: Session, study: Study, boxes: list[CorrectedBox]) -> None:
@@ -91,7 +100,7 @@ def review(
     settings: Settings,
     *,
     now: datetime,
-) -> ReviewPublic:
+) -> DecisionRecord:
     """Record the decision of the specialist holding the claim; commits.
 
     ``refer`` also opens a referral from the study's hospital to its centre. The hospital
@@ -184,37 +193,11 @@ def review(
         review=row,
     )
     session.commit()
-    return review_public(row, user.username, referral.id if referral else None)
+    return DecisionRecord(row, user.username, referral.id if referral else None)
 
 
-def review_public(row: Review, reviewer: str, referral_id: int | None) -> ReviewPublic:
-    return ReviewPublic(
-        id=row.id,
-        study_id=row.study_id,
-        decision=row.decision,
-        note=row.note,
-        corrected_boxes=_stored_boxes(row.corrected_boxes),
-        reviewer=reviewer,
-        model_name=row.model_name,
-        model_version=row.model_version,
-        created_at=row.created_at,
-        referral_id=referral_id,
-    )
-
-
-def _stored_boxes(stored: list[dict[str, Any]] | None) -> list[CorrectedBox] | None:
-    """Stored corrections as the API shows them; a box stored before boxes were checked
-    (NaN, infinite, inverted) is left out rather than break the response's schema."""
-    if stored is None:
-        return None
-    return [
-        CorrectedBox.model_validate(box)
-        for box in stored
-        if index_box_problem(box.get("box_index", [])) is None
-    ]
-
-
-def reviews_of(session: Session, study: Study) -> list[ReviewPublic]:
+def reviews_of(session: Session, study: Study) -> list[DecisionRecord]:
+    """The decisions on a study, oldest first."""
     rows = session.execute(
         sa.select(Review, User.username, Referral.id)
         .join(User, User.id == Review.user_id)
@@ -222,4 +205,4 @@ def reviews_of(session: Session, study: Study) -> list[ReviewPublic]:
         .where(Review.study_id == study.id)
         .order_by(Review.created_at, Review.id)
     ).all()
-    return [review_public(row, username, referral_id) for row, username, referral_id in rows]
+    return [DecisionRecord(row, username, referral_id) for row, username, referral_id in rows]

@@ -6,19 +6,31 @@ Claims on its cases are in :mod:`oncotriage.serving.claims`, decisions in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
-from oncotriage.serving.api.schemas import WorklistItemPublic
 from oncotriage.serving.db.models import Study
 from oncotriage.serving.enums import Priority, ReviewStatus, StudyStatus
 from oncotriage.serving.security import Principal, study_visibility_clause
 from oncotriage.serving.settings import Settings
-from oncotriage.serving.studies import counts_for, study_fields
+from oncotriage.serving.studies import CountedStudy, counts_for
 
 FLAGGED = (Priority.URGENT, Priority.SUSPICIOUS, Priority.NEEDS_MANUAL_REVIEW)
+
+
+@dataclass(frozen=True)
+class WorklistEntry:
+    """A flagged study with how long it has waited against its SLA and its live claim."""
+
+    counted: CountedStudy
+    waiting_minutes: float
+    sla_minutes: float
+    overdue: bool
+    claimed_by: str | None
+    claim_expires_at: datetime | None
 
 
 def _rank() -> sa.Case[int]:
@@ -56,7 +68,7 @@ def worklist(
     include_decided: bool = False,
     skip: int = 0,
     limit: int = 100,
-) -> tuple[list[WorklistItemPublic], int]:
+) -> tuple[list[WorklistEntry], int]:
     """The caller's worklist: flagged, undecided studies of their centre's hospitals.
 
     Order: studies past their SLA first, then by priority (urgent, suspicious,
@@ -90,17 +102,13 @@ def worklist(
         sla = settings.sla_minutes(row.priority or Priority.NEEDS_MANUAL_REVIEW)
         live_claim = row.claim_expires_at is not None and row.claim_expires_at > now
         items.append(
-            WorklistItemPublic.model_validate(
-                {
-                    **study_fields(row, counts[row.id]),
-                    "waiting_minutes": round(waiting, 2),
-                    "sla_minutes": sla,
-                    "overdue": waiting > sla,
-                    "claimed_by": row.claimed_by.username
-                    if live_claim and row.claimed_by
-                    else None,
-                    "claim_expires_at": row.claim_expires_at if live_claim else None,
-                }
+            WorklistEntry(
+                CountedStudy(row, counts[row.id]),
+                waiting_minutes=round(waiting, 2),
+                sla_minutes=sla,
+                overdue=waiting > sla,
+                claimed_by=row.claimed_by.username if live_claim and row.claimed_by else None,
+                claim_expires_at=row.claim_expires_at if live_claim else None,
             )
         )
     return items, int(total)

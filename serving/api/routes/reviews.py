@@ -11,6 +11,7 @@ from oncotriage.serving.api.deps import (
     SettingsDep,
     TrailDep,
 )
+from oncotriage.serving.api.public import review_public
 from oncotriage.serving.api.schemas import (
     Message,
     ReviewCreate,
@@ -48,7 +49,7 @@ def create_review(
     """Decide a claimed case. ``refer`` opens a referral to the centre; the hospital is told
     through its webhook; corrected boxes become training labels (``oncotriage datasets
     from-reviews``)."""
-    return review(session, principal, study_id, body, settings, now=utcnow())
+    return review_public(review(session, principal, study_id, body, settings, now=utcnow()))
 
 
 @router.get(
@@ -61,6 +62,6 @@ def read_reviews(
 ) -> ReviewsPublic:
     """Decisions on a study (its hospital sees them too)."""
     study = get_visible_study(session, principal, study_id)
-    data = reviews_of(session, study)
+    data = [review_public(record) for record in reviews_of(session, study)]
     trail.add(principal, AuditAction.STUDY_READ, study_id=study.id, detail={"reviews": True})
     return ReviewsPublic(data=data, count=len(data))

@@ -23,6 +23,7 @@ from oncotriage.serving.api.deps import (
     TrailDep,
     unprocessable,
 )
+from oncotriage.serving.api.public import study_public
 from oncotriage.serving.api.routes.dicomweb import base_url
 from oncotriage.serving.api.schemas import (
     InstanceResultPublic,
@@ -45,9 +46,9 @@ from oncotriage.serving.results import (
     study_result,
 )
 from oncotriage.serving.studies import (
+    counted_study,
     get_visible_study,
     list_studies,
-    study_public,
 )
 from oncotriage.serving.uploads import UploadedFiles, read_whole
 from oncotriage.serving.urls import STUDIES_PATH
@@ -94,7 +95,7 @@ async def submit_study(
     studies: list[StudyPublic] = []
     for study_id in result.study_ids:
         study = get_visible_study(session, principal, study_id)
-        studies.append(study_public(session, study))
+        studies.append(study_public(counted_study(session, study)))
     body = SubmissionPublic(
         studies=studies,
         instances=[
@@ -131,7 +132,7 @@ def read_studies(
     limit: Limit = 100,
 ) -> StudiesPublic:
     """Studies the caller may see (a hospital: its own), newest first."""
-    data, count = list_studies(
+    rows, count = list_studies(
         session,
         principal,
         status=status_,
@@ -142,7 +143,7 @@ def read_studies(
         skip=skip,
         limit=limit,
     )
-    return StudiesPublic(data=data, count=count)
+    return StudiesPublic(data=[study_public(row) for row in rows], count=count)
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
@@ -151,7 +152,7 @@ def read_study(
 ) -> StudyPublic:
     """Status, priority, suspicion score, model version and timings of one study."""
     study = get_visible_study(session, principal, study_id)
-    public = study_public(session, study)
+    public = study_public(counted_study(session, study))
     trail.add(principal, AuditAction.STUDY_READ, study_id=study.id)
     return public
 

@@ -15,6 +15,7 @@ from oncotriage.serving.api.deps import (
     Skip,
     TrailDep,
 )
+from oncotriage.serving.api.public import claim_public, worklist_item_public
 from oncotriage.serving.api.schemas import ClaimPublic, Message, WorklistPublic
 from oncotriage.serving.claims import claim, release
 from oncotriage.serving.db.base import utcnow
@@ -47,7 +48,7 @@ def read_worklist(
     Order: past their SLA first, then urgent, suspicious, needs_manual_review (and
     routine when asked for with ``priority=routine``), then longest waiting first.
     """
-    data, count = worklist(
+    entries, count = worklist(
         session,
         principal,
         settings,
@@ -59,8 +60,8 @@ def read_worklist(
         skip=skip,
         limit=limit,
     )
-    trail.add(principal, AuditAction.WORKLIST_READ, detail={"count": len(data)})
-    return WorklistPublic(data=data, count=count)
+    trail.add(principal, AuditAction.WORKLIST_READ, detail={"count": len(entries)})
+    return WorklistPublic(data=[worklist_item_public(entry) for entry in entries], count=count)
 
 
 @router.post("/{study_id}/claim", response_model=ClaimPublic, responses=CLAIM_RESPONSES)
@@ -69,7 +70,8 @@ def claim_study(
 ) -> ClaimPublic:
     """Take the case (a lease of ``claim_lease_s``); claiming again renews it. 409 when
     another specialist holds it."""
-    return claim(session, principal, study_id, lease_s=settings.claim_lease_s, now=utcnow())
+    lease = claim(session, principal, study_id, lease_s=settings.claim_lease_s, now=utcnow())
+    return claim_public(lease)
 
 
 @router.post(
