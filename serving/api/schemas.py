@@ -16,6 +16,7 @@ from oncotriage.serving.enums import (
     Decision,
     Priority,
     ReviewStatus,
+    SeriesStatus,
     StudyStatus,
 )
 
@@ -140,7 +141,7 @@ class SeriesResultPublic(BaseModel):
     )
     suspicion_score: float | None
     priority: Priority | None
-    status: str = Field(
+    status: SeriesStatus = Field(
         description="queued, running, done or failed (the latest inference); not_triaged for "
         "series kept for the record."
     )
