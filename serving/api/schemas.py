@@ -30,11 +30,6 @@ class HospitalRef(BaseModel):
     name: str
 
 
-class ModelRef(BaseModel):
-    name: str
-    version: str
-
-
 class StudyPublic(BaseModel):
     """A study as its hospital and the centre's specialists see it.
 
