@@ -36,7 +36,6 @@ from oncotriage.serving.db.models import (
     Outcome,
     Referral,
     ReferralLicence,
-    User,
     WebhookDelivery,
 )
 from oncotriage.serving.enums import (
@@ -53,7 +52,6 @@ from oncotriage.serving.patients import patient_of_study
 from oncotriage.serving.security import Principal, centre_of
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.studies import get_visible_study
-from oncotriage.serving.urls import study_url
 
 #: Average month for follow-up due dates (3/6/12 months).
 _DAYS_PER_MONTH = 30.4375
@@ -455,48 +453,6 @@ def overdue_counts(session: Session, *, now: datetime) -> dict[tuple[int, str], 
     }
 
 
-def referral_public(session: Session, referral: Referral, *, now: datetime) -> Any:
-    """A referral as both its sides see it."""
-    from oncotriage.serving.api.care_schemas import ReferralPublic
-    from oncotriage.serving.api.schemas import HospitalRef
-
-    def ref(hospital_id: int | None) -> HospitalRef | None:
-        hospital = session.get(Hospital, hospital_id) if hospital_id is not None else None
-        return HospitalRef(id=hospital.id, name=hospital.name) if hospital else None
-
-    def party(hospital: Hospital) -> HospitalRef:
-        return HospitalRef(id=hospital.id, name=hospital.name)
-
-    stage = referral.stage or ReferralStage.REQUESTED
-    referrer = session.get(User, referral.created_by_id)
-    return ReferralPublic(
-        id=referral.id,
-        study_id=referral.study_id,
-        study_url=study_url(referral.study_id),
-        patient_id=referral.patient_id,
-        from_hospital=party(referral.from_hospital),
-        to_centre=party(referral.to_centre),
-        status=referral.status,
-        stage=stage,
-        owner=ref(referral.owner_hospital_id),
-        due_at=referral.due_at,
-        overdue=bool(stage.is_open and referral.due_at is not None and referral.due_at < now),
-        escalated_at=referral.escalated_at,
-        note=referral.note,
-        referred_by=referrer.username if referrer else "",
-        created_at=referral.created_at,
-        appointment_at=referral.appointment_at,
-        scheduled_at=referral.scheduled_at,
-        seen_at=referral.seen_at,
-        diagnosed_at=referral.diagnosed_at,
-        returned_at=referral.returned_at,
-        return_plan=referral.return_plan,
-        acknowledged_at=referral.acknowledged_at,
-        closed_at=referral.closed_at,
-        lost_at=referral.lost_at,
-    )
-
-
 def list_referrals(
     session: Session,
     principal: Principal,
@@ -508,7 +464,7 @@ def list_referrals(
     overdue: bool | None = None,
     skip: int = 0,
     limit: int = 100,
-) -> tuple[list[Any], int]:
+) -> tuple[list[Referral], int]:
     """Referrals the caller is party to, overdue first, then newest; ``owned`` keeps those
     waiting on the caller's hospital (its to-do list)."""
     conditions = [party_clause(principal)]
@@ -532,4 +488,4 @@ def list_referrals(
         .offset(skip)
         .limit(limit)
     ).all()
-    return [referral_public(session, row, now=now) for row in rows], int(total or 0)
+    return list(rows), int(total or 0)

@@ -3,9 +3,13 @@ the routes own what a caller is shown."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from oncotriage.datasets.boxes import index_box_problem
+from oncotriage.serving.api.care_schemas import ReferralPublic
 from oncotriage.serving.api.schemas import (
     ClaimPublic,
     CorrectedBox,
@@ -15,8 +19,9 @@ from oncotriage.serving.api.schemas import (
     WorklistItemPublic,
 )
 from oncotriage.serving.claims import Lease
-from oncotriage.serving.db.models import Hospital
+from oncotriage.serving.db.models import Hospital, Referral, User
 from oncotriage.serving.decisions import DecisionRecord
+from oncotriage.serving.enums import ReferralStage
 from oncotriage.serving.studies import CountedStudy
 from oncotriage.serving.urls import study_url
 from oncotriage.serving.worklist import WorklistEntry
@@ -103,3 +108,43 @@ def _stored_boxes(stored: list[dict[str, Any]] | None) -> list[CorrectedBox] | N
         for box in stored
         if index_box_problem(box.get("box_index", [])) is None
     ]
+
+
+def referral_public(session: Session, referral: Referral, *, now: datetime) -> ReferralPublic:
+    """A referral as both its sides see it (the owner and the referrer are looked up)."""
+
+    def ref(hospital_id: int | None) -> HospitalRef | None:
+        hospital = session.get(Hospital, hospital_id) if hospital_id is not None else None
+        return HospitalRef(id=hospital.id, name=hospital.name) if hospital else None
+
+    def party(hospital: Hospital) -> HospitalRef:
+        return HospitalRef(id=hospital.id, name=hospital.name)
+
+    stage = referral.stage or ReferralStage.REQUESTED
+    referrer = session.get(User, referral.created_by_id)
+    return ReferralPublic(
+        id=referral.id,
+        study_id=referral.study_id,
+        study_url=study_url(referral.study_id),
+        patient_id=referral.patient_id,
+        from_hospital=party(referral.from_hospital),
+        to_centre=party(referral.to_centre),
+        status=referral.status,
+        stage=stage,
+        owner=ref(referral.owner_hospital_id),
+        due_at=referral.due_at,
+        overdue=bool(stage.is_open and referral.due_at is not None and referral.due_at < now),
+        escalated_at=referral.escalated_at,
+        note=referral.note,
+        referred_by=referrer.username if referrer else "",
+        created_at=referral.created_at,
+        appointment_at=referral.appointment_at,
+        scheduled_at=referral.scheduled_at,
+        seen_at=referral.seen_at,
+        diagnosed_at=referral.diagnosed_at,
+        returned_at=referral.returned_at,
+        return_plan=referral.return_plan,
+        acknowledged_at=referral.acknowledged_at,
+        closed_at=referral.closed_at,
+        lost_at=referral.lost_at,
+    )

@@ -20,6 +20,7 @@ from oncotriage.serving.api.deps import (
     SettingsDep,
     Skip,
 )
+from oncotriage.serving.api.public import referral_public
 from oncotriage.serving.api.schemas import Message
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import ReferralStage, ReferralStatus
@@ -28,7 +29,6 @@ from oncotriage.serving.referrals import (
     Step,
     escalate_overdue,
     list_referrals,
-    referral_public,
     request_referral,
     take_step,
     visible_referral,
@@ -55,7 +55,7 @@ def read_referrals(
     specialist sees their centre's. Overdue steps come first (and escalate on the way)."""
     now = utcnow()
     escalate_overdue(session, settings, now=now)
-    data, count = list_referrals(
+    rows, count = list_referrals(
         session,
         principal,
         now=now,
@@ -66,7 +66,9 @@ def read_referrals(
         skip=skip,
         limit=limit,
     )
-    return ReferralsPublic(data=data, count=count)
+    return ReferralsPublic(
+        data=[referral_public(session, row, now=now) for row in rows], count=count
+    )
 
 
 @router.post(
