@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.session import Database
+from oncotriage.serving.errors import ServiceError
 from oncotriage.serving.modelset import ModelSet
 from oncotriage.serving.security import AuthenticationError, Principal, authenticate, hash_token
 from oncotriage.serving.settings import Settings
@@ -55,13 +56,15 @@ def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
     """A session per request; handlers commit what they change (data-access functions do).
 
     It ends when the handler returns, before the answer is sent (``scope="function"``), so a
-    slow client never holds a transaction, a row lock or SQLite's write lock; what the
-    handler did not commit (a refusal, any error) is rolled back here.
+    slow client never holds a transaction, a row lock or SQLite's write lock. A refusal
+    (:class:`~oncotriage.serving.errors.ServiceError`) is rolled back here, before
+    ``create_app``'s handler answers it; anything else uncommitted is discarded on close
+    (where a lost connection cannot raise again over the original error).
     """
     with db.sessionmaker() as session:
         try:
             yield session
-        except BaseException:
+        except ServiceError:
             session.rollback()
             raise
 
