@@ -34,6 +34,7 @@ from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.migrate import upgrade
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.delivery import WebhookSender
+from oncotriage.serving.errors import ServiceError
 from oncotriage.serving.inference import ModelUnavailableError, RunnerFactory
 from oncotriage.serving.metrics import ServiceMetrics
 from oncotriage.serving.modelset import ModelSet
@@ -271,6 +272,13 @@ def create_app(
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(ServiceError)
+    async def _refused(request: Request, exc: ServiceError) -> JSONResponse:
+        # Not found, conflict, forbidden, unusable input: the status and message the data
+        # access layer chose (serving/errors.py). The session was rolled back on the way here
+        # (get_session), so nothing of the refused request is kept.
+        return JSONResponse(exc.body(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -79,6 +79,18 @@ class ReviewStatus(StrEnum):
     DECIDED = "decided"
 
 
+class SeriesStatus(StrEnum):
+    """A series' place in triage, as the study's result shows it (from its latest jobs)."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    #: kept for the record (localizer, dose report, SR ...), not a diagnostic series
+    NOT_TRIAGED = "not_triaged"
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

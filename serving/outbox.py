@@ -22,6 +22,7 @@ from oncotriage.serving.db.models import (
     WebhookDelivery,
 )
 from oncotriage.serving.enums import JobState, WebhookEvent
+from oncotriage.serving.urls import study_url
 
 
 def study_payload(study: Study, event: WebhookEvent, *, now: datetime) -> dict[str, Any]:
@@ -40,7 +41,7 @@ def study_payload(study: Study, event: WebhookEvent, *, now: datetime) -> dict[s
             "failure_reason": study.failure_reason,
             "review_status": study.review_status.value,
             "decision": study.decision.value if study.decision else None,
-            "url": f"/v1/studies/{study.id}",
+            "url": study_url(study.id),
         },
     }
 

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from oncotriage.serving import audit
 from oncotriage.serving.db.models import Outcome, PatientStudy, Review, Study
 from oncotriage.serving.enums import AuditAction, OutcomeKind
+from oncotriage.serving.errors import ForbiddenError, InputError
 from oncotriage.serving.patients import visible_patient
 from oncotriage.serving.security import Principal
 
 
-class OutcomeInputError(ValueError):
+class OutcomeInputError(InputError):
     """The outcome cannot be recorded as asked (the message says why)."""
 
 
@@ -43,12 +44,12 @@ def record_outcome(
     commits.
 
     Raises:
-        PermissionError: a hospital's system token (outcomes are recorded by clinicians).
+        ForbiddenError: a hospital's system token (outcomes are recorded by clinicians).
         PatientNotFoundError: no such patient of the caller's.
         OutcomeInputError: the study is not one of this patient's that the caller sees.
     """
     if principal.is_hospital or principal.user_id is None:
-        raise PermissionError(
+        raise ForbiddenError(
             "outcomes are recorded by a clinician's own account, not a hospital's system token"
         )
     hospitals = visible_patient(session, principal, patient_id)

@@ -29,12 +29,15 @@ from oncotriage.serving.db.models import (
     User,
 )
 from oncotriage.serving.enums import AuditAction
+from oncotriage.serving.errors import NotFoundError
 from oncotriage.serving.security import Principal, centre_of, visible_hospital_ids
 from oncotriage.serving.settings import Settings
 
 
-class PatientNotFoundError(LookupError):
+class PatientNotFoundError(NotFoundError):
     """Unknown patient, or none of the caller's (the same answer: existence is not leaked)."""
+
+    kind = "patient"
 
 
 def _key(settings: Settings) -> bytes:

@@ -1,6 +1,6 @@
 """The referral lifecycle, up to the centre and back down, with licences and escalation.
 
-A specialist's ``refer`` opens a referral (``worklist.review`` calls :func:`start_referral`).
+A specialist's ``refer`` opens a referral (``decisions.review`` calls :func:`start_referral`).
 Every open stage has an owner (the hospital that must act) and a due date:
 
 ========== ========================================= ===================== =================
@@ -36,7 +36,6 @@ from oncotriage.serving.db.models import (
     Outcome,
     Referral,
     ReferralLicence,
-    User,
     WebhookDelivery,
 )
 from oncotriage.serving.enums import (
@@ -48,6 +47,7 @@ from oncotriage.serving.enums import (
     ReferralStatus,
     WebhookEvent,
 )
+from oncotriage.serving.errors import ConflictError, FieldInputError, ForbiddenError, NotFoundError
 from oncotriage.serving.patients import patient_of_study
 from oncotriage.serving.security import Principal, centre_of
 from oncotriage.serving.settings import Settings
@@ -57,19 +57,21 @@ from oncotriage.serving.studies import get_visible_study
 _DAYS_PER_MONTH = 30.4375
 
 
-class LicenceError(PermissionError):
+class LicenceError(ForbiddenError):
     """The user holds no valid referral licence (the message says why)."""
 
 
-class ReferralNotFoundError(LookupError):
+class ReferralNotFoundError(NotFoundError):
     """Unknown referral, or not one the caller is party to."""
 
+    kind = "referral"
 
-class StepError(ValueError):
+
+class StepError(ConflictError, ValueError):
     """The step does not follow from the referral's stage (the message says what does)."""
 
 
-class StepInputError(StepError):
+class StepInputError(FieldInputError, StepError):
     """The step lacks what it records (an appointment date, an outcome, a plan)."""
 
 
@@ -136,13 +138,13 @@ def request_referral(
     centre (no specialist's decision behind it: ``review_id`` is None). Audited; commits.
 
     Raises:
-        PermissionError: not a community doctor.
+        ForbiddenError: not a community doctor.
         StudyNotFoundError: not a study of the doctor's hospital.
         LicenceError: no live referral licence.
         ReferralConflictError: the study already has an open referral.
     """
     if not principal.is_community_doctor:
-        raise PermissionError(
+        raise ForbiddenError(
             "a referral is requested by a community doctor at the study's hospital; the "
             "centre's specialists refer from the worklist (decision `refer`)"
         )
@@ -244,17 +246,17 @@ def take_step(
     """Move a referral on by one step; audited; commits.
 
     Raises:
-        ReferralNotFoundError, LicenceError, StepError, PermissionError (wrong side).
+        ReferralNotFoundError, LicenceError, StepError, ForbiddenError (wrong side).
     """
     referral = visible_referral(session, principal, referral_id)
     stage = referral.stage or ReferralStage.REQUESTED
     if step.action == "acknowledge":
         if principal.hospital_id != referral.from_hospital_id:
-            raise PermissionError("only the referring hospital acknowledges a returned patient")
+            raise ForbiddenError("only the referring hospital acknowledges a returned patient")
         allowed: tuple[ReferralStage, ...] = (ReferralStage.RETURNED,)
     elif step.action in _CENTRE_STEPS:
         if principal.on_hospital_side:
-            raise PermissionError(f"{step.action!r} is recorded by the centre's specialists")
+            raise ForbiddenError(f"{step.action!r} is recorded by the centre's specialists")
         allowed = _CENTRE_STEPS[step.action]
     else:
         raise StepError(f"unknown step {step.action!r}")
@@ -451,48 +453,6 @@ def overdue_counts(session: Session, *, now: datetime) -> dict[tuple[int, str], 
     }
 
 
-def referral_public(session: Session, referral: Referral, *, now: datetime) -> Any:
-    """A referral as both its sides see it."""
-    from oncotriage.serving.api.care_schemas import ReferralPublic
-    from oncotriage.serving.api.schemas import HospitalRef
-
-    def ref(hospital_id: int | None) -> HospitalRef | None:
-        hospital = session.get(Hospital, hospital_id) if hospital_id is not None else None
-        return HospitalRef(id=hospital.id, name=hospital.name) if hospital else None
-
-    def party(hospital: Hospital) -> HospitalRef:
-        return HospitalRef(id=hospital.id, name=hospital.name)
-
-    stage = referral.stage or ReferralStage.REQUESTED
-    referrer = session.get(User, referral.created_by_id)
-    return ReferralPublic(
-        id=referral.id,
-        study_id=referral.study_id,
-        study_url=f"/v1/studies/{referral.study_id}",
-        patient_id=referral.patient_id,
-        from_hospital=party(referral.from_hospital),
-        to_centre=party(referral.to_centre),
-        status=referral.status,
-        stage=stage,
-        owner=ref(referral.owner_hospital_id),
-        due_at=referral.due_at,
-        overdue=bool(stage.is_open and referral.due_at is not None and referral.due_at < now),
-        escalated_at=referral.escalated_at,
-        note=referral.note,
-        referred_by=referrer.username if referrer else "",
-        created_at=referral.created_at,
-        appointment_at=referral.appointment_at,
-        scheduled_at=referral.scheduled_at,
-        seen_at=referral.seen_at,
-        diagnosed_at=referral.diagnosed_at,
-        returned_at=referral.returned_at,
-        return_plan=referral.return_plan,
-        acknowledged_at=referral.acknowledged_at,
-        closed_at=referral.closed_at,
-        lost_at=referral.lost_at,
-    )
-
-
 def list_referrals(
     session: Session,
     principal: Principal,
@@ -504,7 +464,7 @@ def list_referrals(
     overdue: bool | None = None,
     skip: int = 0,
     limit: int = 100,
-) -> tuple[list[Any], int]:
+) -> tuple[list[Referral], int]:
     """Referrals the caller is party to, overdue first, then newest; ``owned`` keeps those
     waiting on the caller's hospital (its to-do list)."""
     conditions = [party_clause(principal)]
@@ -528,4 +488,4 @@ def list_referrals(
         .offset(skip)
         .limit(limit)
     ).all()
-    return [referral_public(session, row, now=now) for row in rows], int(total or 0)
+    return list(rows), int(total or 0)

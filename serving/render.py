@@ -147,27 +147,6 @@ def render_png(
     return _png(picture)
 
 
-def render_thumbnail(
-    image: ImageVolume,
-    findings: Sequence[Finding] = (),
-    *,
-    size: int = 256,
-    slice_index: int | None = None,
-    window: tuple[float, float] | str | None = None,
-) -> bytes:
-    """Small PNG for worklist rows: longest side ``size`` pixels, boxes without labels."""
-    picture = render_image(
-        image,
-        findings,
-        slice_index=slice_index,
-        window=window,
-        max_size=size,
-        show_boxes=True,
-        show_labels=False,
-    )
-    return _png(picture)
-
-
 def _png(picture: Image.Image) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")

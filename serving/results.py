@@ -9,9 +9,11 @@ from pathlib import PurePosixPath
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from oncotriage.datasets.roles import SeriesRole
 from oncotriage.serving.api.schemas import FindingPublic, SeriesResultPublic, StudyResultPublic
 from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
-from oncotriage.serving.enums import JobState
+from oncotriage.serving.enums import JobState, SeriesStatus
+from oncotriage.serving.errors import FieldInputError
 from oncotriage.serving.render import SeriesCache
 from oncotriage.serving.reports.versions import (
     ReportPlan,
@@ -36,24 +38,26 @@ __all__ = [
 SERIES_CACHE = SeriesCache()
 
 
-class RenderRequestError(ValueError):
+class RenderRequestError(FieldInputError):
     """The render request names a series, image or slice the study does not have."""
+
+    loc = ("query",)
 
 
 def _box_mode(box: list[float]) -> str:
     return "xyzxyz" if len(box) == 6 else "xyxy"
 
 
-def _series_status(jobs: list[Job]) -> tuple[str, str | None]:
+def _series_status(jobs: list[Job]) -> tuple[SeriesStatus, str | None]:
     states = {job.state for job in jobs}
     if JobState.RUNNING in states:
-        return "running", None
+        return SeriesStatus.RUNNING, None
     if JobState.QUEUED in states:
-        return "queued", None
+        return SeriesStatus.QUEUED, None
     failed = [job for job in jobs if job.state is JobState.FAILED]
     if failed:
-        return "failed", failed[-1].last_error
-    return ("done", None) if jobs else ("received", None)
+        return SeriesStatus.FAILED, failed[-1].last_error
+    return (SeriesStatus.DONE, None) if jobs else (SeriesStatus.RECEIVED, None)
 
 
 def study_result(session: Session, study: Study) -> StudyResultPublic:
@@ -81,8 +85,8 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
     for row in series_rows:
         jobs = jobs_by_series.get(row.id, [])
         status, error = _series_status(jobs)
-        if row.role != "diagnostic":
-            status = "not_triaged"
+        if row.role != SeriesRole.DIAGNOSTIC:
+            status = SeriesStatus.NOT_TRIAGED
         done = [job for job in jobs if job.state is JobState.DONE]
         best = max(done, key=lambda job: job.suspicion_score or 0.0, default=None)
         series.append(

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
-from oncotriage.serving.api.schemas import HospitalRef, StudyPublic
-from oncotriage.serving.db.models import Hospital, Instance, Series, Study
+from oncotriage.serving.db.models import Instance, Series, Study
 from oncotriage.serving.enums import Priority, ReviewStatus, StudyStatus
+from oncotriage.serving.errors import NotFoundError
 from oncotriage.serving.security import Principal, study_visibility_clause
 
 
-class StudyNotFoundError(LookupError):
+class StudyNotFoundError(NotFoundError):
     """No such study for this caller (also when it belongs to another hospital)."""
+
+    kind = "study"
 
 
 def get_visible_study(
@@ -70,37 +72,16 @@ def counts_for(session: Session, study_ids: Sequence[str]) -> dict[str, StudyCou
     }
 
 
-def study_fields(study: Study, counts: StudyCounts) -> dict[str, object]:
-    """The :class:`StudyPublic` fields of a study row."""
-    hospital: Hospital = study.hospital
-    return {
-        "id": study.id,
-        "url": f"/v1/studies/{study.id}",
-        "study_instance_uid": study.study_instance_uid,
-        "hospital": HospitalRef(id=hospital.id, name=hospital.name),
-        "modality": study.modality,
-        "status": study.status,
-        "priority": study.priority,
-        "suspicion_score": study.suspicion_score,
-        "model_name": study.model_name,
-        "model_version": study.model_version,
-        "failure_reason": study.failure_reason,
-        "review_status": study.review_status,
-        "decision": study.decision,
-        "series_count": counts.series,
-        "instance_count": counts.instances,
-        "received_at": study.received_at,
-        "queued_at": study.queued_at,
-        "processing_started_at": study.processing_started_at,
-        "triaged_at": study.triaged_at,
-        "time_to_triage_s": study.time_to_triage_s,
-        "decided_at": study.decided_at,
-    }
+@dataclass(frozen=True)
+class CountedStudy:
+    """A study row with its series and instance counts."""
+
+    study: Study
+    counts: StudyCounts
 
 
-def study_public(session: Session, study: Study) -> StudyPublic:
-    counts = counts_for(session, [study.id])[study.id]
-    return StudyPublic.model_validate(study_fields(study, counts))
+def counted_study(session: Session, study: Study) -> CountedStudy:
+    return CountedStudy(study, counts_for(session, [study.id])[study.id])
 
 
 def list_studies(
@@ -114,8 +95,8 @@ def list_studies(
     study_instance_uid: str | None = None,
     skip: int = 0,
     limit: int = 100,
-) -> tuple[list[StudyPublic], int]:
-    """Studies the caller may see, newest first, with the total count."""
+) -> tuple[list[CountedStudy], int]:
+    """Studies the caller may see, newest first, with their counts, and the total count."""
     conditions = [study_visibility_clause(session, principal)]
     if study_instance_uid is not None:
         conditions.append(Study.study_instance_uid == study_instance_uid)
@@ -139,5 +120,4 @@ def list_studies(
         )
     )
     counts = counts_for(session, [row.id for row in rows])
-    data = [StudyPublic.model_validate(study_fields(row, counts[row.id])) for row in rows]
-    return data, int(total)
+    return [CountedStudy(row, counts[row.id]) for row in rows], int(total)

@@ -148,8 +148,91 @@ def train(
         FileNotFoundError: ``resume`` without a checkpoint, or a missing datalist/image.
         TrainingInterrupted: on Ctrl-C, after saving ``last.pt``.
     """
-    from oncotriage.models import registry
+    run = _prepare_run(
+        cfg,
+        datalist,
+        out_dir=out_dir,
+        seed=seed,
+        resume=resume,
+        device=device,
+        show_progress=show_progress,
+    )
+    client = (
+        _open_mlflow_run(
+            run,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=run_name,
+            config_path=config_path,
+            overrides=overrides,
+        )
+        if run.main
+        else None
+    )
+    dataset, loop = _build_loop(run)
+    _run_epochs(run, loop, dataset, client, show_progress=show_progress)
+    return _finish(run, loop, client, export=export)
 
+
+@dataclass
+class _Run:
+    """One training run's set-up: config, data splits, components, where it saves."""
+
+    cfg: DetectorConfig
+    train_cfg: TrainingConfig
+    datalist: Path
+    out_dir: Path
+    seed: int
+    dist_info: Dist
+    dev: torch.device
+    fingerprint: str
+    train_samples: Sequence[Any]
+    val_samples: Sequence[Any]
+    num_val: int
+    images_per_step: int
+    steps_per_epoch: int
+    parts: TrainingComponents
+    state: LoopState
+
+    @property
+    def main(self) -> bool:
+        return self.dist_info.is_main
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "checkpoints" / LAST_CHECKPOINT
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "checkpoints" / BEST_CHECKPOINT
+
+    def save(self, path: Path, epoch: int, *, interrupted: bool = False) -> Path:
+        """Save the run's state after ``epoch`` completed epochs to ``path``."""
+        return save_checkpoint(
+            path,
+            self.parts.checkpoint(
+                self.state,
+                epoch=epoch,
+                cfg=self.cfg,
+                seed=self.seed,
+                fingerprint=self.fingerprint,
+                interrupted=interrupted,
+            ),
+        )
+
+
+def _prepare_run(
+    cfg: DetectorConfig,
+    datalist: Path,
+    *,
+    out_dir: Path,
+    seed: int | None,
+    resume: bool,
+    device: str | None,
+    show_progress: bool,
+) -> _Run:
+    """Check the output folder, seed, load the splits, build the components and restore
+    ``last.pt`` when resuming."""
     train_cfg = training_config(cfg)
     seed = train_cfg.seed if seed is None else int(seed)
     datalist = Path(datalist)
@@ -177,7 +260,6 @@ def train(
     shard = math.ceil(len(train_samples) / dist_info.world_size)
     steps_per_epoch = train_cfg.steps_per_epoch or max(1, math.ceil(shard / images_per_step))
     parts = build_components(cfg, train_cfg, dev, steps_per_epoch)
-    network, detector = parts.network, parts.detector
     state = parts.restore(last_path) if resume else LoopState()
     if state.best_epoch and not best_path.is_file():
         # Ctrl-C between picking a new best and writing it: the checkpoint names a best
@@ -189,102 +271,132 @@ def train(
             best_path,
         )
         state.best_metric, state.best_epoch, state.best_val = -math.inf, 0, {}
-    start_epoch = state.epoch
-
-    client = None
-    if main:
-        client = registry.get_client(tracking_uri or registry.default_tracking_uri())
-        if state.run_id is not None:
-            client.update_run(state.run_id, status="RUNNING")
-        else:
-            state.run_id = start_training_run(
-                client,
-                registry.get_or_create_experiment(experiment or cfg.name, tracking_uri),
-                cfg,
-                train_cfg,
-                out_dir=out_dir,
-                run_name=run_name,
-                datalist=datalist,
-                fingerprint=fingerprint,
-                config_path=config_path,
-                extra_params={
-                    "run.seed": str(seed),
-                    "run.datalist": str(datalist),
-                    "run.overrides": " ".join(overrides) or "-",
-                    "run.device": dev.type,
-                    "run.world_size": str(dist_info.world_size),
-                    "run.amp": str(parts.amp).lower(),
-                    "run.steps_per_epoch": str(steps_per_epoch),
-                    "run.train_images": str(len(train_samples)),
-                    "run.val_images": str(num_val),
-                    "run.dataset_fingerprint": fingerprint,
-                    "run.torch": torch.__version__,
-                },
-            )
-
-    dataset, sampler, loader = make_loader(
-        train_samples,
-        cfg,
-        train_cfg,
+    return _Run(
+        cfg=cfg,
+        train_cfg=train_cfg,
+        datalist=datalist,
+        out_dir=out_dir,
         seed=seed,
         dist_info=dist_info,
-        start_epoch=start_epoch,
+        dev=dev,
+        fingerprint=fingerprint,
+        train_samples=train_samples,
+        val_samples=val_samples,
+        num_val=num_val,
         images_per_step=images_per_step,
+        steps_per_epoch=steps_per_epoch,
+        parts=parts,
+        state=state,
     )
+
+
+def _open_mlflow_run(
+    run: _Run,
+    *,
+    tracking_uri: str | None,
+    experiment: str | None,
+    run_name: str | None,
+    config_path: Path | None,
+    overrides: Sequence[str],
+) -> Any:
+    """Main rank: the MLflow client, with the run started (or, resuming, marked running)."""
+    from oncotriage.models import registry
+
+    state = run.state
+    client = registry.get_client(tracking_uri or registry.default_tracking_uri())
+    if state.run_id is not None:
+        client.update_run(state.run_id, status="RUNNING")
+        return client
+    state.run_id = start_training_run(
+        client,
+        registry.get_or_create_experiment(experiment or run.cfg.name, tracking_uri),
+        run.cfg,
+        run.train_cfg,
+        out_dir=run.out_dir,
+        run_name=run_name,
+        datalist=run.datalist,
+        fingerprint=run.fingerprint,
+        config_path=config_path,
+        extra_params={
+            "run.seed": str(run.seed),
+            "run.datalist": str(run.datalist),
+            "run.overrides": " ".join(overrides) or "-",
+            "run.device": run.dev.type,
+            "run.world_size": str(run.dist_info.world_size),
+            "run.amp": str(run.parts.amp).lower(),
+            "run.steps_per_epoch": str(run.steps_per_epoch),
+            "run.train_images": str(len(run.train_samples)),
+            "run.val_images": str(run.num_val),
+            "run.dataset_fingerprint": run.fingerprint,
+            "run.torch": torch.__version__,
+        },
+    )
+    return client
+
+
+def _build_loop(run: _Run) -> tuple[Any, _Loop]:
+    """The training data loader and, with several processes, the DDP-wrapped network."""
+    start_epoch = run.state.epoch
+    dataset, sampler, loader = make_loader(
+        run.train_samples,
+        run.cfg,
+        run.train_cfg,
+        seed=run.seed,
+        dist_info=run.dist_info,
+        start_epoch=start_epoch,
+        images_per_step=run.images_per_step,
+    )
+    network = run.parts.network
     train_net: torch.nn.Module = network
-    if dist_info.world_size > 1:
+    if run.dist_info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         # a batch without lesions leaves the box-regression head out of the loss
         train_net = DistributedDataParallel(
             network,
-            device_ids=[dev.index] if dev.type == "cuda" else None,
+            device_ids=[run.dev.index] if run.dev.type == "cuda" else None,
             find_unused_parameters=True,
         )
-
-    def checkpoint_state(epoch: int, interrupted: bool = False) -> dict[str, Any]:
-        return parts.checkpoint(
-            state,
-            epoch=epoch,
-            cfg=cfg,
-            seed=seed,
-            fingerprint=fingerprint,
-            interrupted=interrupted,
-        )
-
     loop = _Loop(
-        parts=parts,
+        parts=run.parts,
         train_net=train_net,
-        train_cfg=train_cfg,
-        dev=dev,
+        train_cfg=run.train_cfg,
+        dev=run.dev,
         batches=cycle_batches(loader, sampler),
-        state=state,
-        dist_info=dist_info,
-        steps_per_epoch=steps_per_epoch,
+        state=run.state,
+        dist_info=run.dist_info,
+        steps_per_epoch=run.steps_per_epoch,
         start_epoch=start_epoch,
         started=time.perf_counter(),
     )
+    return dataset, loop
+
+
+def _run_epochs(run: _Run, loop: _Loop, dataset: Any, client: Any, *, show_progress: bool) -> None:
+    """Train the remaining epochs; on Ctrl-C save ``last.pt`` and raise
+    :class:`TrainingInterrupted`."""
+    state, dist_info, train_cfg = run.state, run.dist_info, run.train_cfg
     try:
-        with progress_bar(show_progress and main) as progress:
+        with progress_bar(show_progress and run.main) as progress:
             task = progress.add_task(
                 "training",
                 total=loop.total_steps,
-                completed=start_epoch * steps_per_epoch,
+                completed=loop.start_epoch * run.steps_per_epoch,
                 loss="-",
             )
-            for epoch in range(start_epoch, train_cfg.epochs):
-                dataset.reseed(seed * 1_000_003 + epoch * 1009 + dist_info.rank)
+            for epoch in range(loop.start_epoch, train_cfg.epochs):
+                dataset.reseed(run.seed * 1_000_003 + epoch * 1009 + dist_info.rank)
                 record = _train_epoch(loop, epoch, progress, task)
-                if main:
+                if run.main:
                     assert client is not None and state.run_id is not None
                     _close_epoch(
                         loop,
                         epoch,
                         record,
-                        val_samples=val_samples,
-                        num_classes=cfg.num_classes,
-                        save_best=lambda done: save_checkpoint(best_path, checkpoint_state(done)),
-                        save_last=lambda done: save_checkpoint(last_path, checkpoint_state(done)),
+                        val_samples=run.val_samples,
+                        num_classes=run.cfg.num_classes,
+                        save_best=lambda done: run.save(run.best_path, done),
+                        save_last=lambda done: run.save(run.last_path, done),
                         client=client,
                     )
                 state.epoch = epoch + 1
@@ -293,19 +405,23 @@ def train(
 
                     dist.barrier()
     except KeyboardInterrupt:
-        detector.network = network
-        if main:
+        run.parts.detector.network = run.parts.network
+        if run.main:
             # completed epochs only: --resume redoes the interrupted one
-            save_checkpoint(last_path, checkpoint_state(state.epoch, interrupted=True))
+            run.save(run.last_path, state.epoch, interrupted=True)
             if client is not None and state.run_id is not None:
                 client.set_tag(
                     state.run_id, "oncotriage.interrupted_at_epoch", str(state.epoch + 1)
                 )
                 client.set_terminated(state.run_id, status="KILLED")
-        raise TrainingInterrupted(last_path, state.run_id) from None
+        raise TrainingInterrupted(run.last_path, state.run_id) from None
 
+
+def _finish(run: _Run, loop: _Loop, client: Any, *, export: bool) -> TrainResult:
+    """Main rank: make sure a best checkpoint exists, log the artifacts, export the bundle."""
+    state, best_path = run.state, run.best_path
     bundle_dir: Path | None = None
-    if main and not best_path.is_file():
+    if run.main and not best_path.is_file():
         # Every completed run ends with a best checkpoint; should none have been written (no
         # validation ran in the epochs this process trained), the final weights are it.
         logger.warning(
@@ -315,35 +431,35 @@ def train(
             best_path,
         )
         state.best_epoch = state.epoch
-        save_checkpoint(best_path, checkpoint_state(state.epoch))
-    if main:
+        run.save(best_path, state.epoch)
+    if run.main:
         assert client is not None and state.run_id is not None
         bundle_dir = _finish_run(
             client,
             state.run_id,
-            cfg,
-            out_dir,
+            run.cfg,
+            run.out_dir,
             history=state.history,
             best_path=best_path,
             best_froc=loop.best_froc,
             best_val=state.best_val,
-            val_metric=train_cfg.val_metric,
-            fingerprint=fingerprint,
-            synthetic=is_synthetic(datalist),
+            val_metric=run.train_cfg.val_metric,
+            fingerprint=run.fingerprint,
+            synthetic=is_synthetic(run.datalist),
             export=export,
-            seed=seed,
+            seed=run.seed,
         )
     return TrainResult(
-        run_id=state.run_id if main else None,
-        out_dir=out_dir,
+        run_id=state.run_id if run.main else None,
+        out_dir=run.out_dir,
         best_checkpoint=best_path,
-        last_checkpoint=last_path,
+        last_checkpoint=run.last_path,
         bundle_dir=bundle_dir,
         best_metric=state.best_metric if math.isfinite(state.best_metric) else None,
         best_epoch=state.best_epoch,
-        epochs_completed=train_cfg.epochs,
+        epochs_completed=run.train_cfg.epochs,
         history=state.history,
-        dataset_fingerprint=fingerprint,
+        dataset_fingerprint=run.fingerprint,
         val_metrics=state.best_val,
     )
 

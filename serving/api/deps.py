@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from oncotriage.serving.audit import ReadTrail
 from oncotriage.serving.db.session import Database
+from oncotriage.serving.errors import ServiceError
 from oncotriage.serving.modelset import ModelSet
 from oncotriage.serving.security import AuthenticationError, Principal, authenticate, hash_token
 from oncotriage.serving.settings import Settings
@@ -52,16 +53,27 @@ def get_models(request: Request) -> ModelSet:
 
 
 def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
-    """A session per request; handlers commit what they change (data-access functions do)."""
+    """A session per request; handlers commit what they change (data-access functions do).
+
+    It ends when the handler returns, before the answer is sent (``scope="function"``), so a
+    slow client never holds a transaction, a row lock or SQLite's write lock. A refusal
+    (:class:`~oncotriage.serving.errors.ServiceError`) is rolled back here, before
+    ``create_app``'s handler answers it; anything else uncommitted is discarded on close
+    (where a lost connection cannot raise again over the original error).
+    """
     with db.sessionmaker() as session:
-        yield session
+        try:
+            yield session
+        except ServiceError:
+            session.rollback()
+            raise
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ContentStore, Depends(get_store)]
 InferenceDep = Annotated[ModelSet, Depends(get_models)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def unprocessable(message: str, *loc: str | int) -> RequestValidationError:

@@ -15,8 +15,8 @@ from oncotriage.datasets.boxes import index_box_problem
 from oncotriage.serving.enums import (
     Decision,
     Priority,
-    ReferralStatus,
     ReviewStatus,
+    SeriesStatus,
     StudyStatus,
 )
 
@@ -28,11 +28,6 @@ class Message(BaseModel):
 class HospitalRef(BaseModel):
     id: int
     name: str
-
-
-class ModelRef(BaseModel):
-    name: str
-    version: str
 
 
 class StudyPublic(BaseModel):
@@ -141,7 +136,7 @@ class SeriesResultPublic(BaseModel):
     )
     suspicion_score: float | None
     priority: Priority | None
-    status: str = Field(
+    status: SeriesStatus = Field(
         description="queued, running, done or failed (the latest inference); not_triaged for "
         "series kept for the record."
     )
@@ -226,23 +221,6 @@ class ReviewPublic(BaseModel):
 
 class ReviewsPublic(BaseModel):
     data: list[ReviewPublic]
-    count: int
-
-
-class ReferralPublic(BaseModel):
-    id: int
-    study_id: str
-    study_url: str
-    from_hospital: HospitalRef
-    to_centre: HospitalRef
-    status: ReferralStatus
-    note: str
-    referred_by: str
-    created_at: datetime
-
-
-class ReferralsPublic(BaseModel):
-    data: list[ReferralPublic]
     count: int
 
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
+from oncotriage.datasets.roles import SeriesRole
 from oncotriage.serving.db.models import (
     Finding,
     Hospital,
@@ -38,6 +39,7 @@ from oncotriage.serving.db.models import (
     User,
 )
 from oncotriage.serving.enums import JobState, Priority, StudyStatus
+from oncotriage.serving.errors import ConflictError
 from oncotriage.serving.storage import ContentStore
 
 #: Namespace of the UUIDv5s behind the report UIDs (never change it: UIDs would change).
@@ -48,7 +50,7 @@ AI_SERIES_DESCRIPTION = "AI triage result"
 VERIFIED_SERIES_DESCRIPTION = "Specialist-verified result"
 
 
-class ResultNotReadyError(Exception):
+class ResultNotReadyError(ConflictError):
     """The study has not been triaged yet (or holds nothing a model reads)."""
 
 
@@ -147,7 +149,7 @@ def plan_report(session: Session, study: Study) -> ReportPlan:
         session.scalars(
             sa.select(Instance.stored_path)
             .join(Series, Series.id == Instance.series_id)
-            .where(Instance.study_id == study.id, Series.role == "diagnostic")
+            .where(Instance.study_id == study.id, Series.role == SeriesRole.DIAGNOSTIC)
             .order_by(Series.id, Instance.id)
         )
     )

@@ -6,9 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from volume_writer import write_volume_file
 
 from oncotriage.datasets.image import ImageVolume, UnsupportedImageError
-from oncotriage.datasets.volume_io import read_volume_file, volume_format, write_volume_file
+from oncotriage.datasets.volume_io import read_volume_file, volume_format
 
 
 def _marked_array(shape: tuple[int, ...]) -> np.ndarray:

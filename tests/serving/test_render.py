@@ -9,7 +9,7 @@ from PIL import Image
 from oncotriage.datasets.dicom_writer import build_ct_slice_dataset, make_identity
 from oncotriage.datasets.image import ImageVolume
 from oncotriage.models.findings import Finding
-from oncotriage.serving.render import BOX_COLOUR, SeriesCache, render_png, render_thumbnail
+from oncotriage.serving.render import BOX_COLOUR, SeriesCache, render_image, render_png
 from oncotriage.serving.results import RenderPlan, RenderRequest, render
 from oncotriage.serving.storage import ContentStore
 
@@ -148,9 +148,13 @@ def test_ct_without_findings_shows_the_middle_slice() -> None:
     assert np.asarray(picture)[0, 0, 0] == _grey_of_slice(5)
 
 
-def test_thumbnail_is_small_and_unlabelled() -> None:
-    picture = _decode(
-        render_thumbnail(_radiograph(200, 100), [_finding((40, 40, 120, 80))], size=64)
+def test_small_unlabelled_render() -> None:
+    picture = render_image(
+        _radiograph(200, 100),
+        [_finding((40, 40, 120, 80))],
+        max_size=64,
+        show_boxes=True,
+        show_labels=False,
     )
     assert picture.size == (64, 32)
     mask = _box_pixels(picture)

@@ -38,6 +38,7 @@ from oncotriage.serving.reports.sr import sr_to_bytes
 from oncotriage.serving.reports.versions import result_instances
 from oncotriage.serving.security import study_visibility_clause
 from oncotriage.serving.uploads import multipart_parts, spool
+from oncotriage.serving.urls import study_url
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def stow_response(
     study_ids = result.study_ids
     if len(study_ids) == 1:
         # Not part of STOW-RS: where the hospital follows the study's triage (JSON API).
-        http.headers["Location"] = f"{root}/v1/studies/{study_ids[0]}"
+        http.headers["Location"] = root + study_url(study_ids[0])
     return http
 
 

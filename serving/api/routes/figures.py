@@ -18,7 +18,6 @@ def read_figures(session: SessionDep, principal: CurrentPrincipal) -> FiguresPub
     confirmed cancers, PPV of flags, median days flag → decision → seen → diagnosis,
     overdue steps and lost to follow-up. The centre sees its union; a hospital itself."""
     rows = figures(session, principal, now=utcnow())
-    session.rollback()
     return FiguresPublic(data=[FigureRow(**row) for row in rows], count=len(rows))
 
 
@@ -26,7 +25,6 @@ def read_figures(session: SessionDep, principal: CurrentPrincipal) -> FiguresPub
 def read_figures_csv(session: SessionDep, principal: CurrentPrincipal) -> Response:
     """The same figures as CSV (one header line, one line per hospital and month)."""
     rows = figures(session, principal, now=utcnow())
-    session.rollback()
     return Response(
         figures_csv(rows),
         media_type="text/csv; charset=utf-8",

@@ -26,5 +26,4 @@ def read_followups(
     data, count = list_followups(
         session, principal, now=utcnow(), state=state, skip=skip, limit=limit
     )
-    session.rollback()
     return FollowUpsPublic(data=data, count=count)

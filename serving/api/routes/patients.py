@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from oncotriage.serving.api.care_schemas import (
@@ -16,9 +16,10 @@ from oncotriage.serving.api.deps import CurrentPrincipal, RowId, SessionDep
 from oncotriage.serving.api.schemas import Message
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.db.models import User
-from oncotriage.serving.outcomes import OutcomeInput, OutcomeInputError, record_outcome
-from oncotriage.serving.patients import PatientNotFoundError, patient_of_study, timeline
-from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
+from oncotriage.serving.outcomes import OutcomeInput, record_outcome
+from oncotriage.serving.patients import patient_of_study, timeline
+from oncotriage.serving.studies import get_visible_study
+from oncotriage.serving.urls import study_url
 
 router = APIRouter(prefix="/v1", tags=["patients"])
 
@@ -38,12 +39,8 @@ def read_study_patient(
     study_id: str, session: SessionDep, principal: CurrentPrincipal
 ) -> StudyPatientPublic:
     """The patient a study is of (``null`` when it carried no Patient ID)."""
-    try:
-        study = get_visible_study(session, principal, study_id)
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
+    study = get_visible_study(session, principal, study_id)
     patient_id = patient_of_study(session, study.id)
-    session.rollback()
     return StudyPatientPublic(
         study_id=study_id,
         patient_id=patient_id,
@@ -61,10 +58,7 @@ def read_timeline(
 ) -> TimelinePublic:
     """Studies, AI results, decisions, referral steps, follow-ups and outcomes in order.
     A hospital sees its own patients' entries; the centre sees its union's."""
-    try:
-        entries, open_followups = timeline(session, principal, patient_id)
-    except PatientNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "patient not found") from None
+    entries, open_followups = timeline(session, principal, patient_id)
     return TimelinePublic(
         patient_id=patient_id,
         data=[TimelineEntryPublic(**entry.__dict__) for entry in entries],
@@ -97,20 +91,13 @@ def create_outcome(
         histology=body.histology,
         cancer_stage=body.stage,
     )
-    try:
-        outcome, study, review = record_outcome(session, principal, patient_id, given, now=utcnow())
-    except PermissionError as error:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
-    except PatientNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "patient not found") from None
-    except OutcomeInputError as error:
-        raise HTTPException(422, str(error)) from None
+    outcome, study, review = record_outcome(session, principal, patient_id, given, now=utcnow())
     recorder = session.get(User, outcome.recorded_by_id)
     reply = OutcomePublic(
         id=outcome.id,
         patient_id=patient_id,
         study_id=study.id,
-        study_url=f"/v1/studies/{study.id}",
+        study_url=study_url(study.id),
         referral_id=outcome.referral_id,
         kind=outcome.kind,
         site=outcome.site,
@@ -124,5 +111,4 @@ def create_outcome(
         recorded_by=recorder.username if recorder else "",
         recorded_at=outcome.recorded_at,
     )
-    session.rollback()
     return reply

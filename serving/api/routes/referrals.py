@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 
 from oncotriage.serving.api.care_schemas import (
     ReferralCreate,
@@ -19,27 +19,20 @@ from oncotriage.serving.api.deps import (
     SessionDep,
     SettingsDep,
     Skip,
-    unprocessable,
 )
+from oncotriage.serving.api.public import referral_public
 from oncotriage.serving.api.schemas import Message
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import ReferralStage, ReferralStatus
 from oncotriage.serving.referrals import (
     FollowUpPlan,
-    LicenceError,
-    ReferralConflictError,
-    ReferralNotFoundError,
     Step,
-    StepError,
-    StepInputError,
     escalate_overdue,
     list_referrals,
-    referral_public,
     request_referral,
     take_step,
     visible_referral,
 )
-from oncotriage.serving.studies import StudyNotFoundError
 
 router = APIRouter(prefix="/v1/referrals", tags=["referrals"])
 
@@ -62,7 +55,7 @@ def read_referrals(
     specialist sees their centre's. Overdue steps come first (and escalate on the way)."""
     now = utcnow()
     escalate_overdue(session, settings, now=now)
-    data, count = list_referrals(
+    rows, count = list_referrals(
         session,
         principal,
         now=now,
@@ -73,8 +66,9 @@ def read_referrals(
         skip=skip,
         limit=limit,
     )
-    session.rollback()
-    return ReferralsPublic(data=data, count=count)
+    return ReferralsPublic(
+        data=[referral_public(session, row, now=now) for row in rows], count=count
+    )
 
 
 @router.post(
@@ -96,21 +90,10 @@ def create_referral(
     """A community doctor (licensed) requests a referral of one of their hospital's studies
     up to its centre; the centre then owns the next step (schedule). Audited."""
     now = utcnow()
-    try:
-        referral = request_referral(
-            session, settings, principal, body.study_id, note=body.note, now=now
-        )
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
-    except ReferralConflictError as error:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    except (LicenceError, PermissionError) as error:
-        session.rollback()
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
-    public: ReferralPublic = referral_public(session, referral, now=now)
-    session.rollback()
-    return public
+    referral = request_referral(
+        session, settings, principal, body.study_id, note=body.note, now=now
+    )
+    return referral_public(session, referral, now=now)
 
 
 @router.get(
@@ -121,13 +104,8 @@ def create_referral(
 def read_referral(
     referral_id: RowId, session: SessionDep, principal: CurrentPrincipal
 ) -> ReferralPublic:
-    try:
-        referral = visible_referral(session, principal, referral_id)
-    except ReferralNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "referral not found") from None
-    public: ReferralPublic = referral_public(session, referral, now=utcnow())
-    session.rollback()
-    return public
+    referral = visible_referral(session, principal, referral_id)
+    return referral_public(session, referral, now=utcnow())
 
 
 @router.post(
@@ -157,36 +135,22 @@ def create_step(
         else None
     )
     now = utcnow()
-    try:
-        referral = take_step(
-            session,
-            settings,
-            principal,
-            referral_id,
-            Step(
-                action=step,
-                appointment_at=body.appointment_at,
-                outcome=body.outcome,
-                site=body.site,
-                histology=body.histology,
-                cancer_stage=body.stage,
-                plan=body.plan,
-                followup=followup,
-                note=body.note,
-            ),
-            now=now,
-        )
-    except ReferralNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "referral not found") from None
-    except (LicenceError, PermissionError) as error:
-        session.rollback()
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
-    except StepInputError as error:
-        session.rollback()
-        raise unprocessable(str(error), "body") from None
-    except StepError as error:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    public: ReferralPublic = referral_public(session, referral, now=now)
-    session.rollback()
-    return public
+    referral = take_step(
+        session,
+        settings,
+        principal,
+        referral_id,
+        Step(
+            action=step,
+            appointment_at=body.appointment_at,
+            outcome=body.outcome,
+            site=body.site,
+            histology=body.histology,
+            cancer_stage=body.stage,
+            plan=body.plan,
+            followup=followup,
+            note=body.note,
+        ),
+        now=now,
+    )
+    return referral_public(session, referral, now=now)

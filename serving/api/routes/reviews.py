@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 
 from oncotriage.serving.api.deps import (
     CurrentPrincipal,
@@ -10,8 +10,8 @@ from oncotriage.serving.api.deps import (
     SessionDep,
     SettingsDep,
     TrailDep,
-    unprocessable,
 )
+from oncotriage.serving.api.public import review_public
 from oncotriage.serving.api.schemas import (
     Message,
     ReviewCreate,
@@ -20,17 +20,12 @@ from oncotriage.serving.api.schemas import (
     ValidationErrorsPublic,
 )
 from oncotriage.serving.db.base import utcnow
+from oncotriage.serving.decisions import review, reviews_of
 from oncotriage.serving.enums import AuditAction
-from oncotriage.serving.referrals import LicenceError
-from oncotriage.serving.studies import StudyNotFoundError, get_visible_study
-from oncotriage.serving.worklist import (
-    ClaimConflictError,
-    ReviewInputError,
-    review,
-    reviews_of,
-)
+from oncotriage.serving.studies import get_visible_study
+from oncotriage.serving.urls import STUDIES_PATH
 
-router = APIRouter(prefix="/v1/studies", tags=["reviews"])
+router = APIRouter(prefix=STUDIES_PATH, tags=["reviews"])
 
 
 @router.post(
@@ -54,17 +49,7 @@ def create_review(
     """Decide a claimed case. ``refer`` opens a referral to the centre; the hospital is told
     through its webhook; corrected boxes become training labels (``oncotriage datasets
     from-reviews``)."""
-    try:
-        return review(session, principal, study_id, body, settings, now=utcnow())
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
-    except ClaimConflictError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    except ReviewInputError as error:
-        raise unprocessable(str(error), "body", "corrected_boxes") from None
-    except LicenceError as error:
-        session.rollback()
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
+    return review_public(review(session, principal, study_id, body, settings, now=utcnow()))
 
 
 @router.get(
@@ -76,11 +61,7 @@ def read_reviews(
     study_id: str, session: SessionDep, principal: CurrentPrincipal, trail: TrailDep
 ) -> ReviewsPublic:
     """Decisions on a study (its hospital sees them too)."""
-    try:
-        study = get_visible_study(session, principal, study_id)
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
-    data = reviews_of(session, study)
-    session.rollback()
+    study = get_visible_study(session, principal, study_id)
+    data = [review_public(record) for record in reviews_of(session, study)]
     trail.add(principal, AuditAction.STUDY_READ, study_id=study.id, detail={"reviews": True})
     return ReviewsPublic(data=data, count=len(data))

@@ -23,6 +23,7 @@ from oncotriage.serving.api.deps import (
     TrailDep,
     unprocessable,
 )
+from oncotriage.serving.api.public import study_public
 from oncotriage.serving.api.routes.dicomweb import base_url
 from oncotriage.serving.api.schemas import (
     InstanceResultPublic,
@@ -34,13 +35,10 @@ from oncotriage.serving.api.schemas import (
     ValidationErrorsPublic,
 )
 from oncotriage.serving.db.base import utcnow
-from oncotriage.serving.db.models import Study
 from oncotriage.serving.enums import AuditAction, Priority, ReviewStatus, StudyStatus
 from oncotriage.serving.intake import ingest
 from oncotriage.serving.results import (
     RenderRequest,
-    RenderRequestError,
-    ResultNotReadyError,
     build_report,
     plan_render,
     plan_report,
@@ -48,26 +46,18 @@ from oncotriage.serving.results import (
     study_result,
 )
 from oncotriage.serving.studies import (
-    StudyNotFoundError,
+    counted_study,
     get_visible_study,
     list_studies,
-    study_public,
 )
 from oncotriage.serving.uploads import UploadedFiles, read_whole
+from oncotriage.serving.urls import STUDIES_PATH
 
-router = APIRouter(prefix="/v1/studies", tags=["studies"])
+router = APIRouter(prefix=STUDIES_PATH, tags=["studies"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Message, "description": "No such study (or not yours)."}
 }
-
-
-def visible_or_404(session: SessionDep, principal: CurrentPrincipal, study_id: str) -> Study:
-    """The study, or 404 (also for another hospital's study: its existence is not told)."""
-    try:
-        return get_visible_study(session, principal, study_id)
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
 
 
 @router.post(
@@ -105,8 +95,7 @@ async def submit_study(
     studies: list[StudyPublic] = []
     for study_id in result.study_ids:
         study = get_visible_study(session, principal, study_id)
-        studies.append(study_public(session, study))
-    session.rollback()
+        studies.append(study_public(counted_study(session, study)))
     body = SubmissionPublic(
         studies=studies,
         instances=[
@@ -143,7 +132,7 @@ def read_studies(
     limit: Limit = 100,
 ) -> StudiesPublic:
     """Studies the caller may see (a hospital: its own), newest first."""
-    data, count = list_studies(
+    rows, count = list_studies(
         session,
         principal,
         status=status_,
@@ -154,8 +143,7 @@ def read_studies(
         skip=skip,
         limit=limit,
     )
-    session.rollback()
-    return StudiesPublic(data=data, count=count)
+    return StudiesPublic(data=[study_public(row) for row in rows], count=count)
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
@@ -163,9 +151,8 @@ def read_study(
     study_id: str, session: SessionDep, principal: CurrentPrincipal, trail: TrailDep
 ) -> StudyPublic:
     """Status, priority, suspicion score, model version and timings of one study."""
-    study = visible_or_404(session, principal, study_id)
-    public = study_public(session, study)
-    session.rollback()
+    study = get_visible_study(session, principal, study_id)
+    public = study_public(counted_study(session, study))
     trail.add(principal, AuditAction.STUDY_READ, study_id=study.id)
     return public
 
@@ -175,9 +162,8 @@ def read_result(
     study_id: str, session: SessionDep, principal: CurrentPrincipal, trail: TrailDep
 ) -> StudyResultPublic:
     """Findings in pixel (index) and world coordinates, per-series outcome, model version."""
-    study = visible_or_404(session, principal, study_id)
+    study = get_visible_study(session, principal, study_id)
     result = study_result(session, study)
-    session.rollback()
     trail.add(principal, AuditAction.STUDY_RESULT_READ, study_id=study.id)
     return result
 
@@ -199,11 +185,8 @@ def read_report(
     trail: TrailDep,
 ) -> Response:
     """The result as a DICOM Comprehensive 3D SR (TID 1500) referencing the source images."""
-    study = visible_or_404(session, principal, study_id)
-    try:
-        plan = plan_report(session, study)
-    except ResultNotReadyError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    study = get_visible_study(session, principal, study_id)
+    plan = plan_report(session, study)
     session.rollback()  # files are read outside the transaction
     trail.add(principal, AuditAction.STUDY_REPORT_READ, study_id=study.id)
     payload = build_report(store, plan)
@@ -244,7 +227,7 @@ def read_render(
     size: Annotated[int, Query(ge=16, le=4096)] = 1024,
 ) -> Response:
     """One image or CT slice, windowed, with the model's boxes (default: the top finding's)."""
-    study = visible_or_404(session, principal, study_id)
+    study = get_visible_study(session, principal, study_id)
     parsed_window: str | tuple[float, float] | None = window
     if window and "," in window:
         try:
@@ -268,11 +251,8 @@ def read_render(
         show_boxes=boxes,
         max_size=size,
     )
-    try:
-        plan = plan_render(session, study, request)
-        session.rollback()  # files are read outside the transaction
-        trail.add(principal, AuditAction.STUDY_RENDER_READ, study_id=study.id)
-        payload = render(store, plan)
-    except RenderRequestError as error:
-        raise unprocessable(str(error), "query") from None
+    plan = plan_render(session, study, request)
+    session.rollback()  # files are read outside the transaction
+    trail.add(principal, AuditAction.STUDY_RENDER_READ, study_id=study.id)
+    payload = render(store, plan)
     return Response(payload, media_type="image/png", headers={"Cache-Control": "private, no-store"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
 
 from oncotriage.serving.api.deps import (
     CurrentSpecialist,
@@ -15,11 +15,12 @@ from oncotriage.serving.api.deps import (
     Skip,
     TrailDep,
 )
+from oncotriage.serving.api.public import claim_public, worklist_item_public
 from oncotriage.serving.api.schemas import ClaimPublic, Message, WorklistPublic
+from oncotriage.serving.claims import claim, release
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.enums import AuditAction, Priority, StudyStatus
-from oncotriage.serving.studies import StudyNotFoundError
-from oncotriage.serving.worklist import ClaimConflictError, claim, release, worklist
+from oncotriage.serving.worklist import worklist
 
 router = APIRouter(prefix="/v1/worklist", tags=["worklist"])
 
@@ -47,7 +48,7 @@ def read_worklist(
     Order: past their SLA first, then urgent, suspicious, needs_manual_review (and
     routine when asked for with ``priority=routine``), then longest waiting first.
     """
-    data, count = worklist(
+    entries, count = worklist(
         session,
         principal,
         settings,
@@ -59,9 +60,8 @@ def read_worklist(
         skip=skip,
         limit=limit,
     )
-    session.rollback()
-    trail.add(principal, AuditAction.WORKLIST_READ, detail={"count": len(data)})
-    return WorklistPublic(data=data, count=count)
+    trail.add(principal, AuditAction.WORKLIST_READ, detail={"count": len(entries)})
+    return WorklistPublic(data=[worklist_item_public(entry) for entry in entries], count=count)
 
 
 @router.post("/{study_id}/claim", response_model=ClaimPublic, responses=CLAIM_RESPONSES)
@@ -70,12 +70,8 @@ def claim_study(
 ) -> ClaimPublic:
     """Take the case (a lease of ``claim_lease_s``); claiming again renews it. 409 when
     another specialist holds it."""
-    try:
-        return claim(session, principal, study_id, lease_s=settings.claim_lease_s, now=utcnow())
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
-    except ClaimConflictError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    lease = claim(session, principal, study_id, lease_s=settings.claim_lease_s, now=utcnow())
+    return claim_public(lease)
 
 
 @router.post(
@@ -85,9 +81,4 @@ def claim_study(
 )
 def release_study(study_id: str, session: SessionDep, principal: CurrentSpecialist) -> None:
     """Give the case back to the worklist."""
-    try:
-        release(session, principal, study_id, now=utcnow())
-    except StudyNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "study not found") from None
-    except ClaimConflictError as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    release(session, principal, study_id, now=utcnow())
