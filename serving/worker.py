@@ -42,7 +42,7 @@ from oncotriage.serving.db.base import UTCDateTime, utcnow
 from oncotriage.serving.db.models import Finding, Instance, Job, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.delivery import WebhookOutbox, WebhookSender
-from oncotriage.serving.enums import JobState, StudyStatus, WebhookEvent
+from oncotriage.serving.enums import JobState, Priority, StudyStatus, WebhookEvent
 from oncotriage.serving.inference import (
     BackendUnavailableError,
     LoadedModel,
@@ -51,12 +51,18 @@ from oncotriage.serving.inference import (
 )
 from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
+from oncotriage.serving.monitoring.monitor import Monitor, MonitorTask
 from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.referrals import escalate_overdue
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.thread_priority import name_native_thread, run_behind_model
-from oncotriage.serving.triage import calibrated_suspicion_score, priority_for, refresh_study
+from oncotriage.serving.triage import (
+    calibrated_suspicion_score,
+    priority_for,
+    refresh_study,
+    suspicion_score,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,6 +132,8 @@ class _Prepared:
     network_input: PreparedInput
     held: HeldLease
     prepare_s: float
+    #: the image read (kept for the monitor, which runs after the result is committed)
+    image: ImageVolume | None = None
 
 
 @dataclass
@@ -167,6 +175,8 @@ class Worker:
         name: lease owner name (default ``host:pid``).
         webhook_sender: overrides :func:`oncotriage.serving.delivery.default_webhook_sender`.
         signal: wakes the idle worker when intake queues work in this process.
+        monitor: gets every completed job after its result is committed (input statistics,
+            the challenger's shadow score, drift charts: :mod:`oncotriage.serving.monitoring`).
     """
 
     def __init__(
@@ -179,8 +189,10 @@ class Worker:
         name: str | None = None,
         webhook_sender: WebhookSender | None = None,
         signal: jobs.WorkSignal | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.settings = settings
+        self.monitor = monitor
         self.db = db
         self.store = store
         self.models = ModelSet.of(models)
@@ -378,7 +390,7 @@ class Worker:
         except BaseException:
             self.leases.release(held)
             raise
-        return _Prepared(lease, job_input, model, network_input, held, prepare_s)
+        return _Prepared(lease, job_input, model, network_input, held, prepare_s, image)
 
     def _route(self, job_input: _JobInput, image: ImageVolume) -> LoadedModel:
         """The model whose intended inputs fit the series (NoModelFitsError: none does): the
@@ -475,9 +487,22 @@ class Worker:
         elif prepared.held.lost:
             logger.warning("job %d: lease lost while running; result discarded", inferred.lease.id)
         else:
-            self._complete_job(
+            result = self._complete_job(
                 prepared.lease, prepared.job_input, prepared.model, findings, model_s
             )
+            if result is not None and self.monitor is not None and prepared.image is not None:
+                self.monitor.submit(  # after the commit: the priority is final
+                    MonitorTask(
+                        job_id=prepared.lease.id,
+                        study_id=prepared.job_input.study_id,
+                        stored_paths=prepared.job_input.stored_paths,
+                        image=prepared.image,
+                        champion=prepared.model,
+                        raw_score=suspicion_score(findings),
+                        score=result[0],
+                        priority=result[1],
+                    )
+                )
 
     def _give_back(self, prepared: _Prepared) -> None:
         """Put a claimed job that never reached the model back in the queue (on stop)."""
@@ -558,7 +583,8 @@ class Worker:
         model: LoadedModel,
         findings: list[DetectedFinding],
         elapsed_s: float,
-    ) -> None:
+    ) -> tuple[float, Priority] | None:
+        """Record a job's result; its (score, priority), or None when the lease was lost."""
         detected = findings
         score = calibrated_suspicion_score(detected, model.spec.thresholds)
         priority = priority_for(score, model.spec.thresholds)
@@ -577,7 +603,7 @@ class Worker:
             )
             if not completed:
                 logger.warning("job %d: lease lost before completion; result discarded", lease.id)
-                return
+                return None
             if job_input.instance_id is None and self._superseded(session, job_input):
                 session.execute(
                     sa.update(Job).where(Job.id == lease.id).values(state=JobState.SUPERSEDED),
@@ -623,6 +649,7 @@ class Worker:
                 }
             },
         )
+        return score, priority
 
     @staticmethod
     def _superseded(session: Session, job_input: _JobInput) -> bool:

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from oncotriage.serving.api.routes.dicomweb import router as dicomweb_router
 from oncotriage.serving.api.routes.figures import router as figures_router
 from oncotriage.serving.api.routes.followups import router as followups_router
+from oncotriage.serving.api.routes.monitoring import router as monitoring_router
 from oncotriage.serving.api.routes.ops import router as ops_router
 from oncotriage.serving.api.routes.patients import router as patients_router
 from oncotriage.serving.api.routes.referrals import router as referrals_router
@@ -24,4 +25,5 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     patients_router,
     figures_router,
     followups_router,
+    monitoring_router,
 )
