@@ -209,7 +209,7 @@ def check_drift(
     with each new alarm after it is flushed."""
     raised: list[DriftAlarm] = []
     device = device_of(record.manufacturer, record.device_model)
-    scopes = [("", sa.true())]
+    scopes: list[tuple[str, sa.ColumnElement[bool]]] = [("", sa.true())]
     if device:
         scopes.append(
             (

@@ -63,11 +63,13 @@ def study_labels(session: Session, study_ids: Iterable[str]) -> dict[str, bool]:
             elif decision is Decision.RETURN:
                 labels[study_id] = False
         outcomes: dict[str, bool] = {}
-        for study_id, kind in session.execute(
+        for outcome_study, kind in session.execute(
             sa.select(Outcome.study_id, Outcome.kind).where(Outcome.study_id.in_(chunk))
         ):
+            if outcome_study is None:
+                continue
             positive = kind is OutcomeKind.MALIGNANT
-            outcomes[study_id] = outcomes.get(study_id, False) or positive
+            outcomes[outcome_study] = outcomes.get(outcome_study, False) or positive
         labels.update(outcomes)
     return labels
 
@@ -204,7 +206,7 @@ def export_to_mlflow(
     tallies: dict[tuple[str, str], dict[str, Tally]] = defaultdict(lambda: defaultdict(Tally))
     for study_id, name, version, hospital_id, priority, score in rows:
         for scope in ("all", str(hospital_id)):
-            tallies[(name, version)][scope].add(priority, score, labels.get(study_id))
+            tallies[(str(name), str(version))][scope].add(priority, score, labels.get(study_id))
     written: dict[tuple[str, int], dict[str, float]] = {}
     for (name, version), scopes in tallies.items():
         if not str(version).isdigit():

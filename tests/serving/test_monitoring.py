@@ -33,9 +33,8 @@ def _decide(service: Any, study_id: str, decision: str) -> None:
 def test_a_challenger_scores_live_studies_behind_the_champion_and_apart(
     sqlite_service_factory, make_bundle, tracking_uri: str, tmp_path: Path
 ) -> None:
-    from oncotriage.models import registry
-
     from oncotriage.datasets.reader import read_image
+    from oncotriage.models import registry
     from oncotriage.models.pipeline import DetectionPipeline
 
     images = [dx_instance(300 + case) for case in range(8)]
