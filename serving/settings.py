@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         default=None, description="Drift alarms are POSTed here as JSON (operators' hook)."
     )
     drift_warmup_studies: int = Field(
-        default=30,
+        default=300,
         ge=5,
         description="A hospital's (device's) first studies under a model version set the "
         "baseline of its flag rate and score charts.",
@@ -183,12 +183,17 @@ class Settings(BaseSettings):
         default=500, ge=20, description="Studies each drift chart looks back over at most."
     )
     drift_cusum_k: float = Field(default=0.5, gt=0, description="CUSUM reference value (sd).")
-    drift_cusum_h: float = Field(default=5.0, gt=0, description="CUSUM decision interval (sd).")
+    drift_cusum_h: float = Field(default=10.0, gt=0, description="CUSUM decision interval (sd).")
     drift_flag_odds: float = Field(
         default=3.0, gt=1, description="Flag-rate CUSUM: the odds ratio of the shift it tests."
     )
     drift_flag_h: float = Field(
-        default=5.0, gt=0, description="Flag-rate CUSUM decision interval (log-likelihood)."
+        default=10.0, gt=0, description="Flag-rate CUSUM decision interval (log-likelihood)."
+    )
+    hold_check_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Workers re-read the held hospitals (drift alarms set to hold) this often.",
     )
     drift_action: Literal["warn", "hold"] = Field(
         default="warn",

@@ -51,6 +51,7 @@ from oncotriage.serving.inference import (
 )
 from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
+from oncotriage.serving.monitoring.hold import HoldCheck
 from oncotriage.serving.monitoring.monitor import Monitor, MonitorTask
 from oncotriage.serving.outbox import enqueue_webhook
 from oncotriage.serving.referrals import escalate_overdue
@@ -193,6 +194,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.monitor = monitor
+        self.holds = HoldCheck(settings.hold_check_interval_s)
         self.db = db
         self.store = store
         self.models = ModelSet.of(models)
@@ -360,6 +362,9 @@ class Worker:
             if lease is None:
                 return False
             job_input = None if lease.exhausted else self._start_job(session, lease)
+            held_for = (
+                self.holds.reason(session, job_input.study_id) if job_input is not None else None
+            )
         logger.debug(
             "job %d claimed (attempt %d)",
             lease.id,
@@ -375,6 +380,9 @@ class Worker:
             )
             return True
         if job_input is None:
+            return True
+        if held_for is not None:  # a drift alarm set to hold: people read it, unscored
+            self._fail_job(lease, held_for, permanent=True)
             return True
         held = self.leases.hold(lease)
         try:

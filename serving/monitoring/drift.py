@@ -22,7 +22,8 @@ every scanner's noise into an alarm) and charted by
 :func:`~oncotriage.serving.monitoring.stats.gaussian_cusum` (``drift_cusum_k``/``_h``);
 ``score`` likewise against the mean and sd of the chart's first ``drift_warmup_studies``;
 ``flag_rate`` by :func:`~oncotriage.serving.monitoring.stats.bernoulli_cusum` against the
-warm-up's flag rate (``drift_flag_odds``/``_h``). A chart with an active alarm is not
+warm-up's flag rate (``(flags + 1) / (warm-up + 2)``, within 2-98 %; ``drift_flag_odds``/
+``_h``; upward only when the warm-up had no flag). A chart with an active alarm is not
 replayed; clearing the alarm restarts it. Thresholds and measured run lengths:
 docs/monitoring.md.
 """
@@ -182,6 +183,7 @@ def run_charts(
                 p0=p0,
                 odds=settings.drift_flag_odds,
                 h=settings.drift_flag_h,
+                downward=flags > 0,  # no flag in the warm-up: a rate that cannot fall
             )
             note("flag_rate", result, 0, {"warmup_flag_rate": round(p0, 4)})
     return found

@@ -101,12 +101,18 @@ def gaussian_cusum(z_values: Iterable[float], *, k: float = 0.5, h: float = 5.0)
 
 
 def bernoulli_cusum(
-    events: Iterable[bool], *, p0: float, odds: float = 2.0, h: float = 4.0
+    events: Iterable[bool],
+    *,
+    p0: float,
+    odds: float = 2.0,
+    h: float = 4.0,
+    downward: bool = True,
 ) -> CusumResult:
     """Two-sided Bernoulli CUSUM of 0/1 ``events`` against the in-control rate ``p0``.
 
     The upward chart tests the odds of an event multiplied by ``odds``, the downward one
     divided by it; each adds the log-likelihood ratio of every event and alarms above ``h``.
+    ``downward=False`` keeps the upward chart only (a rate seen as 0 cannot fall).
     """
     if not 0 < p0 < 1:
         raise ValueError(f"p0 must be strictly between 0 and 1, got {p0}")
@@ -127,7 +133,8 @@ def bernoulli_cusum(
     alarms = 0
     for index, event in enumerate(events):
         upper = max(0.0, upper + (up_yes if event else up_no))
-        lower = max(0.0, lower + (down_yes if event else down_no))
+        if downward:
+            lower = max(0.0, lower + (down_yes if event else down_no))
         if upper > h or lower > h:
             alarms += 1
             if alarm_at is None:
