@@ -22,9 +22,9 @@ function ci(interval) {
 
 /** One row per (label, interval): a dot at the value, a line over its 95 % interval, 0..1. */
 export function intervalPlot(title, rows) {
-  const rowH = 20, labelW = 300, plotW = 320;
+  const rowH = 20, labelW = 430, plotW = 320;
   const height = rows.length * rowH + 30;
-  const svg = el("svg", { viewBox: `0 0 ${labelW + plotW + 150} ${height}`, role: "img", "aria-label": title, class: "intervals" });
+  const svg = el("svg", { viewBox: `0 0 ${labelW + plotW + 230} ${height}`, role: "img", "aria-label": title, class: "intervals" });
   for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
     const x = labelW + tick * plotW;
     svg.appendChild(el("line", { x1: x, x2: x, y1: 0, y2: height - 20, class: "grid" }));
@@ -32,7 +32,10 @@ export function intervalPlot(title, rows) {
   }
   rows.forEach((row, index) => {
     const y = index * rowH + 12;
-    svg.appendChild(el("text", { x: 0, y: y + 4, class: "group-label" }, row.label));
+    const short = row.label.length > 72 ? `${row.label.slice(0, 71)}…` : row.label;
+    const label = el("text", { x: 0, y: y + 4, class: "group-label" }, short);
+    label.appendChild(el("title", {}, row.label));
+    svg.appendChild(label);
     const i = row.interval;
     if (i && i.n) {
       svg.appendChild(el("line", { x1: labelW + i.low * plotW, x2: labelW + i.high * plotW, y1: y, y2: y, class: `ci ${row.className || ""}` }));
@@ -79,6 +82,7 @@ async function loadAlarms() {
     tr.dataset.alarm = String(alarm.id);
     tr.dataset.action = alarm.action;
     const text = document.createElement("td");
+    text.className = "wrap";
     text.textContent = alarmText(alarm);
     const raised = document.createElement("td");
     raised.textContent = new Date(alarm.raised_at).toLocaleString();
