@@ -694,6 +694,66 @@ def models_show_command(
         typer.echo("* not calibrated: run `oncotriage calibrate`")
 
 
+@models_app.command("performance")
+def models_performance_command(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="The service's database (default: ONCOTRIAGE_DATABASE_URL / data dir)."),
+    ] = None,
+    export_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--export-mlflow",
+            help="Also record each registered version's field performance on the version "
+            "(metric.field.* tags: overall and per hospital id).",
+        ),
+    ] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+) -> None:
+    """Real-world performance per model version x hospital x device x modality: flag rate,
+    manual-review rate, sensitivity and PPV of flags (Wilson 95%), from the service's records."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.serving.monitoring.performance import export_to_mlflow, performance
+
+    db = _service_session(database_url)
+    if db is None:
+        raise _fail("models performance: no service database with monitoring records found")
+    try:
+        with db.session() as session:
+            rows = performance(session, None)
+            written = export_to_mlflow(session, tracking_uri=tracking_uri) if export_mlflow else {}
+    finally:
+        db.dispose()
+
+    def ci(interval: dict[str, Any]) -> str:
+        if not interval["n"]:
+            return "n/a"
+        return f"{interval['k']}/{interval['n']} ({interval['low']:.2f}-{interval['high']:.2f})"
+
+    table = Table(title="real-world performance (Wilson 95% CI)")
+    for column in ("model", "hospital", "device", "modality", "studies", "flag rate"):
+        table.add_column(column)
+    for column in ("manual review", "sensitivity", "PPV"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            f"{row['model']} v{row['version']}",
+            row["hospital"],
+            " ".join(v for v in (row["manufacturer"], row["device_model"]) if v) or "-",
+            row["modality"],
+            str(row["studies"]),
+            ci(row["flag_rate"]),
+            ci(row["manual_review_rate"]),
+            ci(row["sensitivity"]),
+            ci(row["ppv"]),
+        )
+    Console(width=200).print(table)
+    for (name, version), metrics in sorted(written.items()):
+        typer.echo(f"recorded {len(metrics)} field metrics on {name} version {version}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the training and registry commands to the root app."""
     app.command("train")(train_command)

@@ -145,3 +145,17 @@ def test_a_challenger_scores_live_studies_behind_the_champion_and_apart(
     assert printed.exit_code == 0, printed.output
     assert f"on {n} studies (2 labelled positive)" in printed.output
     assert f"champion only {n - k}" in printed.output
+
+    # exported to MLflow as metrics of the champion's version
+    exported = CliRunner().invoke(
+        app,
+        ["models", "performance", "--database-url", url]
+        + ["--export-mlflow", "--tracking-uri", tracking_uri],
+    )
+    assert exported.exit_code == 0, exported.output
+    assert "recorded" in exported.output and f"{MODEL} version 1" in exported.output
+    metrics = registry.get_version(MODEL, 1, tracking_uri=tracking_uri).metrics
+    assert metrics["field.studies"] == n
+    assert (metrics["field.flag_rate"], metrics["field.sensitivity"]) == (1.0, 1.0)
+    assert metrics["field.ppv"] == 0.5
+    assert metrics["field.ppv_low"] < 0.5 < metrics["field.ppv_high"]
