@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,8 @@ __all__ = [
     "HISTOGRAM_BINS",
     "ImageStats",
     "InputFingerprint",
+    "add_fingerprint",
+    "fingerprint_from_datalist",
     "fingerprint_from_images",
     "histogram_distance",
     "image_stats",
@@ -144,3 +147,34 @@ def fingerprint_from_images(
 ) -> InputFingerprint:
     """The fingerprint of ``images`` (e.g. a model's training datalist, read)."""
     return fingerprint_from_stats([image_stats(image, intensity) for image in images])
+
+
+def fingerprint_from_datalist(
+    datalist: Path | str,
+    intensity: IntensityConfig,
+    *,
+    split: str = "training",
+    limit: int = 200,
+) -> InputFingerprint:
+    """The fingerprint of the first ``limit`` images of a datalist split (read as the
+    service reads them)."""
+    from oncotriage.datasets.datalist import load_datalist, load_entry_image
+
+    entries = load_datalist(datalist, split)[:limit]
+    if not entries:
+        raise ValueError(f"the {split!r} split of {datalist} has no images")
+    return fingerprint_from_images((load_entry_image(entry) for entry in entries), intensity)
+
+
+def add_fingerprint(
+    bundle_dir: Path, datalist: Path | str, *, split: str = "training", limit: int = 200
+) -> InputFingerprint:
+    """Compute the fingerprint of a bundle's training images and store it in its spec."""
+    from oncotriage.models.spec import ModelSpec
+
+    spec = ModelSpec.load(bundle_dir)
+    fingerprint = fingerprint_from_datalist(
+        datalist, spec.preprocessing.intensity, split=split, limit=limit
+    )
+    spec.model_copy(update={"input_fingerprint": fingerprint}).save(bundle_dir)
+    return fingerprint
