@@ -133,8 +133,6 @@ class _Prepared:
     network_input: PreparedInput
     held: HeldLease
     prepare_s: float
-    #: the image read (kept for the monitor, which runs after the result is committed)
-    image: ImageVolume | None = None
 
 
 @dataclass
@@ -398,7 +396,7 @@ class Worker:
         except BaseException:
             self.leases.release(held)
             raise
-        return _Prepared(lease, job_input, model, network_input, held, prepare_s, image)
+        return _Prepared(lease, job_input, model, network_input, held, prepare_s)
 
     def _route(self, job_input: _JobInput, image: ImageVolume) -> LoadedModel:
         """The model whose intended inputs fit the series (NoModelFitsError: none does): the
@@ -498,13 +496,12 @@ class Worker:
             result = self._complete_job(
                 prepared.lease, prepared.job_input, prepared.model, findings, model_s
             )
-            if result is not None and self.monitor is not None and prepared.image is not None:
+            if result is not None and self.monitor is not None:
                 self.monitor.submit(  # after the commit: the priority is final
                     MonitorTask(
                         job_id=prepared.lease.id,
                         study_id=prepared.job_input.study_id,
                         stored_paths=prepared.job_input.stored_paths,
-                        image=prepared.image,
                         champion=prepared.model,
                         raw_score=suspicion_score(findings),
                         score=result[0],

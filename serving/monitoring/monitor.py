@@ -1,7 +1,9 @@
 """The monitor: one thread per process, behind the workers, never in triage's way.
 
 A worker hands every completed job to :meth:`Monitor.submit` *after* its result is
-committed (the study's priority is final by then). The monitor thread, running
+committed (the study's priority is final by then). The task holds the job's stored paths,
+not its image: the monitor reads the image again from the store, one at a time, so a backlog
+of CT volumes costs no memory. The monitor thread, running
 ``monitor_thread_nice`` steps behind the model (its challenger's ONNX Runtime threads,
 created on it, inherit that), then
 
@@ -80,7 +82,6 @@ class MonitorTask:
     job_id: int
     study_id: str
     stored_paths: tuple[str, ...]
-    image: ImageVolume
     champion: LoadedModel
     raw_score: float
     score: float
@@ -254,13 +255,22 @@ class Monitor:
             str(header.get("ManufacturerModelName", "") or "")[:200],
         )
 
+    def _read(self, stored_paths: tuple[str, ...]) -> ImageVolume:
+        from oncotriage.datasets.reader import read_image
+
+        return read_image(
+            [self.store.path(path) for path in stored_paths],
+            field_of_view_mm=self.settings.estimated_chest_field_of_view_mm,
+        )
+
     def process(self, task: MonitorTask) -> MonitorRecord | None:
         """Monitor one completed job (on the monitor thread; tests call it directly)."""
         from oncotriage.models.fingerprint import histogram_distance, image_stats
 
         champion = task.champion
         spec = champion.spec
-        stats = image_stats(task.image, spec.preprocessing.intensity)
+        image = self._read(task.stored_paths)
+        stats = image_stats(image, spec.preprocessing.intensity)
         fingerprint = spec.input_fingerprint
         distance = (
             histogram_distance(stats.histogram, fingerprint.histogram)
@@ -269,7 +279,7 @@ class Monitor:
         )
         manufacturer, device_model = self._device(task.stored_paths)
         try:
-            shadow = self._shadow_score(champion, task.image)
+            shadow = self._shadow_score(champion, image)
         except Exception:
             logger.exception("monitor: the challenger failed on job %d", task.job_id)
             shadow = None
@@ -285,7 +295,7 @@ class Monitor:
                 job_id=task.job_id,
                 study_id=task.study_id,
                 hospital_id=hospital_id,
-                modality=(task.image.modality or "")[:16],
+                modality=(image.modality or "")[:16],
                 manufacturer=manufacturer,
                 device_model=device_model,
                 champion_name=champion.name,
