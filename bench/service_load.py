@@ -533,7 +533,9 @@ def hospital_load(
         pending = {run.study_uid: run for run in runs}
         while pending and time.monotonic() < deadline:
             time.sleep(poll_s)
-            answer = http.get("/v1/studies", params={"limit": 500})
+            answer = http.get(
+                "/v1/studies", params={"limit": 500}, headers={"Accept": "application/json"}
+            )
             if answer.status_code != 200:
                 continue
             for study in answer.json().get("data", []):
