@@ -183,3 +183,59 @@ def test_the_gate_refuses_lowered_sensitivity_and_promotes_a_good_version(
     assert [e.detail["version"] for e in events] == [1, 4, 1, 2]  # type: ignore[index]
     assert [e.detail["forced"] for e in events] == [False, False, False, True]  # type: ignore[index]
     assert events[-1].detail["reason"] == "vendor hotfix, see CAPA-7"  # type: ignore[index]
+
+
+def test_outcomes_label_studies_before_decisions(tmp_path: Path) -> None:
+    from oncotriage.serving.db.models import Outcome, Patient, User
+    from oncotriage.serving.enums import OutcomeKind, Role
+    from oncotriage.serving.monitoring.performance import study_labels
+
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    upgrade(url)
+    db = Database(url)
+    with db.session() as session:
+        centre = Hospital(name="Centre", kind=HospitalKind.CENTRE)
+        session.add(centre)
+        session.flush()
+        user = User(username="dr", role=Role.SPECIALIST, hospital_id=centre.id)
+        patient = Patient(centre_id=centre.id, pseudonym="p" * 64)
+        session.add_all([user, patient])
+        session.flush()
+        cases = {
+            "returned-then-cancer": (Decision.RETURN, OutcomeKind.MALIGNANT),
+            "referred-benign": (Decision.REFER, OutcomeKind.BENIGN),
+            "referred": (Decision.REFER, None),
+            "returned": (Decision.RETURN, None),
+            "more-imaging": (Decision.MORE_IMAGING, None),
+            "undecided": (None, None),
+            "clear-at-12-months": (None, OutcomeKind.NO_CANCER_12_MONTHS),
+        }
+        ids = {}
+        for index, (name, (decision, outcome)) in enumerate(cases.items()):
+            study = Study(
+                hospital_id=centre.id, study_instance_uid=f"2.25.{index}", decision=decision
+            )
+            session.add(study)
+            session.flush()
+            ids[name] = study.id
+            if outcome is not None:
+                session.add(
+                    Outcome(
+                        patient_id=patient.id,
+                        study_id=study.id,
+                        kind=outcome,
+                        recorded_by_id=user.id,
+                    )
+                )
+        session.flush()
+        labels = study_labels(session, ids.values())
+    db.dispose()
+    assert {name: labels.get(study_id) for name, study_id in ids.items()} == {
+        "returned-then-cancer": True,
+        "referred-benign": False,
+        "referred": True,
+        "returned": False,
+        "more-imaging": None,
+        "undecided": None,
+        "clear-at-12-months": False,
+    }
