@@ -99,7 +99,17 @@ class AlarmUpdate(BaseModel):
     )
 
 
+class UnreadyModel(BaseModel):
+    route: str
+    reason: str
+
+
 class MonitorStatusPublic(BaseModel):
+    models_unready: list[UnreadyModel] = Field(
+        description="Routes whose model this process cannot load now: their studies wait "
+        "in the queue (queued_jobs) until one loads."
+    )
+    queued_jobs: int
     submitted: int
     recorded: int
     dropped: int

@@ -159,3 +159,19 @@ def test_a_challenger_scores_live_studies_behind_the_champion_and_apart(
     assert (metrics["field.flag_rate"], metrics["field.sensitivity"]) == (1.0, 1.0)
     assert metrics["field.ppv"] == 0.5
     assert metrics["field.ppv_low"] < 0.5 < metrics["field.ppv_high"]
+
+
+def test_no_model_ready_is_said_not_waited_invisibly(
+    sqlite_service_factory, tmp_path: Path
+) -> None:
+    with sqlite_service_factory(model_uri=str(tmp_path / "no-such-bundle")) as service:
+        ds = dx_instance(400)
+        stow(service, "A", [to_bytes(ds)]).raise_for_status()
+        with service.client("spec1") as spec:
+            status = spec.get("/v1/monitoring/status").raise_for_status().json()
+        with service.client("A") as hospital:
+            assert hospital.get("/v1/monitoring/status").status_code == 403
+    (unready,) = status["models_unready"]
+    assert unready["route"] == "default"
+    assert "no-such-bundle" in unready["reason"]
+    assert status["queued_jobs"] == 1

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, status
 
 from oncotriage.serving import audit
-from oncotriage.serving.api.deps import CurrentSpecialist, RowId, SessionDep
+from oncotriage.serving.api.deps import CurrentSpecialist, InferenceDep, RowId, SessionDep
 from oncotriage.serving.api.monitoring_schemas import (
     AlarmPublic,
     AlarmsPublic,
@@ -16,10 +16,11 @@ from oncotriage.serving.api.monitoring_schemas import (
     MonitorStatusPublic,
     PerformancePublic,
     PerformanceRow,
+    UnreadyModel,
 )
 from oncotriage.serving.db.base import utcnow
-from oncotriage.serving.db.models import DriftAlarm, Hospital
-from oncotriage.serving.enums import AlarmAction, AuditAction
+from oncotriage.serving.db.models import DriftAlarm, Hospital, Job
+from oncotriage.serving.enums import AlarmAction, AuditAction, JobState
 from oncotriage.serving.monitoring.compare import compare
 from oncotriage.serving.monitoring.monitor import MONITOR_COUNTS
 from oncotriage.serving.monitoring.performance import performance
@@ -112,10 +113,24 @@ def update_alarm(
 
 
 @router.get("/status", response_model=MonitorStatusPublic)
-def read_monitor_status(principal: CurrentSpecialist) -> MonitorStatusPublic:
-    """This process's monitor: jobs submitted, recorded, dropped (backlog full), backlog."""
+def read_monitor_status(
+    session: SessionDep, models: InferenceDep, principal: CurrentSpecialist
+) -> MonitorStatusPublic:
+    """This process's monitor (jobs submitted, recorded, dropped with a full backlog,
+    waiting), the routes whose model cannot be loaded now, and the jobs queued."""
     counts = MONITOR_COUNTS
+    queued = session.scalar(
+        sa.select(sa.func.count()).select_from(Job).where(Job.state == JobState.QUEUED)
+    )
+    session.rollback()
+    unready = [
+        UnreadyModel(route=route, reason=manager.last_error)
+        for route, manager in models.managers.items()
+        if manager.last_error
+    ]
     return MonitorStatusPublic(
+        models_unready=unready,
+        queued_jobs=int(queued or 0),
         submitted=counts.submitted,
         recorded=counts.recorded,
         dropped=counts.dropped,

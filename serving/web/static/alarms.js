@@ -21,19 +21,30 @@ export function alarmText(alarm) {
   return `Drift alarm — ${alarm.hospital}${where}: ${what} ${moved} away from what ${alarm.model} was trained on (after ${alarm.studies} studies).${held}`;
 }
 
-/** Fill `container` with the active alarms (hidden when there are none). */
+/** Fill `container` with the active alarms and the routes with no model ready (hidden when
+ * there are none): nothing waits invisibly. */
 export async function showAlarmBanner(container) {
   try {
-    const alarms = await api("/v1/monitoring/alarms");
-    container.replaceChildren(...alarms.data.map((alarm) => {
+    const [alarms, status] = await Promise.all([
+      api("/v1/monitoring/alarms"), api("/v1/monitoring/status"),
+    ]);
+    const lines = alarms.data.map((alarm) => {
       const p = document.createElement("p");
       p.className = `alarm alarm-${alarm.action}`;
       p.dataset.alarm = String(alarm.id);
       p.dataset.action = alarm.action;
       p.textContent = alarmText(alarm);
       return p;
-    }));
-    container.hidden = alarms.count === 0;
+    });
+    for (const model of status.models_unready) {
+      const p = document.createElement("p");
+      p.className = "alarm alarm-hold";
+      p.dataset.route = model.route;
+      p.textContent = `No model ready for ${model.route}: ${model.reason}. ${status.queued_jobs} job(s) wait in the queue until one loads.`;
+      lines.push(p);
+    }
+    container.replaceChildren(...lines);
+    container.hidden = lines.length === 0;
     return alarms.data;
   } catch {
     return []; // the banner is advisory: the page works without it
