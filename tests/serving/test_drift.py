@@ -151,11 +151,11 @@ def fingerprinted_bundle(make_bundle: Any) -> Path:
 
 
 def test_a_darker_hospital_trips_the_alarm_and_hold_sends_it_to_people(
-    sqlite_service_factory: Any, fingerprinted_bundle: Path
+    service_factory: Any, fingerprinted_bundle: Path
 ) -> None:
     with (
         webhook_receiver() as operators,
-        sqlite_service_factory(
+        service_factory(
             model_uri=str(fingerprinted_bundle),
             operator_webhook_url=operators.url,
             hold_check_interval_s=0.0,

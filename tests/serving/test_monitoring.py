@@ -175,3 +175,20 @@ def test_no_model_ready_is_said_not_waited_invisibly(
     assert unready["route"] == "default"
     assert "no-such-bundle" in unready["reason"]
     assert status["queued_jobs"] == 1
+
+
+def test_the_monitor_backlog_is_bounded_and_counted(tmp_path: Path) -> None:
+    from oncotriage.serving.db.session import Database
+    from oncotriage.serving.enums import Priority
+    from oncotriage.serving.monitoring.monitor import MONITOR_COUNTS, Monitor, MonitorTask
+    from oncotriage.serving.settings import Settings
+    from oncotriage.serving.storage import ContentStore
+
+    settings = Settings(data_dir=tmp_path, monitor_backlog=2)
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    monitor = Monitor(settings, db, ContentStore(tmp_path / "store"))  # not started: no drain
+    task = MonitorTask(1, "s", ("p",), None, 0.1, 0.1, Priority.ROUTINE)  # type: ignore[arg-type]
+    dropped = MONITOR_COUNTS.dropped
+    assert [monitor.submit(task) for _ in range(3)] == [True, True, False]
+    assert (monitor.backlog, MONITOR_COUNTS.dropped - dropped) == (2, 1)
+    db.dispose()
