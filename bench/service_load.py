@@ -187,17 +187,18 @@ class Setup:
     ort_threads: int | None = None  # intra-op threads; None: the service's default; 0: ORT's
     reserved_cores: int = 0  # ONCOTRIAGE_RESERVED_CORES (for the default threads)
     model: str = "demo"  # demo | light | a bundle folder (see resolve_model)
+    challenger: bool = False  # the same bundle registered as champion v1 and challenger v2
     text: str = ""  # as given on the command line
 
     @classmethod
     def parse(cls, text: str) -> Setup:
         """``serve`` | ``worker`` [``:workers=N``] [``:processes=N``] [``:ort=N``]
-        [``:reserve=N``] [``:model=demo|light|PATH``]."""
+        [``:reserve=N``] [``:model=demo|light|PATH``] [``:challenger=1``]."""
         kind, *options = text.split(":")
         if kind not in ("serve", "worker"):
             raise ValueError(f"a setup starts with serve or worker, got {text!r}")
         values = dict(option.split("=", 1) for option in options)
-        unknown = set(values) - {"workers", "processes", "ort", "reserve", "model"}
+        unknown = set(values) - {"workers", "processes", "ort", "reserve", "model", "challenger"}
         if unknown:
             raise ValueError(f"unknown setup options {sorted(unknown)} in {text!r}")
         setup = cls(
@@ -206,6 +207,7 @@ class Setup:
             ort_threads=int(values["ort"]) if "ort" in values else None,
             reserved_cores=int(values.get("reserve", 0)),
             model=values.get("model", "demo"),
+            challenger=values.get("challenger", "0") not in ("0", "", "false"),
             text=text,
         )
         if setup.workers < 1 or (kind == "worker" and setup.worker_processes < 1):
@@ -229,7 +231,8 @@ class Setup:
             self.ort_threads, str(self.ort_threads)
         )
         reserved = f"; {self.reserved_cores} core(s) reserved" if self.reserved_cores else ""
-        return f"{where}; ORT intra-op threads: {ort}{reserved}"
+        shadow = "; with a challenger (shadow model) behind it" if self.challenger else ""
+        return f"{where}; ORT intra-op threads: {ort}{reserved}{shadow}"
 
     @property
     def reference_key(self) -> tuple[str, int | None, int, int]:
@@ -530,7 +533,9 @@ def hospital_load(
         pending = {run.study_uid: run for run in runs}
         while pending and time.monotonic() < deadline:
             time.sleep(poll_s)
-            answer = http.get("/v1/studies", params={"limit": 500})
+            answer = http.get(
+                "/v1/studies", params={"limit": 500}, headers={"Accept": "application/json"}
+            )
             if answer.status_code != 200:
                 continue
             for study in answer.json().get("data", []):
@@ -634,8 +639,17 @@ def job_timings(database: Path) -> dict[str, float]:
     """Medians over the service's jobs (its SQLite file, read after it stopped), in ms."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
         inference = [row[0] for row in connection.execute("SELECT inference_s FROM jobs")]
+        done = connection.execute("SELECT count(*) FROM jobs WHERE state = 'done'").fetchone()
+        monitored, shadowed = connection.execute(
+            "SELECT count(*), count(challenger_version) FROM monitor_records"
+        ).fetchone()
     inference = [value for value in inference if value is not None]
-    return {"inference_ms": statistics.median(inference) * 1000 if inference else float("nan")}
+    return {
+        "inference_ms": statistics.median(inference) * 1000 if inference else float("nan"),
+        "jobs_done": float(done[0]),
+        "monitored": float(monitored),
+        "challenger_scored": float(shadowed),
+    }
 
 
 # ------------------------------------------------------------------------------ the report
@@ -850,6 +864,16 @@ def run_setup(
     """Bare model, the service under load, the bare model again: one table row."""
     port = free_port()
     env = service_env(work / "data", bundle, setup, args, port)
+    if setup.challenger:  # champion v1 and challenger v2: the same network, scored twice
+        from oncotriage.models import registry
+
+        (work / "data").mkdir(parents=True, exist_ok=True)
+        store = env["ONCOTRIAGE_MLFLOW_TRACKING_URI"]
+        for version in (1, 2):
+            assert registry.register_bundle(bundle, "bench-shadow", tracking_uri=store) == version
+        registry.set_alias("bench-shadow", "champion", 1, tracking_uri=store)
+        registry.set_alias("bench-shadow", "challenger", 2, tracking_uri=store)
+        env["ONCOTRIAGE_MODEL_URI"] = "models:/bench-shadow@champion"
     bare_env = {**env, "ONCOTRIAGE_DATA_DIR": str(work / "bare")}
     processes = max(1, setup.worker_processes)
     before = bare_model_rate(bare_env, images, setup.model_threads, processes)
@@ -867,6 +891,12 @@ def run_setup(
     finally:
         service.stop()
     timings = job_timings(service.database)
+    if setup.challenger:
+        print(
+            f"[{setup.text}] challenger scored {timings['challenger_scored']:.0f} of "
+            f"{timings['jobs_done']:.0f} jobs ({timings['monitored']:.0f} monitored; the rest "
+            "dropped from a full backlog or left when the service stopped)"
+        )
     after = bare_model_rate(bare_env, images, setup.model_threads, processes)
     result = SetupResult(setup, load, (before, after), timings)
     print(

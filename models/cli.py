@@ -30,6 +30,13 @@ def export_command(
     version: Annotated[str, typer.Option(help="Model version recorded in the spec.")] = "0",
     opset: Annotated[int | None, typer.Option(min=17, help="ONNX opset (default 17).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random initialisation and checks.")] = 0,
+    datalist: Annotated[
+        Path | None,
+        typer.Option(
+            help="Training datalist: its images' statistics are stored in the spec as the "
+            "model's input fingerprint (the service's drift checks compare live images with it)."
+        ),
+    ] = None,
 ) -> None:
     """Export a MONAI RetinaNet detector to ONNX with its model_spec.json."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -64,6 +71,35 @@ def export_command(
             raise typer.Exit(2) from exc
     typer.echo(f"model: {onnx_path}")
     typer.echo(f"spec:  {onnx_path.parent / 'model_spec.json'}")
+    if datalist is not None:
+        _fingerprint(onnx_path.parent, datalist)
+
+
+def _fingerprint(bundle: Path, datalist: Path, limit: int = 200) -> None:
+    from oncotriage.models.fingerprint import add_fingerprint
+
+    try:
+        fp = add_fingerprint(bundle, datalist, limit=limit)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"fingerprint failed: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"input fingerprint of {fp.images} training images: intensity {fp.intensity_mean:.3f} "
+        f"+- {fp.intensity_sd:.3f}, spacing {fp.spacing_mm_mean:.3f} mm, "
+        f"log pixels {fp.log_pixels_mean:.2f}"
+    )
+
+
+def fingerprint_command(
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle folder (model.onnx, model_spec.json).", exists=True)
+    ],
+    datalist: Annotated[Path, typer.Option(help="Its training datalist.", exists=True)],
+    limit: Annotated[int, typer.Option(min=1, help="Images to read at most.")] = 200,
+) -> None:
+    """Store the input fingerprint of a bundle's training images in its spec (the reference
+    of the service's input drift checks: intensity, histogram, spacing, image size)."""
+    _fingerprint(bundle, datalist, limit)
 
 
 def import_bundle_command(
@@ -112,3 +148,4 @@ def register(app: typer.Typer) -> None:
     """Add ``oncotriage export`` and ``oncotriage import-bundle`` to the root app."""
     app.command("export")(export_command)
     app.command("import-bundle")(import_bundle_command)
+    app.command("fingerprint")(fingerprint_command)

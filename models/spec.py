@@ -25,6 +25,7 @@ from oncotriage.models.config import (
     PreprocessingConfig,
     SlidingWindowConfig,
 )
+from oncotriage.models.fingerprint import InputFingerprint
 from oncotriage.models.intended import IntendedInputs
 
 __all__ = [
@@ -158,6 +159,9 @@ class ModelSpec(BaseModel):
         intended_use: who may use it for what; synthetic-data models say so.
         intended_inputs: the images it reads (modality, body part, view, dimensionality,
             spacing, slices); ``None`` in older specs, read as :attr:`reads` says.
+        input_fingerprint: statistics of the training images
+            (:mod:`oncotriage.models.fingerprint`), the reference of the service's input
+            drift checks; ``None`` when never computed (those checks are then skipped).
         created_at: export time (UTC ISO 8601).
         export: how the ONNX file was produced (opset, versions, optimisation, checks).
     """
@@ -186,6 +190,7 @@ class ModelSpec(BaseModel):
     training_run_id: str | None = None
     intended_use: str = UNTRAINED_INTENDED_USE
     intended_inputs: IntendedInputs | None = None
+    input_fingerprint: InputFingerprint | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     export: dict[str, Any] = Field(default_factory=dict)
 

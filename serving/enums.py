@@ -175,3 +175,13 @@ class AuditAction(StrEnum):
     FOLLOWUP_CLOSED = "followup.closed"
     LICENCE_GRANTED = "licence.granted"
     TIMELINE_READ = "patient.timeline.read"
+    MODEL_PROMOTED = "model.promoted"
+    DRIFT_ALARM = "monitoring.alarm"
+    DRIFT_ALARM_ACTION = "monitoring.alarm.action"
+
+
+class AlarmAction(StrEnum):
+    """What a drift alarm does to its hospital's studies (docs/monitoring.md)."""
+
+    WARN = "warn"  # a banner on the worklist, an operator webhook, a metric; triage goes on
+    HOLD = "hold"  # and the hospital's new studies go to people, unscored, in arrival order

@@ -112,6 +112,7 @@ class DatabaseCollector(Collector):
             ):
                 by_model.add_metric([str(name), str(version)], int(count))
             yield by_model
+            yield from _monitoring_metrics(session)
             session.rollback()
 
         managers = ModelSet.of(self.models).managers if self.models is not None else {}
@@ -205,6 +206,34 @@ class DatabaseCollector(Collector):
         )
         histogram.add_metric([], buckets, total_sum)
         return histogram
+
+
+def _monitoring_metrics(session: Any) -> Iterator[Any]:
+    """Active drift alarms (from the database) and this process's monitor counters."""
+    from oncotriage.serving.db.models import DriftAlarm
+    from oncotriage.serving.monitoring.monitor import MONITOR_COUNTS
+
+    alarms = GaugeMetricFamily(
+        "oncotriage_drift_alarms_active",
+        "Active drift alarms by hospital id, metric and action (warn, hold).",
+        labels=["hospital_id", "metric", "action"],
+    )
+    for hospital_id, metric, action, count in session.execute(
+        sa.select(DriftAlarm.hospital_id, DriftAlarm.metric, DriftAlarm.action, sa.func.count())
+        .where(DriftAlarm.cleared_at.is_(None))
+        .group_by(DriftAlarm.hospital_id, DriftAlarm.metric, DriftAlarm.action)
+    ):
+        alarms.add_metric([str(hospital_id), str(metric), str(action.value)], int(count))
+    yield alarms
+    monitor = GaugeMetricFamily(
+        "oncotriage_monitor_jobs",
+        "This process's monitor: completed jobs submitted, recorded, dropped (backlog full), "
+        "scored by a challenger, waiting (backlog).",
+        labels=["state"],
+    )
+    for state in ("submitted", "recorded", "dropped", "challenger_scored", "backlog"):
+        monitor.add_metric([state], getattr(MONITOR_COUNTS, state))
+    yield monitor
 
 
 def _by_state(session: Any, table: Any) -> dict[str, int]:

@@ -10,6 +10,7 @@ from oncotriage.serving.db.session import Database
 from oncotriage.serving.delivery import WebhookSender
 from oncotriage.serving.inference import ModelManager
 from oncotriage.serving.modelset import ModelSet
+from oncotriage.serving.monitoring.monitor import Monitor
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.worker import Worker, worker_name
@@ -32,6 +33,8 @@ class WorkerPool:
     ) -> None:
         self._stop = threading.Event()
         self._signal = jobs.work_signal
+        #: one monitor per process, behind the workers (serving/monitoring/monitor.py)
+        self.monitor = Monitor(settings, db, store) if settings.monitor_enabled else None
         self.workers = [
             Worker(
                 settings,
@@ -41,12 +44,15 @@ class WorkerPool:
                 name=worker_name(f"w{index}"),
                 webhook_sender=webhook_sender,
                 signal=self._signal,
+                monitor=self.monitor,
             )
             for index in range(n)
         ]
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        if self.monitor is not None:
+            self.monitor.start()
         for worker in self.workers:
             thread = threading.Thread(
                 target=worker.run, args=(self._stop,), name=worker.name, daemon=True
@@ -62,6 +68,8 @@ class WorkerPool:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        if self.monitor is not None:
+            self.monitor.stop(timeout_s=max(1.0, deadline - time.monotonic()))
 
     def wait(self) -> None:
         """Block until stopped (for the ``oncotriage worker`` process)."""

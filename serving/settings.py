@@ -145,6 +145,62 @@ class Settings(BaseSettings):
         default=None, description="Repository flavour for a model new to Triton (default gpu)."
     )
 
+    # --- monitoring in the field (docs/monitoring.md)
+    monitor_enabled: bool = Field(
+        default=True,
+        description="Run the monitor thread behind the workers: input statistics, the "
+        "challenger's shadow score and drift alarms for every completed job.",
+    )
+    challenger_alias: str = Field(
+        default="challenger",
+        description="Registry alias of each served model's shadow model (models:/NAME@ALIAS "
+        "of the champion's NAME); it scores live studies after the champion, stored apart, "
+        "never changing a priority. Empty: no challengers.",
+    )
+    monitor_backlog: int = Field(
+        default=64,
+        ge=1,
+        description="Completed jobs waiting for the monitor at most; beyond it a job is not "
+        "monitored (counted in oncotriage_monitor_dropped_total), triage never waits.",
+    )
+    monitor_thread_nice: int = Field(
+        default=15,
+        ge=0,
+        le=19,
+        description="Nice steps the monitor thread (and the challenger's ONNX Runtime "
+        "threads) run behind the model.",
+    )
+    operator_webhook_url: str | None = Field(
+        default=None, description="Drift alarms are POSTed here as JSON (operators' hook)."
+    )
+    drift_warmup_studies: int = Field(
+        default=300,
+        ge=5,
+        description="A hospital's (device's) first studies under a model version set the "
+        "baseline of its flag rate and score charts.",
+    )
+    drift_window_studies: int = Field(
+        default=500, ge=20, description="Studies each drift chart looks back over at most."
+    )
+    drift_cusum_k: float = Field(default=0.5, gt=0, description="CUSUM reference value (sd).")
+    drift_cusum_h: float = Field(default=10.0, gt=0, description="CUSUM decision interval (sd).")
+    drift_flag_odds: float = Field(
+        default=3.0, gt=1, description="Flag-rate CUSUM: the odds ratio of the shift it tests."
+    )
+    drift_flag_h: float = Field(
+        default=10.0, gt=0, description="Flag-rate CUSUM decision interval (log-likelihood)."
+    )
+    hold_check_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Workers re-read the held hospitals (drift alarms set to hold) this often.",
+    )
+    drift_action: Literal["warn", "hold"] = Field(
+        default="warn",
+        description="What a new drift alarm does: warn (banner, webhook, metric) or hold "
+        "(also sends the hospital's new studies to people unscored until cleared).",
+    )
+
     # --- workers and the job queue
     embedded_workers: int = Field(
         default=1, ge=0, description="Worker threads inside `serve`; 0 = separate workers."

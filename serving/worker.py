@@ -44,7 +44,7 @@ from oncotriage.serving.db.base import UTCDateTime, utcnow
 from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.delivery import WebhookOutbox, WebhookSender
-from oncotriage.serving.enums import JobState, StudyStatus, WebhookEvent
+from oncotriage.serving.enums import JobState, Priority, StudyStatus, WebhookEvent
 from oncotriage.serving.inference import (
     BackendUnavailableError,
     LoadedModel,
@@ -53,6 +53,8 @@ from oncotriage.serving.inference import (
 )
 from oncotriage.serving.leases import HeldLease, LeaseKeeper
 from oncotriage.serving.modelset import ModelSet, NoModelFitsError
+from oncotriage.serving.monitoring.hold import HoldCheck
+from oncotriage.serving.monitoring.monitor import Monitor, MonitorTask
 from oncotriage.serving.outbox import enqueue_result_push, enqueue_webhook
 from oncotriage.serving.referrals import escalate_overdue
 from oncotriage.serving.routing import (
@@ -65,7 +67,12 @@ from oncotriage.serving.routing import (
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore
 from oncotriage.serving.thread_priority import name_native_thread, run_behind_model
-from oncotriage.serving.triage import calibrated_suspicion_score, priority_for, refresh_study
+from oncotriage.serving.triage import (
+    calibrated_suspicion_score,
+    priority_for,
+    refresh_study,
+    suspicion_score,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,6 +209,8 @@ class Worker:
         name: lease owner name (default ``host:pid``).
         webhook_sender: overrides :func:`oncotriage.serving.delivery.default_webhook_sender`.
         signal: wakes the idle worker when intake queues work in this process.
+        monitor: gets every completed job after its result is committed (input statistics,
+            the challenger's shadow score, drift charts: :mod:`oncotriage.serving.monitoring`).
     """
 
     def __init__(
@@ -214,8 +223,11 @@ class Worker:
         name: str | None = None,
         webhook_sender: WebhookSender | None = None,
         signal: jobs.WorkSignal | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.settings = settings
+        self.monitor = monitor
+        self.holds = HoldCheck(settings.hold_check_interval_s)
         self.db = db
         self.store = store
         self.models = ModelSet.of(models)
@@ -385,6 +397,9 @@ class Worker:
             if lease is None:
                 return False
             job_input = None if lease.exhausted else self._start_job(session, lease)
+            held_for = (
+                self.holds.reason(session, job_input.study_id) if job_input is not None else None
+            )
         logger.debug(
             "job %d claimed (attempt %d)",
             lease.id,
@@ -400,6 +415,9 @@ class Worker:
             )
             return True
         if job_input is None:
+            return True
+        if held_for is not None:  # a drift alarm set to hold: people read it, unscored
+            self._fail_job(lease, held_for, permanent=True)
             return True
         held = self.leases.hold(lease)
         try:
@@ -558,7 +576,7 @@ class Worker:
         elif prepared.held.lost:
             logger.warning("job %d: lease lost while running; result discarded", inferred.lease.id)
         else:
-            self._complete_job(
+            result = self._complete_job(
                 prepared.lease,
                 prepared.job_input,
                 prepared.model,
@@ -566,6 +584,18 @@ class Worker:
                 model_s,
                 passed_over=prepared.passed_over,
             )
+            if result is not None and self.monitor is not None:
+                self.monitor.submit(  # after the commit: the priority is final
+                    MonitorTask(
+                        job_id=prepared.lease.id,
+                        study_id=prepared.job_input.study_id,
+                        stored_paths=prepared.job_input.stored_paths,
+                        champion=prepared.model,
+                        raw_score=suspicion_score(findings),
+                        score=result[0],
+                        priority=result[1],
+                    )
+                )
 
     def _give_back(self, prepared: _Prepared) -> None:
         """Put a claimed job that never reached the model back in the queue (on stop)."""
@@ -648,7 +678,8 @@ class Worker:
         elapsed_s: float,
         *,
         passed_over: tuple[int, ...] = (),
-    ) -> None:
+    ) -> tuple[float, Priority] | None:
+        """Record a job's result; its (score, priority), or None when the lease was lost."""
         detected = findings
         score = calibrated_suspicion_score(detected, model.spec.thresholds)
         priority = priority_for(score, model.spec.thresholds)
@@ -667,7 +698,7 @@ class Worker:
             )
             if not completed:
                 logger.warning("job %d: lease lost before completion; result discarded", lease.id)
-                return
+                return None
             if job_input.instance_id is None and self._superseded(session, job_input):
                 session.execute(
                     sa.update(Job).where(Job.id == lease.id).values(state=JobState.SUPERSEDED),
@@ -721,6 +752,7 @@ class Worker:
                 }
             },
         )
+        return score, priority
 
     @staticmethod
     def _superseded(session: Session, job_input: _JobInput) -> bool:

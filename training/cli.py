@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -348,24 +348,237 @@ def register_command(
     typer.echo(f"intended use: {spec.intended_use}")
 
 
+def _service_session(database_url: str | None) -> Any:
+    """A session on the service's database (``--database-url``, else the service's settings),
+    or None when there is none (a SQLite file never created, a schema never migrated)."""
+    import sqlalchemy as sa
+
+    from oncotriage.serving.db.session import Database
+    from oncotriage.serving.settings import Settings
+
+    url = database_url or Settings().database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    db = Database(url)
+    try:
+        if not sa.inspect(db.engine).has_table("monitor_records"):
+            db.dispose()
+            return None
+    except sa.exc.OperationalError:
+        db.dispose()
+        return None
+    return db
+
+
 def promote_command(
     model: Annotated[str, typer.Option(help="Registered model name.")],
     version: Annotated[int, typer.Option(min=1, help="Version to promote.")],
     alias: Annotated[str, typer.Option(help="Alias to point at it.")] = "champion",
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote although the gate refuses (needs --reason).")
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Why the gate is overridden (kept in the registry and audit)."),
+    ] = None,
+    target_sensitivity: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="The gate's target sensitivity.")
+    ] = 0.95,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="The service's database (default: ONCOTRIAGE_DATABASE_URL / data dir)."),
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
 ) -> None:
-    """Point an alias (champion by default) at a version. Rolling back is promoting the old one."""
-    from oncotriage.models import registry
+    """Point an alias (champion by default) at a version. Rolling back is promoting the old one.
 
+    To champion, the promotion gate judges the version first (docs/monitoring.md): its
+    thresholds must be calibrated for it, and on the reviewed and labelled live studies it
+    scored since the last promotion its sensitivity must not fall below the target by more
+    than its confidence interval allows. --force --reason overrides, audited.
+    """
+    import getpass
+    from datetime import UTC, datetime
+
+    from oncotriage.models import registry
+    from oncotriage.serving.monitoring import gate
+
+    if force and not (reason or "").strip():
+        raise _fail("promote: --force needs --reason (it is kept in the registry and audit log)")
+    now = datetime.now(UTC)
+    db = None
     try:
         before = {
             m.name: m.aliases.get(alias) for m in registry.list_models(tracking_uri=tracking_uri)
         }.get(model)
+        verdict: gate.GateResult | None = None
+        if alias == "champion" and before != version:
+            resolved = registry.resolve(f"models:/{model}/{version}", tracking_uri=tracking_uri)
+            versions = registry.list_versions(model, tracking_uri=tracking_uri)
+            promoted = [
+                datetime.fromisoformat(v.tags[gate.PROMOTED_AT_TAG])
+                for v in versions
+                if gate.PROMOTED_AT_TAG in v.tags
+            ]
+            rollback = any(
+                v.version == version and gate.PROMOTED_AT_TAG in v.tags for v in versions
+            )
+            db = _service_session(database_url)
+            session = db.sessionmaker() if db is not None else None
+            try:
+                verdict = gate.evaluate_gate(
+                    session,
+                    model,
+                    version,
+                    resolved.spec.thresholds,
+                    since=max(promoted, default=None),
+                    require_evidence=before is not None and not rollback,
+                    target=target_sensitivity,
+                )
+            finally:
+                if session is not None:
+                    session.close()
+            typer.echo(f"promotion gate: {verdict.summary()}")
+            if not verdict.allowed:
+                for line in verdict.reasons:
+                    typer.secho(f"  refused: {line}", fg=typer.colors.RED, err=True)
+                if not force:
+                    raise _fail(
+                        f"promote: {model} version {version} refused by the promotion gate "
+                        "(--force --reason REASON overrides, audited)",
+                        code=1,
+                    )
+                registry.set_version_tags(
+                    model,
+                    version,
+                    {
+                        gate.FORCED_TAG: json.dumps(
+                            {
+                                "reason": reason,
+                                "by": getpass.getuser(),
+                                "at": now.isoformat(timespec="seconds"),
+                                "refused": verdict.reasons,
+                            }
+                        )
+                    },
+                    tracking_uri=tracking_uri,
+                )
         registry.set_alias(model, alias, version, tracking_uri=tracking_uri)
+        if alias == "champion":
+            registry.set_version_tags(
+                model,
+                version,
+                {gate.PROMOTED_AT_TAG: now.isoformat()},
+                tracking_uri=tracking_uri,
+            )
+            if db is None:
+                db = _service_session(database_url)
+            if db is not None:
+                _audit_promotion(db, model, version, before, verdict, force, reason)
     except registry.RegistryError as exc:
         raise _fail(f"promote: {exc}") from exc
+    finally:
+        if db is not None:
+            db.dispose()
     previous = f" (was version {before})" if before is not None else ""
-    typer.echo(f"{model}@{alias} -> version {version}{previous}")
+    forced = " (FORCED past the promotion gate)" if verdict and not verdict.allowed else ""
+    typer.echo(f"{model}@{alias} -> version {version}{previous}{forced}")
+
+
+def _audit_promotion(
+    db: Any,
+    model: str,
+    version: int,
+    before: int | None,
+    verdict: Any,
+    force: bool,
+    reason: str | None,
+) -> None:
+    """The promotion as an audit event of the service (who: the operating-system user)."""
+    import getpass
+
+    from oncotriage.serving.db.base import utcnow
+    from oncotriage.serving.db.models import AuditEvent
+    from oncotriage.serving.enums import AuditAction
+
+    with db.session() as session:
+        session.add(
+            AuditEvent(
+                at=utcnow(),
+                actor_kind="system",
+                actor_name=f"oncotriage promote ({getpass.getuser()})",
+                action=AuditAction.MODEL_PROMOTED,
+                detail={
+                    "model": model,
+                    "version": version,
+                    "previous": before,
+                    "forced": bool(verdict is not None and not verdict.allowed and force),
+                    "reason": reason,
+                    "gate": verdict.summary() if verdict is not None else None,
+                    "refused": verdict.reasons if verdict is not None else [],
+                },
+            )
+        )
+
+
+@models_app.command("compare")
+def models_compare_command(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="The service's database (default: ONCOTRIAGE_DATABASE_URL / data dir)."),
+    ] = None,
+) -> None:
+    """Champion against challenger on the same live studies: agreement, flag rates, and
+    sensitivity and PPV of flags against specialists' decisions and outcomes (Wilson 95%)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.serving.monitoring.compare import compare
+
+    db = _service_session(database_url)
+    if db is None:
+        raise _fail("models compare: no service database with monitoring records found")
+    try:
+        with db.session() as session:
+            result = compare(session, name)
+    finally:
+        db.dispose()
+    if not result["pairs"]:
+        typer.echo(f"no study of {name} was scored by a challenger yet")
+        return
+
+    def ci(interval: dict[str, Any]) -> str:
+        if not interval["n"]:
+            return "n/a"
+        return (
+            f"{interval['k']}/{interval['n']} {interval['value']:.2f} "
+            f"({interval['low']:.2f}-{interval['high']:.2f})"
+        )
+
+    console = Console(width=160)
+    for pair in result["pairs"]:
+        typer.echo(
+            f"{name}: champion v{pair['champion_version']} vs challenger "
+            f"v{pair['challenger_version']} on {pair['studies']} studies "
+            f"({pair['labelled_positives']} labelled positive)"
+        )
+        table = Table()
+        table.add_column("")
+        table.add_column(f"champion v{pair['champion_version']}", justify="right")
+        table.add_column(f"challenger v{pair['challenger_version']}", justify="right")
+        for label, key in (
+            ("flag rate", "flag_rate"),
+            ("sensitivity", "sensitivity"),
+            ("PPV", "ppv"),
+        ):
+            table.add_row(label, ci(pair["champion"][key]), ci(pair["challenger"][key]))
+        console.print(table)
+        typer.echo(
+            f"agreement: {ci(pair['agreement'])}; both flagged {pair['both_flagged']}, "
+            f"champion only {pair['champion_only']}, challenger only {pair['challenger_only']}, "
+            f"neither {pair['neither']}"
+        )
 
 
 _KEY_METRICS = (
@@ -479,6 +692,66 @@ def models_show_command(
     console.print(table)
     if any(not v.thresholds.get("calibrated") for v in shown):
         typer.echo("* not calibrated: run `oncotriage calibrate`")
+
+
+@models_app.command("performance")
+def models_performance_command(
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="The service's database (default: ONCOTRIAGE_DATABASE_URL / data dir)."),
+    ] = None,
+    export_mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--export-mlflow",
+            help="Also record each registered version's field performance on the version "
+            "(metric.field.* tags: overall and per hospital id).",
+        ),
+    ] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+) -> None:
+    """Real-world performance per model version x hospital x device x modality: flag rate,
+    manual-review rate, sensitivity and PPV of flags (Wilson 95%), from the service's records."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.serving.monitoring.performance import export_to_mlflow, performance
+
+    db = _service_session(database_url)
+    if db is None:
+        raise _fail("models performance: no service database with monitoring records found")
+    try:
+        with db.session() as session:
+            rows = performance(session, None)
+            written = export_to_mlflow(session, tracking_uri=tracking_uri) if export_mlflow else {}
+    finally:
+        db.dispose()
+
+    def ci(interval: dict[str, Any]) -> str:
+        if not interval["n"]:
+            return "n/a"
+        return f"{interval['k']}/{interval['n']} ({interval['low']:.2f}-{interval['high']:.2f})"
+
+    table = Table(title="real-world performance (Wilson 95% CI)")
+    for column in ("model", "hospital", "device", "modality", "studies", "flag rate"):
+        table.add_column(column)
+    for column in ("manual review", "sensitivity", "PPV"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            f"{row['model']} v{row['version']}",
+            row["hospital"],
+            " ".join(v for v in (row["manufacturer"], row["device_model"]) if v) or "-",
+            row["modality"],
+            str(row["studies"]),
+            ci(row["flag_rate"]),
+            ci(row["manual_review_rate"]),
+            ci(row["sensitivity"]),
+            ci(row["ppv"]),
+        )
+    Console(width=200).print(table)
+    for (name, version), metrics in sorted(written.items()):
+        typer.echo(f"recorded {len(metrics)} field metrics on {name} version {version}")
 
 
 def register(app: typer.Typer) -> None:

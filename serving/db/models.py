@@ -15,6 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from oncotriage.serving.db.base import Base, JSONType, UTCDateTime, utcnow, wire_enum
 from oncotriage.serving.enums import (
+    AlarmAction,
     AuditAction,
     Decision,
     HospitalKind,
@@ -495,3 +496,58 @@ class AeTitle(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     hospital: Mapped[Hospital] = relationship()
+
+
+class MonitorRecord(Base):
+    """What the monitor saw of one completed job (serving/monitoring/monitor.py): its input
+    statistics and device, the champion's result, and the challenger's score, stored apart
+    from the triage result (the challenger never changes a priority)."""
+
+    __tablename__ = "monitor_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    study_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    hospital_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"), index=True)
+    modality: Mapped[str] = mapped_column(sa.String(16), default="")
+    manufacturer: Mapped[str] = mapped_column(sa.String(200), default="")
+    device_model: Mapped[str] = mapped_column(sa.String(200), default="")
+    champion_name: Mapped[str] = mapped_column(sa.String(200))
+    champion_version: Mapped[str] = mapped_column(sa.String(64))
+    champion_raw_score: Mapped[float] = mapped_column(sa.Float)
+    champion_score: Mapped[float] = mapped_column(sa.Float)
+    champion_priority: Mapped[Priority] = mapped_column(wire_enum(Priority))
+    challenger_name: Mapped[str | None] = mapped_column(sa.String(200))
+    challenger_version: Mapped[str | None] = mapped_column(sa.String(64))
+    challenger_raw_score: Mapped[float | None] = mapped_column(sa.Float)
+    challenger_score: Mapped[float | None] = mapped_column(sa.Float)
+    challenger_priority: Mapped[Priority | None] = mapped_column(wire_enum(Priority))
+    challenger_s: Mapped[float | None] = mapped_column(sa.Float)
+    intensity_mean: Mapped[float | None] = mapped_column(sa.Float)
+    histogram_distance: Mapped[float | None] = mapped_column(sa.Float)
+    spacing_mm: Mapped[float | None] = mapped_column(sa.Float)
+    pixels: Mapped[int | None] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class DriftAlarm(Base):
+    """A drift alarm of one hospital (and device, when ``device`` is not empty) on one
+    metric; active until cleared. ``action`` hold sends the hospital's new studies to
+    people unscored (serving/monitoring/hold.py)."""
+
+    __tablename__ = "drift_alarms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hospital_id: Mapped[int] = mapped_column(sa.ForeignKey("hospitals.id"), index=True)
+    device: Mapped[str] = mapped_column(sa.String(400), default="")
+    model_name: Mapped[str] = mapped_column(sa.String(200), default="")
+    metric: Mapped[str] = mapped_column(sa.String(32))
+    direction: Mapped[str] = mapped_column(sa.String(8), default="")
+    studies: Mapped[int] = mapped_column(default=0)
+    action: Mapped[AlarmAction] = mapped_column(wire_enum(AlarmAction), default=AlarmAction.WARN)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    cleared_by: Mapped[str | None] = mapped_column(sa.String(200))

@@ -130,6 +130,13 @@ def figures_page(request: Request) -> HTMLResponse:
     return _page(request, "figures.html", "Figures", page="figures")
 
 
+@router.get("/ui/monitoring", response_class=HTMLResponse)
+def monitoring_page(request: Request) -> HTMLResponse:
+    """Models in the field: drift alarms, performance, champion against challenger
+    (``GET /v1/monitoring/...``)."""
+    return _page(request, "monitoring.html", "Monitoring", page="monitoring")
+
+
 @router.get("/ui/static/{asset_path:path}")
 def static_asset(asset_path: str) -> FileResponse:
     """Serve a file from ``serving/web/static`` (path traversal is refused)."""

@@ -8,6 +8,7 @@ from oncotriage.serving.api.routes.dicomweb import router as dicomweb_router
 from oncotriage.serving.api.routes.figures import router as figures_router
 from oncotriage.serving.api.routes.followups import router as followups_router
 from oncotriage.serving.api.routes.hospitals import router as hospitals_router
+from oncotriage.serving.api.routes.monitoring import router as monitoring_router
 from oncotriage.serving.api.routes.ops import router as ops_router
 from oncotriage.serving.api.routes.patients import router as patients_router
 from oncotriage.serving.api.routes.referrals import router as referrals_router
@@ -26,4 +27,5 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     figures_router,
     followups_router,
     hospitals_router,
+    monitoring_router,
 )

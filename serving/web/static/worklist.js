@@ -3,6 +3,7 @@ import {
   api, config, formatDuration, formatScore, getUsername, hasModifier, isTyping, minutesSince,
   poll, priorityBadge, rememberQueue, requireSignIn, setUpdated, setupChrome, shortId, slaState,
 } from "./app.js";
+import { showAlarmBanner } from "./alarms.js";
 
 const body = document.getElementById("worklist-body");
 const empty = document.getElementById("queue-empty");
@@ -49,6 +50,7 @@ async function refresh() {
   if (f.hospital) params.set("hospital_id", f.hospital);
   params.set("limit", "500");
   try {
+    showAlarmBanner(document.getElementById("alarm-banner"));
     const payload = await api(`/v1/worklist${params.size ? `?${params}` : ""}`);
     let list = payload.data.map((raw) => normaliseEntry(raw));
     // The API filters by priority; modality and "mine" are filtered here.
