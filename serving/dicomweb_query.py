@@ -460,7 +460,7 @@ def _records(
                 sa.select(Instance.series_id, sa.func.count())
                 .where(Instance.series_id.in_(series_ids))
                 .group_by(Instance.series_id)
-            ).tuples()
+            ).all()  # rows: a Result itself has keys() and is not read as pairs
         )
         out = []
         for series, study in rows:
@@ -504,7 +504,7 @@ def _study_counts(session: Session, ids: list[str]) -> dict[str, tuple[int, int,
         .join(Instance, Instance.series_id == Series.id)
         .where(Series.study_id.in_(ids))
         .group_by(Series.study_id, Series.id, Series.modality)
-    ).tuples()
+    )
     for study_id, modality, instances in rows:
         series_n, instance_n, modalities = out.get(study_id, (0, 0, []))
         if modality and modality not in modalities:

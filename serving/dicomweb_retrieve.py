@@ -97,7 +97,7 @@ def retrievable_instances(
         .join(Series, Series.id == Instance.series_id)
         .where(*conditions)
         .order_by(Series.id, Instance.id)
-    ).tuples()
+    )
     found = [_stored(store, instance, study_uid, series) for instance, series in rows]
     for extra in extra_instances(session, studies):
         if (series_uid is None or extra.series_instance_uid == series_uid) and (
@@ -255,8 +255,12 @@ def rendered(instance: RetrievableInstance, frame: int, options: RenderOptions) 
         grey_or_rgb = np.clip(array, 0, 255).astype(np.uint8)
         picture = Image.fromarray(grey_or_rgb[..., :3])
     else:
-        values = apply_modality_lut(array, ds).astype(np.float64)
-        centre, width = options.window or _header_window(ds, values)
+        slope, intercept = _rescale(ds, frame)
+        if slope is not None and intercept is not None:  # multi-frame: per frame
+            values = array.astype(np.float64) * slope + intercept
+        else:
+            values = apply_modality_lut(array, ds).astype(np.float64)
+        centre, width = options.window or _header_window(ds, values, frame)
         grey = apply_window(values, centre, width)
         if photometric == "MONOCHROME1":
             grey = 255 - grey
@@ -273,7 +277,34 @@ def rendered(instance: RetrievableInstance, frame: int, options: RenderOptions) 
     return buffer.getvalue()
 
 
-def _header_window(ds: Dataset, values: np.ndarray) -> tuple[float, float]:
+def _functional_group(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """``sequence``'s item for ``frame`` (1-based) from the Per-frame, else the Shared
+    Functional Groups of a multi-frame object."""
+    for groups, index in (
+        ("PerFrameFunctionalGroupsSequence", frame - 1),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
+        items = ds.get(groups) or []
+        if index < len(items) and sequence in items[index] and items[index][sequence].value:
+            item: Dataset = items[index][sequence].value[0]
+            return item
+    return None
+
+
+def _rescale(ds: Dataset, frame: int) -> tuple[float | None, float | None]:
+    if "RescaleSlope" in ds or "PixelValueTransformationSequence" in ds:
+        return None, None
+    item = _functional_group(ds, frame, "PixelValueTransformationSequence")
+    if item is None or "RescaleSlope" not in item:
+        return None, None
+    return float(item.RescaleSlope), float(item.get("RescaleIntercept") or 0.0)
+
+
+def _header_window(ds: Dataset, values: np.ndarray, frame: int = 1) -> tuple[float, float]:
+    if "WindowCenter" not in ds:
+        voi = _functional_group(ds, frame, "FrameVOILUTSequence")
+        if voi is not None:
+            ds = voi
     centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     try:
         first_centre = float(centre[0] if _is_multi(centre) else centre)
