@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup-env.sh
 setup_env "serve,train,dev"
 ./scripts/install-browser.sh
+./scripts/install-ohif.sh
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .
