@@ -111,7 +111,8 @@ _COMPUTED = {
 #: Query parameters that are not attributes (PS3.18 8.3.4).
 CONTROL_PARAMETERS = {"limit", "offset", "fuzzymatching", "includefield"}
 _RANGE_VRS = {"DA", "TM", "DT"}
-_TEXT_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT", "DA", "TM", "DT"}
+#: Longest matching value taken (a UID list of about 60 UIDs).
+MAX_VALUE_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,11 @@ def parse_query(
         if name in CONTROL_PARAMETERS:
             continue
         attribute = Attribute.parse(name)
+        if len(value) > MAX_VALUE_CHARS or any(ord(char) < 32 for char in value):
+            raise QueryError(
+                f"the value of {attribute.keyword} is over {MAX_VALUE_CHARS} characters or "
+                "holds control characters"
+            )
         key_level = _LEVEL_OF_KEY.get(attribute.keyword)
         if key_level is not None and _RANK[key_level] > _RANK[level]:
             hint = " (use ModalitiesInStudy)" if attribute.keyword == "Modality" else ""

@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+import sqlalchemy as sa
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.dataset import Dataset
@@ -18,6 +19,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import EnhancedCTImageStorage, generate_uid
 from service_utils.dicom import ct_series, dx_instance, to_bytes
 
+from oncotriage.serving.db.models import Instance, Study
 from oncotriage.serving.dicomweb import parse_media_type, parse_multipart
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,8 +242,13 @@ def test_bad_queries_are_400_with_a_reason(stored) -> None:
             ({"Modality": "CT"}, "use ModalitiesInStudy"),
             ({"StudyDate": "2026-01-01"}, "is not YYYYMMDD"),
             ({"includefield": "NoSuchKeyword"}, "unknown query key"),
+            ({"PatientID": "P-001\x00"}, "holds control characters"),
+            ({"StudyDate": "20260101-"}, None),
         ):
             response = client.get("/dicomweb/studies", params=params)
+            if words is None:  # an open range is fine
+                assert response.status_code == 200, response.text
+                continue
             assert response.status_code == 400, (params, response.text)
             assert words in response.json()["detail"]
         assert client.get("/dicomweb/studies", params={"limit": 0}).status_code == 422
@@ -423,3 +430,38 @@ def test_basic_auth_works_on_dicomweb_and_is_refused_elsewhere(stored) -> None:
         )
         assert refused.status_code == 401
         assert client.get("/dicomweb/studies").status_code == 401
+
+
+def test_studies_stored_before_the_index_are_indexed_when_queried(stored) -> None:
+    """Rows from before migration 0007 (NULL header and keys) are found by their keys: the
+    first query reads the stored files' headers and keeps them."""
+    service, objects = stored
+    dx1 = objects["dx1"]
+    with service.db.session() as session:
+        session.execute(sa.update(Instance).values(header_json=None))
+        session.execute(
+            sa.update(Study).values(
+                patient_id=None, patient_name=None, study_date=None, accession_number=None
+            )
+        )
+    a = _client(service, "A")
+    (found,) = a.search_for_studies(search_filters={"PatientName": "DOE^JANE"})
+    assert found["0020000D"]["Value"] == [dx1.StudyInstanceUID]
+    assert found["00080050"]["Value"] == ["ACC-1"]
+    with service.db.session() as session:
+        study = session.scalar(
+            sa.select(Study).where(Study.study_instance_uid == dx1.StudyInstanceUID)
+        )
+        assert (study.patient_id, study.study_date) == ("P-001", "20260115")
+        unindexed = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Instance)
+            .where(Instance.hospital_id == study.hospital_id, Instance.header_json.is_(None))
+        )
+        assert unindexed == 0  # every visible instance of hospital A now has its header
+    # hospital C's rows are indexed by C's own first query, not by A's
+    with service.db.session() as session:
+        other = session.scalar(
+            sa.select(Study).where(Study.study_instance_uid == objects["other"].StudyInstanceUID)
+        )
+        assert other.patient_id is None
