@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +149,7 @@ def parse_frame_list(text: str) -> list[int]:
     numbers: list[int] = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit() or int(item) < 1 or len(item) > 9:
+        if re.fullmatch(r"[0-9]{1,9}", item) is None or int(item) < 1:
             raise RetrieveError(
                 f"frame {item[:12]!r} is not a frame number: frames are numbered from 1, "
                 "several separated by commas (e.g. 1,2)"
