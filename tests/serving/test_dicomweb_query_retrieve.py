@@ -365,6 +365,8 @@ def test_retrieve_series_metadata_frames_and_rendered(stored) -> None:
         assert too_far.status_code == 400
         assert "this instance has 16" in too_far.json()["detail"]
         assert client.get(f"{base}/frames/0").status_code == 400
+        huge = client.get(f"{base}/frames/{'9' * 5000}")  # was a 500 (int() of 5000 digits)
+        assert huge.status_code == 400 and "not a frame number" in huge.json()["detail"]
         series_rendered = client.get(
             f"/dicomweb/studies/{study}/series/{slices[0].SeriesInstanceUID}/rendered",
             headers={"Accept": 'multipart/related; type="image/png"'},
