@@ -7,6 +7,7 @@ source scripts/setup-env.sh
 setup_env "serve,train,dev"
 ./scripts/install-browser.sh
 ./scripts/install-peers.sh  # dcmtk (storescu, dsrdump), Orthanc + its DICOMweb plugin, pynetdicom
+./scripts/install-ohif.sh
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== ruff format"; .venv/bin/ruff format --check .

@@ -27,7 +27,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oncotriage import __version__
-from oncotriage.serving.api.contract import OptionsMiddleware, install_openapi, negotiate
+from oncotriage.serving.api.contract import (
+    DicomwebCorsMiddleware,
+    OptionsMiddleware,
+    install_openapi,
+    negotiate,
+)
 from oncotriage.serving.api.deps import TokenCache
 from oncotriage.serving.api.routes import API_ROUTERS
 from oncotriage.serving.audit import ReadTrail
@@ -239,7 +244,11 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(negotiate)],
         openapi_tags=[
-            {"name": "dicomweb", "description": "DICOMweb STOW-RS intake and WADO-RS retrieval."},
+            {
+                "name": "dicomweb",
+                "description": "DICOMweb: STOW-RS intake, QIDO-RS search, WADO-RS retrieval "
+                "(Bearer, or HTTP Basic with the token as the password).",
+            },
             {"name": "studies", "description": "Submitted studies, results and reports."},
             {"name": "worklist", "description": "The specialists' flagged queue and claims."},
             {"name": "reviews", "description": "Specialists' decisions."},
@@ -291,6 +300,9 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(OptionsMiddleware, router_app=app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+    if settings.dicomweb_cors_origin_list:
+        # outermost: a browser's preflight is answered before OPTIONS reaches the API
+        app.add_middleware(DicomwebCorsMiddleware, origins=settings.dicomweb_cors_origin_list)
 
     for router in API_ROUTERS:
         app.include_router(router)

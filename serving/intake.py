@@ -88,6 +88,10 @@ class _Candidate:
     role: str = "diagnostic"
     patient_pseudonym: str | None = None
     spacing_estimated: bool = False
+    #: the header as DICOM JSON without pixel data, and the study's matching keys from it
+    #: (:mod:`oncotriage.serving.dicomweb_index`)
+    header_json: str | None = None
+    study_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -250,6 +254,7 @@ def _store_candidate(
     except StoreError as error:
         logger.error("image store write failed: %s", error)
         return _fail(outcome, FailureReason.PROCESSING_FAILURE, "could not store the image; retry")
+    header_json, study_keys = _header_index(ds)
     return _Candidate(
         outcome=outcome,
         modality=str(ds.get("Modality") or "")[:16],
@@ -264,7 +269,24 @@ def _store_candidate(
         role=str(role),
         spacing_estimated=role == "diagnostic"
         and spacing_is_estimated(ds, settings.estimated_chest_field_of_view_mm),
+        header_json=header_json,
+        study_keys=study_keys,
     )
+
+
+def _header_index(ds: Any) -> tuple[str | None, dict[str, str]]:
+    """The header JSON and study keys for DICOMweb queries; a header that cannot be written
+    as JSON is indexed later from the stored file, never a reason to refuse the image."""
+    import json
+
+    from oncotriage.serving.dicomweb_index import header_json_of, study_keys_of
+
+    try:
+        header_json = header_json_of(ds)
+    except Exception as error:
+        logger.warning("header not indexed at intake: %s", error)
+        return None, {}
+    return header_json, study_keys_of(json.loads(header_json))
 
 
 def _charset_warning(ds: Any) -> str:
@@ -321,18 +343,24 @@ def _insert_new(
 
 
 def _study_for(
-    session: Session, principal: Principal, study_uid: str, modality: str, now: datetime
+    session: Session, principal: Principal, study_uid: str, candidate: _Candidate, now: datetime
 ) -> tuple[Study, bool]:
     assert principal.hospital_id is not None
+    keys = candidate.study_keys or {}
     study = _insert_new(
         session,
         Study,
         {
             "hospital_id": principal.hospital_id,
             "study_instance_uid": study_uid,
-            "modality": modality,
+            "modality": candidate.modality,
             "received_at": now,
             "updated_at": now,
+            # NULL (index later from the stored header) when the header was not indexed
+            "patient_id": keys.get("patient_id"),
+            "patient_name": keys.get("patient_name"),
+            "study_date": keys.get("study_date"),
+            "accession_number": keys.get("accession_number"),
         },
         ["hospital_id", "study_instance_uid"],
     )
@@ -499,9 +527,7 @@ def _record(
         outcome = candidate.outcome
         study = studies.get(outcome.study_instance_uid)
         if study is None:
-            study, new = _study_for(
-                session, principal, outcome.study_instance_uid, candidate.modality, now
-            )
+            study, new = _study_for(session, principal, outcome.study_instance_uid, candidate, now)
             studies[outcome.study_instance_uid] = study
             if new:
                 created[study.id] = study
@@ -528,6 +554,7 @@ def _record(
                     "columns": candidate.columns,
                     "frames": candidate.frames,
                     "received_at": now,
+                    "header_json": candidate.header_json,
                 },
                 ["hospital_id", "sop_instance_uid"],
             )

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
         description="External URL of the service (for RetrieveURL and webhooks); "
         "default: the URL the request came in on.",
     )
+    dicomweb_cors_origins: str = Field(
+        default="",
+        description="Web origins (comma-separated, e.g. https://viewer.hospital.example) whose "
+        "pages may call the DICOMweb routes from a browser (a web viewer such as OHIF on "
+        "another origin); empty: none. Applies to /dicomweb only.",
+    )
+
+    @property
+    def dicomweb_cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.dicomweb_cors_origins.split(",") if o.strip()]
 
     # --- models and inference
     model_uri: str = Field(

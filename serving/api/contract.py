@@ -69,6 +69,31 @@ def negotiate(request: Request) -> None:
     )
 
 
+class DicomwebCorsMiddleware:
+    """CORS (Starlette's) for ``/dicomweb`` only, for the origins in
+    ``ONCOTRIAGE_DICOMWEB_CORS_ORIGINS``: a web viewer on another origin can query and
+    retrieve with its ``Authorization`` header; every other route stays same-origin."""
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        from starlette.middleware.cors import CORSMiddleware
+
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Accept", "Content-Type"],
+            expose_headers=["Content-Type", "Content-Length", "Warning", "Location"],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith("/dicomweb"):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 class OptionsMiddleware:
     """``OPTIONS`` on a documented path answers 204 with the methods it takes in ``Allow``
     (was a 405 whose ``Allow`` named one method). The methods come from the OpenAPI

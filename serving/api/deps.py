@@ -5,12 +5,17 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 from sqlalchemy.orm import Session
 
 from oncotriage.serving.audit import ReadTrail
@@ -34,6 +39,12 @@ HospitalFilter = Annotated[
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer otk_...`")
+_basic = HTTPBasic(
+    auto_error=False,
+    realm="oncotriage DICOMweb",
+    description="DICOMweb routes only, for a PACS or viewer that cannot send a bearer token: "
+    "any user name, the API token as the password.",
+)
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -129,6 +140,26 @@ class TokenCache:
             self._entries[hash_token(token)] = (principal, time.monotonic() + self.ttl_s)
 
 
+def _principal_for(
+    request: Request,
+    session: Session,
+    token: str,
+    unauthorized: Callable[[str], HTTPException] = _unauthorized,
+) -> Principal:
+    cache: TokenCache = request.app.state.token_cache
+    cached = cache.get(token)
+    if cached is not None:
+        return cached
+    try:
+        principal = authenticate(session, token)
+    except AuthenticationError as error:
+        raise unauthorized(f"invalid token: {error}") from None
+    # End the read transaction now: on SQLite it holds the database's write lock.
+    session.commit()
+    cache.put(token, principal)
+    return principal
+
+
 def get_principal(
     request: Request,
     session: SessionDep,
@@ -136,22 +167,57 @@ def get_principal(
 ) -> Principal:
     """The caller, from ``Authorization: Bearer <token>``; 401 without a valid token."""
     if credentials is None or credentials.scheme.lower() != "bearer":
+        sent = request.headers.get("authorization", "")
+        if sent[:6].lower() == "basic ":
+            raise _unauthorized(
+                "HTTP Basic is accepted on /dicomweb routes only; send Authorization: "
+                "Bearer <token>"
+            )
         raise _unauthorized("missing bearer token")
-    cache: TokenCache = request.app.state.token_cache
-    cached = cache.get(credentials.credentials)
-    if cached is not None:
-        return cached
-    try:
-        principal = authenticate(session, credentials.credentials)
-    except AuthenticationError as error:
-        raise _unauthorized(f"invalid token: {error}") from None
-    # End the read transaction now: on SQLite it holds the database's write lock.
-    session.commit()
-    cache.put(credentials.credentials, principal)
-    return principal
+    return _principal_for(request, session, credentials.credentials)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def _dicomweb_unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": 'Bearer, Basic realm="oncotriage DICOMweb"'},
+    )
+
+
+def get_dicomweb_principal(
+    request: Request,
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+) -> Principal:
+    """The caller of a DICOMweb route: ``Authorization: Bearer <token>``, or HTTP Basic with
+    the token as the password (any user name), which is what many PACS and viewers can be
+    configured to send. 401 without a valid token."""
+    if bearer is not None and bearer.scheme.lower() == "bearer":
+        token = bearer.credentials
+    elif basic is not None and basic.password:
+        token = basic.password
+    else:
+        raise _dicomweb_unauthorized(
+            "missing token: send Authorization: Bearer <token>, or HTTP Basic with the token "
+            "as the password"
+        )
+    return _principal_for(request, session, token, _dicomweb_unauthorized)
+
+
+DicomwebPrincipal = Annotated[Principal, Depends(get_dicomweb_principal)]
+
+
+def get_dicomweb_hospital(principal: DicomwebPrincipal) -> Principal:
+    """A hospital's system on a DICOMweb route (STOW-RS); 403 for people."""
+    return get_hospital(principal)
+
+
+DicomwebHospital = Annotated[Principal, Depends(get_dicomweb_hospital)]
 
 
 def get_hospital(principal: CurrentPrincipal) -> Principal:

@@ -126,6 +126,13 @@ class Study(Base):
     time_to_triage_s: Mapped[float | None] = mapped_column(sa.Float)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # QIDO-RS matching keys from the study's first instance (NULL: not indexed yet, see
+    # oncotriage.serving.dicomweb_index); the hospital's own identifiers, never shown to
+    # another hospital.
+    patient_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    patient_name: Mapped[str | None] = mapped_column(sa.String(324))
+    study_date: Mapped[str | None] = mapped_column(sa.String(8), index=True)
+    accession_number: Mapped[str | None] = mapped_column(sa.String(64), index=True)
 
     hospital: Mapped[Hospital] = relationship()
     claimed_by: Mapped[User | None] = relationship()
@@ -189,6 +196,9 @@ class Instance(Base):
     columns: Mapped[int] = mapped_column(default=0)
     frames: Mapped[int] = mapped_column(default=1)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The header as DICOM JSON without pixel data (QIDO-RS, WADO-RS metadata); NULL: not
+    #: indexed yet.
+    header_json: Mapped[str | None] = mapped_column(sa.Text)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 

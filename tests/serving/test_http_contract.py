@@ -52,7 +52,7 @@ def test_accept_that_names_nothing_the_route_produces_is_406(service) -> None:
 def test_options_lists_the_methods_of_the_path(service) -> None:
     with service.client() as client:
         for path, allow in [
-            ("/dicomweb/studies", "OPTIONS, POST"),
+            ("/dicomweb/studies", "GET, OPTIONS, POST"),  # QIDO-RS and STOW-RS
             ("/v1/studies", "GET, OPTIONS, POST"),
             ("/v1/studies/abc", "GET, OPTIONS"),
             ("/healthz", "GET, OPTIONS"),

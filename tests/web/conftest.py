@@ -222,8 +222,11 @@ def _create_accounts(database_url: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    """``oncotriage serve`` on a free 127.0.0.1 port with a fresh database and the test model."""
+def live_service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveService]:
+    """``oncotriage serve`` on a free 127.0.0.1 port with a fresh database and the test model
+    (a test module's ``SERVICE_ENV`` dict adds ``ONCOTRIAGE_*`` settings)."""
     root = tmp_path_factory.mktemp("web-service")
     bundle = make_fixture_bundle(root / "bundle")
     data_dir = root / "var"
@@ -246,6 +249,7 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
             "MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow.db'}",
         }
     )
+    env.update(getattr(request.module, "SERVICE_ENV", {}))
     specialist_token, hospital_token = _create_accounts(database_url)
     port = _free_port()
     log_path = root / "service.log"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from oncotriage.serving.api.routes.dicomweb import router as dicomweb_router
+from oncotriage.serving.api.routes.dicomweb_retrieve import router as dicomweb_retrieve_router
+from oncotriage.serving.api.routes.dicomweb_search import router as dicomweb_search_router
 from oncotriage.serving.api.routes.figures import router as figures_router
 from oncotriage.serving.api.routes.followups import router as followups_router
 from oncotriage.serving.api.routes.hospitals import router as hospitals_router
@@ -19,6 +21,8 @@ from oncotriage.serving.api.routes.worklist import router as worklist_router
 API_ROUTERS: tuple[APIRouter, ...] = (
     ops_router,
     dicomweb_router,
+    dicomweb_search_router,
+    dicomweb_retrieve_router,
     studies_router,
     worklist_router,
     reviews_router,

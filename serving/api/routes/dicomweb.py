@@ -1,46 +1,28 @@
-"""DICOMweb: STOW-RS intake (PS3.18 10.5) and WADO-RS retrieval of what was stored."""
+"""DICOMweb STOW-RS intake (PS3.18 10.5); QIDO-RS and WADO-RS are in ``dicomweb_search`` and
+``dicomweb_retrieve``. DICOMweb routes take HTTP Basic with the token as the password too."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Path, Request, Response, status
-from pydicom.dataset import Dataset
 from starlette.concurrency import run_in_threadpool
 
-from oncotriage.serving.api.deps import (
-    CurrentHospital,
-    CurrentPrincipal,
-    DatabaseDep,
-    SessionDep,
-    SettingsDep,
-    StoreDep,
-    TrailDep,
-)
+from oncotriage.serving.api.deps import DatabaseDep, DicomwebHospital, SettingsDep, StoreDep
 from oncotriage.serving.db.base import utcnow
-from oncotriage.serving.db.models import Instance, Series, Study
 from oncotriage.serving.dicomweb import (
     DICOM_JSON,
     DICOM_XML,
     MultipartError,
     StoreOutcome,
     StoreResponse,
-    encode_multipart,
     parse_media_type,
     to_dicom_json,
     to_dicom_xml,
 )
-from oncotriage.serving.enums import AuditAction
 from oncotriage.serving.intake import IntakeResult, ingest
-from oncotriage.serving.reports.sr import sr_to_bytes
-from oncotriage.serving.reports.versions import result_instances
-from oncotriage.serving.security import study_visibility_clause
 from oncotriage.serving.uploads import multipart_parts, spool
 from oncotriage.serving.urls import study_url
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
@@ -126,7 +108,7 @@ def stow_response(
 
 async def _stow(
     request: Request,
-    principal: CurrentHospital,
+    principal: DicomwebHospital,
     db: DatabaseDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -180,7 +162,7 @@ async def _stow(
 )
 async def store_instances(
     request: Request,
-    principal: CurrentHospital,
+    principal: DicomwebHospital,
     db: DatabaseDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -200,7 +182,7 @@ async def store_instances(
 async def store_study_instances(
     request: Request,
     study_instance_uid: UidPath,
-    principal: CurrentHospital,
+    principal: DicomwebHospital,
     db: DatabaseDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -210,107 +192,4 @@ async def store_study_instances(
     """Store DICOM instances of the study in the URL; others are refused (0xA900)."""
     return await _stow(
         request, principal, db, store, settings, content_type, accept, study_instance_uid
-    )
-
-
-def _retrieve(
-    session: SessionDep,
-    store: StoreDep,
-    principal: CurrentPrincipal,
-    trail: TrailDep,
-    *conditions: sa.ColumnElement[bool],
-    with_results: bool = False,
-) -> Response:
-    rows = list(
-        session.scalars(
-            sa.select(Instance)
-            .join(Series, Series.id == Instance.series_id)
-            .join(Study, Study.id == Instance.study_id)
-            .where(study_visibility_clause(session, principal), *conditions)
-            .order_by(Series.id, Instance.id)
-        )
-    )
-    if not rows:
-        session.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
-    study_ids = list(dict.fromkeys(row.study_id for row in rows))
-    # the study's result SRs (AI result, verified versions) are part of the study
-    results = (
-        [sr_to_bytes(ds) for sid in study_ids for ds in _result_instances(session, store, sid)]
-        if with_results
-        else []
-    )
-    session.rollback()
-    for study_id in study_ids:
-        trail.add(principal, AuditAction.STUDY_READ, study_id=study_id, detail={"via": "wado-rs"})
-    boundary = "oncotriage-wado-boundary"
-    body = encode_multipart(
-        [store.get(row.stored_path) for row in rows] + results, "application/dicom", boundary
-    )
-    return Response(
-        body,
-        media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
-    )
-
-
-@router.get(
-    "/studies/{study_instance_uid}",
-    summary="Retrieve a study's instances (WADO-RS)",
-    response_class=Response,
-)
-def retrieve_study(
-    study_instance_uid: UidPath,
-    session: SessionDep,
-    store: StoreDep,
-    principal: CurrentPrincipal,
-    trail: TrailDep,
-) -> Response:
-    """The stored instances as ``multipart/related; type="application/dicom"``, and the
-    study's result SRs (the AI result; a verified version per specialist's decision)."""
-    return _retrieve(
-        session,
-        store,
-        principal,
-        trail,
-        Study.study_instance_uid == study_instance_uid,
-        with_results=True,
-    )
-
-
-def _result_instances(session: SessionDep, store: StoreDep, study_id: str) -> list[Dataset]:
-    """The study's result SRs; none (logged) when they cannot be built, so the stored
-    images are still served."""
-    study = session.get(Study, study_id)
-    if study is None:
-        return []
-    try:
-        return result_instances(session, store, study)
-    except ValueError as error:
-        logger.warning("study %s: result SR not built for WADO-RS: %s", study_id, error)
-        return []
-
-
-@router.get(
-    "/studies/{study_instance_uid}/series/{series_instance_uid}/instances/{sop_instance_uid}",
-    summary="Retrieve one instance (WADO-RS)",
-    response_class=Response,
-)
-def retrieve_instance(
-    study_instance_uid: UidPath,
-    series_instance_uid: UidPath,
-    sop_instance_uid: UidPath,
-    session: SessionDep,
-    store: StoreDep,
-    principal: CurrentPrincipal,
-    trail: TrailDep,
-) -> Response:
-    """One stored instance as a single-part ``multipart/related`` response."""
-    return _retrieve(
-        session,
-        store,
-        principal,
-        trail,
-        Study.study_instance_uid == study_instance_uid,
-        Series.series_instance_uid == series_instance_uid,
-        Instance.sop_instance_uid == sop_instance_uid,
     )
