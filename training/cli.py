@@ -339,7 +339,7 @@ def optimize_command(
         try:
             report = optimize_model(
                 model,
-                precision,  # type: ignore[arg-type]
+                precision,
                 datalist,
                 out=out,
                 calibration_images=calibration_images,
