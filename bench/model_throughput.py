@@ -157,6 +157,47 @@ def time_call(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def openvino_runs(bundle, label, shape, threads, x, use_window, cfg):  # type: ignore[no-untyped-def]
+    """OpenVINO fp32, int8 (QDQ from ``quantize_int8``, calibrated on this input's network
+    batches) and, where the CPU runs bf16 natively, bf16 rows on the same weights and input."""
+    try:
+        from oncotriage.models.openvino_runner import OpenVinoRunner
+    except ImportError:
+        return []
+    from oncotriage.models.pipeline import DetectionPipeline
+    from oncotriage.models.precision import cpu_supports
+    from oncotriage.models.spec import ModelBundle
+    from oncotriage.serving.cpus import cpu_flags
+    from oncotriage.training.optimize import quantize_int8
+
+    spec = ModelBundle.load(bundle).spec
+    int8 = bundle.parent / f"{bundle.name}-int8.onnx"
+    if not int8.is_file():
+        quantize_int8(bundle / "model.onnx", int8, [x[:1]], spec.input_name)
+    runs = []
+    for precision, path in (
+        ("fp32", bundle / "model.onnx"),
+        ("bf16", bundle / "model.onnx"),
+        ("int8", int8),
+    ):
+        if precision == "bf16" and not cpu_supports("bf16", cpu_flags()):
+            continue
+        runner = OpenVinoRunner(path, threads=threads, precision=precision)
+        pipeline = DetectionPipeline(spec, runner)
+        runs.append(
+            (
+                Row(
+                    label,
+                    shape,
+                    f"openvino {precision} ({runner.runs_at()}) + numpy pipeline",
+                    str(threads),
+                ),
+                lambda p=pipeline: p.predict_preprocessed(x, use_sliding_window=use_window),
+            )
+        )
+    return runs
+
+
 def run_case(
     case: Case, repeats: int, min_seconds: float, threads: int, workdir: Path
 ) -> list[Row]:
@@ -227,6 +268,7 @@ def run_case(
             ort_run(cpu_pipeline),
         ),
     ]
+    runs += openvino_runs(bundle, label, shape, threads, x, use_window, cfg)
     if torch.cuda.is_available():
         detector.cuda()
         gpu = [p for p in available_providers() if p != "CPUExecutionProvider"]

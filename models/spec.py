@@ -27,6 +27,7 @@ from oncotriage.models.config import (
 )
 from oncotriage.models.fingerprint import InputFingerprint
 from oncotriage.models.intended import IntendedInputs
+from oncotriage.models.precision import Precision, PrecisionVariant
 
 __all__ = [
     "MODEL_FILENAME",
@@ -164,6 +165,10 @@ class ModelSpec(BaseModel):
             drift checks; ``None`` when never computed (those checks are then skipped).
         created_at: export time (UTC ISO 8601).
         export: how the ONNX file was produced (opset, versions, optimisation, checks).
+        precision: the arithmetic it is made to run at: ``fp32``, or ``bf16``/``int8`` for a
+            reduced-precision variant (:mod:`oncotriage.models.precision`).
+        variant: for a variant, its base, how it was built and how it compared with the base
+            (``None`` for a model trained and exported as such).
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -193,6 +198,8 @@ class ModelSpec(BaseModel):
     input_fingerprint: InputFingerprint | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     export: dict[str, Any] = Field(default_factory=dict)
+    precision: Precision = "fp32"
+    variant: PrecisionVariant | None = None
 
     @property
     def reads(self) -> IntendedInputs:
@@ -216,6 +223,10 @@ class ModelSpec(BaseModel):
             raise ValueError(
                 f"intended_inputs are {self.intended_inputs.spatial_dims}D for a "
                 f"{self.spatial_dims}D model"
+            )
+        if self.variant is not None and self.variant.precision != self.precision:
+            raise ValueError(
+                f"a {self.precision} spec cannot describe a {self.variant.precision} variant"
             )
         for key, value in self.metrics.items():
             if not math.isfinite(value):

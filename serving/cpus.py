@@ -20,9 +20,10 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["count_cores", "default_intra_op_threads", "usable_cores"]
+__all__ = ["count_cores", "cpu_flags", "default_intra_op_threads", "usable_cores"]
 
 _SYS_CPU = Path("/sys/devices/system/cpu")
+_CPUINFO = Path("/proc/cpuinfo")
 _CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
@@ -83,3 +84,17 @@ def default_intra_op_threads(
     the usable cores less ``reserved``, split between them; at least 1."""
     available = usable_cores() if cores is None else cores
     return max(1, (available - reserved) // max(1, model_threads))
+
+
+def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
+    """The instruction-set flags of this CPU, as ``/proc/cpuinfo`` names them
+    (``avx512_bf16``, ``avx512_vnni``, ``amx_int8``...); empty where it cannot be read."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()

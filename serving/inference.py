@@ -28,12 +28,12 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oncotriage.serving.cpus import default_intra_op_threads
+from oncotriage.serving.cpus import cpu_flags, default_intra_op_threads
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.thread_priority import temporary_native_thread_name
 
@@ -80,12 +80,37 @@ class LoadedModel:
     def label(self) -> str:
         return f"{self.name}/{self.version}"
 
+    @property
+    def precision(self) -> str:
+        return self.pipeline.spec.precision
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """Which precision of a model version the service runs, and why.
+
+    Attributes:
+        precision: ``fp32``, ``bf16`` or ``int8``.
+        version: the version served (a variant's own version when one was chosen).
+        base_version: the version the alias names (the variant's base).
+        reason: why this one, in words (logged and shown by ``/readyz``).
+    """
+
+    precision: str
+    version: str
+    base_version: str
+    reason: str
+
 
 def demo_bundle_dir(dirname: str = DEMO_BUNDLE_DIRNAME) -> Path:
     """``models/demo`` (or ``models/<dirname>``, beside :mod:`oncotriage.models`)."""
     import oncotriage.models
 
     return Path(oncotriage.models.__file__).resolve().parent / dirname
+
+
+def _cpu_flags() -> frozenset[str]:
+    return cpu_flags()
 
 
 def ort_intra_op_threads(settings: Settings, model_threads: int = 1) -> int | None:
@@ -167,6 +192,8 @@ class ModelManager:
             ``settings.models`` each, see :class:`oncotriage.serving.routing.ModelSet`).
         demo_bundle: bundle registered on first run (default ``settings.demo_model_dir`` or
             ``models/demo``).
+        cpu_flags: this CPU's instruction-set flags (default: read from ``/proc/cpuinfo``);
+            decide which reduced-precision variants it may run.
     """
 
     def __init__(
@@ -177,8 +204,11 @@ class ModelManager:
         model_threads: int | None = None,
         uri: str | None = None,
         demo_bundle: Path | None = None,
+        cpu_flags: Iterable[str] | None = None,
     ) -> None:
         self.settings = settings
+        self.cpu_flags = frozenset(cpu_flags) if cpu_flags is not None else _cpu_flags()
+        self.precision_choice: PrecisionChoice | None = None
         self.uri = uri or settings.model_uri
         self.demo_bundle = demo_bundle
         self._runner_factory = runner_factory
@@ -238,16 +268,93 @@ class ModelManager:
             )
 
     def resolve(self) -> ResolvedModel:
-        """Where ``model_uri`` points now (registering the demo model on first run)."""
+        """Where ``model_uri`` points now (registering the demo model on first run), or the
+        fastest accepted reduced-precision variant of that version this CPU runs
+        (:meth:`choose_precision`)."""
         from oncotriage.models import registry
 
         self._register_demo_if_missing()
         try:
-            return registry.resolve(
+            resolved = registry.resolve(
                 self.uri, tracking_uri=self.tracking_uri, cache_dir=self.cache_dir
             )
+            chosen, choice = self.choose_precision(resolved)
         except registry.RegistryError as error:
             raise ModelUnavailableError(str(error)) from error
+        if choice != self.precision_choice:
+            logger.info(
+                "model %s: serving version %s at %s (%s)",
+                resolved.name,
+                choice.version,
+                choice.precision,
+                choice.reason,
+            )
+            self.precision_choice = choice
+        return chosen
+
+    def choose_precision(self, resolved: ResolvedModel) -> tuple[ResolvedModel, PrecisionChoice]:
+        """The fastest accepted variant of ``resolved`` that this backend and CPU run
+        (:data:`~oncotriage.models.precision.SPEED_ORDER`), else ``resolved`` itself at fp32.
+
+        Variants are the registered versions tagged with ``resolved``'s version as their base
+        and accepted by ``oncotriage optimize``; bf16 needs AVX512-BF16 or AMX, int8 VNNI or
+        AMX; ``allow_reduced_precision=false`` keeps fp32; only the openvino backend runs them.
+        """
+        from oncotriage.models import registry
+        from oncotriage.models.precision import (
+            ACCEPTED_TAG,
+            BASE_VERSION_TAG,
+            PRECISION_TAG,
+            SPEED_ORDER,
+            unsupported_reason,
+        )
+
+        version = str(resolved.version) if resolved.version is not None else resolved.spec.version
+        spec = resolved.spec
+        if spec.precision != "fp32":
+            base = spec.variant.base_version if spec.variant is not None else None
+            reason = "the model URI names this variant itself"
+            return resolved, PrecisionChoice(spec.precision, version, base or version, reason)
+
+        def fp32(reason: str) -> tuple[ResolvedModel, PrecisionChoice]:
+            return resolved, PrecisionChoice("fp32", version, version, reason)
+
+        if resolved.version is None:
+            return fp32("a bundle folder has no registered variants")
+        if self.settings.inference_backend != "openvino":
+            return fp32(
+                f"the {self.settings.inference_backend} backend runs fp32; reduced-precision "
+                "variants run on the openvino backend"
+            )
+        if not self.settings.allow_reduced_precision:
+            return fp32("reduced precision is switched off (ONCOTRIAGE_ALLOW_REDUCED_PRECISION)")
+        newest: dict[str, int] = {}
+        for info in registry.list_versions(resolved.name, tracking_uri=self.tracking_uri):
+            tags = info.tags
+            if tags.get(BASE_VERSION_TAG) == version and tags.get(ACCEPTED_TAG) == "true":
+                precision = tags.get(PRECISION_TAG, "")
+                newest[precision] = max(newest.get(precision, 0), info.version)
+        skipped: list[str] = []
+        for precision in SPEED_ORDER:
+            if precision == "fp32" or precision not in newest:
+                continue
+            why = unsupported_reason(precision, self.cpu_flags)
+            if why is not None:
+                skipped.append(f"{precision} variant v{newest[precision]} not used: {why}")
+                continue
+            variant = registry.resolve(
+                f"models:/{resolved.name}/{newest[precision]}",
+                tracking_uri=self.tracking_uri,
+                cache_dir=self.cache_dir,
+            )
+            if variant.spec.variant is None or not variant.spec.variant.accepted:
+                skipped.append(f"v{newest[precision]} is tagged accepted but its spec is not")
+                continue
+            reason = f"fastest accepted variant of version {version} this CPU runs"
+            return variant, PrecisionChoice(
+                precision, str(variant.version), version, "; ".join([reason, *skipped])
+            )
+        return fp32("; ".join(skipped) or f"version {version} has no accepted variant")
 
     # -- loading and swapping --------------------------------------------------------------
 

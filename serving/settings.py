@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     )
     model_poll_interval_s: float = Field(default=30.0, gt=0)
     inference_backend: Literal["embedded", "triton", "openvino"] = "embedded"
+    allow_reduced_precision: bool = Field(
+        default=True,
+        description="With the openvino backend, serve the fastest accepted bf16/int8 variant of "
+        "the model version (registered by `oncotriage optimize`) that this CPU supports; "
+        "false: always the fp32 version itself.",
+    )
     runner_factory: str | None = Field(
         default=None,
         description="'module:attribute' of a callable(settings) -> runner_factory, overriding "

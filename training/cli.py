@@ -296,6 +296,110 @@ def calibrate_command(
         typer.echo(f"MLflow run: {report.run_id} (calibration/reliability.png)")
 
 
+def optimize_command(
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or int8 (int8: static quantization).")],
+    datalist: Annotated[
+        Path, typer.Option(help="Detection datalist JSON (train: int8 calibration; validation).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Variant bundle folder (default: <data dir>/models/NAME-vN-PRECISION)."),
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option(min=1, help="Training images whose network inputs calibrate int8.")
+    ] = 32,
+    split: Annotated[str, typer.Option(help="Split both models are evaluated on.")] = "validation",
+    max_cpm_drop: Annotated[float, typer.Option(min=0.0, help="Most CPM may drop.")] = 0.01,
+    max_sensitivity_drop: Annotated[
+        float,
+        typer.Option(min=0.0, help="Most study sensitivity at the operating threshold may drop."),
+    ] = 0.01,
+    register: Annotated[
+        bool, typer.Option(help="Register an accepted variant as a new version of the base.")
+    ] = True,
+    tracking_uri: Annotated[str | None, typer.Option(help=TRACKING_HELP)] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+) -> None:
+    """Build a reduced-precision variant, evaluate it against its base through the serving
+    pipeline, and register it only if it keeps the base's accuracy."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from oncotriage.datasets.image import UnsupportedImageError
+    from oncotriage.models.precision import PRECISIONS, AccuracyGate
+    from oncotriage.models.registry import RegistryError
+    from oncotriage.training.optimize import PrecisionNotRunnableError, optimize_model
+
+    if precision not in PRECISIONS:
+        raise _fail(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    gate = AccuracyGate(max_cpm_drop=max_cpm_drop, max_sensitivity_drop=max_sensitivity_drop)
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task(f"building the {precision} variant and evaluating", total=None)
+        try:
+            report = optimize_model(
+                model,
+                precision,
+                datalist,
+                out=out,
+                calibration_images=calibration_images,
+                evaluation_split=split,
+                gate=gate,
+                register=register,
+                tracking_uri=tracking_uri,
+                threads=threads,
+                on_start=lambda n: progress.update(task, total=n),
+                on_image=lambda _: progress.advance(task),
+            )
+        except PrecisionNotRunnableError as exc:
+            raise _fail(f"optimize: {exc}", code=3) from exc
+        except (RegistryError, ValueError, FileNotFoundError, UnsupportedImageError) as exc:
+            raise _fail(f"optimize: {exc}") from exc
+    variant = report.variant
+    figures = variant.figures
+    table = Table(title=f"{precision} variant of {report.base} on {variant.evaluated_on}")
+    for column in ("metric", "base (ORT fp32)", f"{precision} (OpenVINO)", "drop", "allowed"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, allowed in (
+        ("cpm", gate.max_cpm_drop),
+        ("operating_sensitivity", gate.max_sensitivity_drop),
+    ):
+        table.add_row(
+            metric,
+            _fmt(figures[f"base_{metric}"], 4),
+            _fmt(figures[f"variant_{metric}"], 4),
+            _fmt(figures[f"{metric}_drop"], 4),
+            f"{allowed:g}",
+        )
+    for key in sorted(k for k in figures if k.startswith("base_froc_sens_at_")):
+        metric = key.removeprefix("base_")
+        table.add_row(
+            metric, _fmt(figures[key], 4), _fmt(figures.get(f"variant_{metric}"), 4), "", ""
+        )
+    Console().print(table)
+    typer.echo(f"method:   {variant.method}")
+    if variant.calibration:
+        typer.echo(f"calibrated on: {variant.calibration}")
+    typer.echo(f"runtime:  {variant.runtime}")
+    typer.echo(f"bundle:   {report.bundle_dir}")
+    for note in report.notes:
+        typer.echo(f"note:     {note}")
+    if not variant.accepted:
+        raise _fail(
+            f"REFUSED: the {precision} variant loses too much accuracy: "
+            + "; ".join(variant.refusals)
+            + " (not registered)",
+            code=1,
+        )
+    typer.echo(f"ACCEPTED: the {precision} variant keeps the base's accuracy")
+    if report.registered_version is not None:
+        name = report.base.split("/")[0]
+        typer.echo(
+            f"registered {name} version {report.registered_version} "
+            f"(models:/{name}/{report.registered_version}), tagged with base {report.base}"
+        )
+
+
 def _parse_tags(tags: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in tags or []:
@@ -759,6 +863,7 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
     app.command("calibrate")(calibrate_command)
+    app.command("optimize")(optimize_command)
     app.command("register")(register_command)
     app.command("promote")(promote_command)
     app.add_typer(models_app)

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,10 @@ from oncotriage.training.metrics import (
 )
 from oncotriage.training.operating_points import OperatingPoint, operating_point
 from oncotriage.training.tracking import finite_metrics, log_metrics, log_params
+
+if TYPE_CHECKING:
+    from oncotriage.models.pipeline import DetectionPipeline
+    from oncotriage.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +77,12 @@ def predict_split(
     *,
     intra_op_threads: int | None = None,
     on_image: Callable[[int], None] | None = None,
+    pipeline: DetectionPipeline | None = None,
 ) -> SplitPredictions:
     """Run a bundle's ONNX pipeline on datalist entries.
+
+    ``pipeline`` runs them instead of ONNX Runtime over ``bundle_dir`` (e.g. OpenVINO at a
+    variant's precision, as the service would run it).
 
     Raises:
         UnsupportedImageError: if an image cannot be read (its path is in the message).
@@ -83,7 +91,8 @@ def predict_split(
     from oncotriage.models.pipeline import DetectionPipeline
     from oncotriage.training.data import study_id
 
-    pipeline = DetectionPipeline.from_bundle(bundle_dir, intra_op_threads=intra_op_threads)
+    if pipeline is None:
+        pipeline = DetectionPipeline.from_bundle(bundle_dir, intra_op_threads=intra_op_threads)
     dims = pipeline.spec.spatial_dims
     predictions, targets, studies = [], [], []
     for index, entry in enumerate(entries):
@@ -177,6 +186,40 @@ def _predictions_json(split_predictions: SplitPredictions) -> list[dict[str, Any
     ]
 
 
+def score_split(
+    spec: ModelSpec,
+    split_predictions: SplitPredictions,
+    *,
+    iou_threshold: float,
+    model: str,
+    uri: str,
+    split: str,
+    datalist: Path,
+) -> EvaluationReport:
+    """Detection metrics of predictions on a split and, when ``spec``'s thresholds are
+    calibrated, study sensitivity/specificity at them (on the calibrated scale, as serving)."""
+    metrics = evaluate_detections(
+        split_predictions.predictions,
+        split_predictions.targets,
+        study_ids=split_predictions.study_ids,
+        iou_threshold=iou_threshold,
+        num_classes=spec.num_classes,
+    )
+    report = EvaluationReport(
+        model=model, uri=uri, split=split, datalist=Path(datalist), metrics=metrics
+    )
+    thresholds = spec.thresholds
+    if thresholds.calibrated:
+        studies = split_predictions.studies()
+        scores = np.asarray(studies.scores, dtype=np.float64)
+        if thresholds.score_calibration is not None:
+            # the thresholds are on the calibrated scale, as in serving
+            scores = np.asarray(thresholds.score_calibration.apply(scores), dtype=np.float64)
+        report.operating = operating_point(scores, studies.positive, thresholds.operating)
+        report.urgent = operating_point(scores, studies.positive, thresholds.urgent)
+    return report
+
+
 def evaluate_model(
     uri: str,
     datalist: Path,
@@ -215,30 +258,16 @@ def evaluate_model(
     split_predictions = predict_split(
         model.bundle_dir, entries, intra_op_threads=intra_op_threads, on_image=on_image
     )
-    metrics = evaluate_detections(
-        split_predictions.predictions,
-        split_predictions.targets,
-        study_ids=split_predictions.study_ids,
+    report = score_split(
+        model.spec,
+        split_predictions,
         iou_threshold=iou_threshold,
-        num_classes=model.spec.num_classes,
-    )
-    report = EvaluationReport(
         model=model.label,
         uri=str(uri),
         split=split,
         datalist=Path(datalist),
-        metrics=metrics,
-        dataset_fingerprint=dataset_fingerprint(Path(datalist), [split]),
     )
-    thresholds = model.spec.thresholds
-    if thresholds.calibrated:
-        studies = split_predictions.studies()
-        scores = np.asarray(studies.scores, dtype=np.float64)
-        if thresholds.score_calibration is not None:
-            # the thresholds are on the calibrated scale, as in serving
-            scores = np.asarray(thresholds.score_calibration.apply(scores), dtype=np.float64)
-        report.operating = operating_point(scores, studies.positive, thresholds.operating)
-        report.urgent = operating_point(scores, studies.positive, thresholds.urgent)
+    report.dataset_fingerprint = dataset_fingerprint(Path(datalist), [split])
     flat = finite_metrics(report.flat_metrics())
     if log_to_mlflow:
         report.run_id = _log_evaluation(report, model, split_predictions, flat, tracking_uri)

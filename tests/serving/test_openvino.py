@@ -65,13 +65,12 @@ def test_pipeline_findings_match_onnxruntime() -> None:
 def test_backend_setting_selects_openvino(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, inference_backend="openvino", ort_intra_op_threads=1)
     factory = make_runner_factory(settings)
+    from oncotriage.models.registry import resolve
 
-    class Resolved:
-        onnx_path = demo_bundle_dir() / "model.onnx"
-
-    runner = factory(Resolved())  # type: ignore[arg-type]
+    runner = factory(resolve(str(demo_bundle_dir())))
     assert isinstance(runner, OpenVinoRunner)
-    assert runner.precision == "f32"
+    assert runner.precision == "fp32"
+    assert runner.runs_at() == "fp32"
 
 
 def test_missing_file_is_reported(tmp_path: Path) -> None:

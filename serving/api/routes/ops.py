@@ -51,6 +51,9 @@ async def readyz(
 ) -> Response:
     """Readiness: the database answers, the image store takes writes, the model loads.
 
+    Each route names the version it serves, its precision (``fp32``, or an accepted
+    ``bf16``/``int8`` variant of the alias's ``base_version``) and why that precision.
+
     The model check loads the current version when this process runs workers; an
     API-only process (``embedded_workers=0``) checks that the model URI resolves.
     """
@@ -60,10 +63,18 @@ async def readyz(
         for route_name, manager in models.managers.items():
             if settings.embedded_workers > 0:
                 loaded = manager.current()
-                served[route_name] = {"model": loaded.name, "version": loaded.version}
+                entry = {"model": loaded.name, "version": loaded.version}
             else:
                 resolved = manager.resolve()
-                served[route_name] = {"model": resolved.name, "version": str(resolved.version)}
+                entry = {"model": resolved.name, "version": str(resolved.version)}
+            choice = manager.precision_choice
+            if choice is not None:
+                entry.update(
+                    precision=choice.precision,
+                    base_version=choice.base_version,
+                    precision_reason=choice.reason,
+                )
+            served[route_name] = entry
         first = next(iter(served.values()))
         return {**first, "routes": served}
 
