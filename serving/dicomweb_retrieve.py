@@ -93,10 +93,23 @@ def extra_instances(
                     sop_instance_uid=str(ds.SOPInstanceUID),
                     sop_class_uid=str(ds.SOPClassUID),
                     load=partial(sr_to_bytes, ds),
-                    header=ds.to_json_dict,
+                    header=partial(_made_header, ds),
                 )
             )
     return made
+
+
+def _made_header(ds: Any) -> dict[str, Any]:
+    """DICOM JSON of an object the service made, read back from its encoded bytes (as a
+    stored one is: values typed as on the wire, e.g. dates as DA strings)."""
+    import io
+
+    import pydicom
+
+    from oncotriage.serving.reports.sr import sr_to_bytes
+
+    header: dict[str, Any] = pydicom.dcmread(io.BytesIO(sr_to_bytes(ds))).to_json_dict()
+    return header
 
 
 def retrievable_instances(

@@ -283,7 +283,8 @@ def test_orthanc_forwards_a_study_and_gets_the_srs_back_in_the_same_study(
 ) -> None:
     """Orthanc sends the study to the service with its DICOMweb plugin (STOW-RS client), the
     service triages it and pushes the SR back to Orthanc's own STOW-RS (HTTP Basic); the SR
-    is then in the same study in Orthanc, and after the decision the verified one too."""
+    is then in the same study in Orthanc, and after the decision the verified one too.
+    Orthanc then finds the study on the service (QIDO-RS) and retrieves its series (WADO-RS)."""
     instance = dx_instance(84)
     with sqlite_service_factory(model_uri=str(flagging_bundle)) as service:
         with running_orthanc(
@@ -310,8 +311,6 @@ def test_orthanc_forwards_a_study_and_gets_the_srs_back_in_the_same_study(
                 assert forwarded.is_success, (forwarded.text, orthanc.log.read_text()[-2000:])
             study_id = study_id_for(service, "A", instance.StudyInstanceUID)
             service.wait_for_study(study_id, "A")
-            # (wt-dicomweb) Orthanc querying the service back by QIDO-RS
-            # (/dicom-web/servers/oncotriage/qido) goes here once QIDO-RS is merged.
 
             def sop_uids() -> set[str]:
                 with orthanc.client() as pacs:
@@ -344,6 +343,46 @@ def test_orthanc_forwards_a_study_and_gets_the_srs_back_in_the_same_study(
             assert view["last_push"]["state"] == "delivered"
             assert view["destination"]["auth"] == "basic"
             assert "secret" not in view["destination"]
+
+            # Orthanc's DICOMweb client queries the service back (QIDO-RS) and, its own copy
+            # of the image gone, retrieves the image series from it again (WADO-RS)
+            with orthanc.client() as pacs:
+                studies = pacs.post(
+                    "/dicom-web/servers/oncotriage/qido",
+                    json={"Uri": "/studies", "Arguments": {"PatientID": instance.PatientID}},
+                )
+                assert studies.is_success, (studies.text, orthanc.log.read_text()[-2000:])
+                # Orthanc answers in its own "full" DICOM JSON: each tag with Name and a
+                # string Value
+                assert [s["0020000D"]["Value"] for s in studies.json()] == [
+                    instance.StudyInstanceUID
+                ]
+                series_found = pacs.post(
+                    "/dicom-web/servers/oncotriage/qido",
+                    json={"Uri": f"/studies/{instance.StudyInstanceUID}/series"},
+                ).raise_for_status()
+                assert {s["0020000E"]["Value"] for s in series_found.json()} >= {
+                    instance.SeriesInstanceUID
+                }
+                image = next(
+                    item["ID"]
+                    for item in pacs.get(f"/studies/{orthanc_study}/instances").json()
+                    if item["MainDicomTags"]["SOPInstanceUID"] == instance.SOPInstanceUID
+                )
+                pacs.delete(f"/instances/{image}").raise_for_status()
+                retrieved = pacs.post(
+                    "/dicom-web/servers/oncotriage/retrieve",
+                    json={
+                        "Resources": [
+                            {
+                                "Study": instance.StudyInstanceUID,
+                                "Series": instance.SeriesInstanceUID,
+                            }
+                        ]
+                    },
+                )
+                assert retrieved.is_success, (retrieved.text, orthanc.log.read_text()[-2000:])
+            assert sop_uids() == {instance.SOPInstanceUID, ai_uid, verified_uid}
 
 
 def test_admin_cli_sets_and_clears_a_destination(tmp_path, monkeypatch) -> None:
