@@ -24,3 +24,27 @@ def write_block(name: str, block: str, doc: Path = DOC) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text, encoding="utf-8")
+
+
+#: SIMD flags worth naming in a benchmark's header (lscpu lists many more)
+_SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_header() -> str:
+    """``CPU: <lscpu model name> (<n> usable cores; flags: avx2 fma ...)``."""
+    import os
+    import subprocess
+
+    model, flags = "unknown CPU", ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "Model name":
+                model = value.strip()
+            elif key.strip() == "Flags":
+                flags = " ".join(f for f in _SIMD_FLAGS if f in value.split())
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    cores = len(os.sched_getaffinity(0))
+    return f"CPU: {model} ({cores} usable cores; flags: {flags or 'n/a'})."

@@ -53,11 +53,33 @@ def synth_command(
             "distractors, vendors and acquisition variety (cxr only).",
         ),
     ] = 1,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Write only the cases of this split (training, validation, test; repeatable); "
+            "cases and UIDs are those of the full set."
+        ),
+    ] = None,
+    nodule_contrast: Annotated[
+        float,
+        typer.Option(help="Shift (version 2): factor on every nodule's attenuation, e.g. 0.6."),
+    ] = 1.0,
+    noise_scale: Annotated[
+        float, typer.Option(help="Shift (version 2): factor on the quantum noise, e.g. 1.5.")
+    ] = 1.0,
+    diameter_mm: Annotated[
+        tuple[float, float],
+        typer.Option(help="Shift (version 2): nodule diameter range in mm, e.g. 4 8."),
+    ] = (4.0, 30.0),
 ) -> None:
     """Write synthetic screening studies as DICOM plus a MONAI detection datalist."""
     from oncotriage.datasets.synth import run_synth
+    from oncotriage.datasets.synth_cxr_v2 import CxrShift
 
     try:
+        shift = CxrShift(
+            nodule_contrast=nodule_contrast, noise_scale=noise_scale, diameter_mm=diameter_mm
+        )
         datalist = run_synth(
             kind=kind.value,
             n=n,
@@ -65,6 +87,8 @@ def synth_command(
             out=out,
             negative_fraction=negative_fraction,
             generator_version=generator_version,
+            shift=shift,
+            only_splits=split,
         )
     except ValueError as exc:
         typer.secho(f"synth: {exc}", fg=typer.colors.RED, err=True)

@@ -94,7 +94,8 @@ class DatalistEntry:
         box_mode: mode of ``boxes`` (the one requested from :func:`load_datalist`).
         coordinates: ``world_mm`` (LPS mm for volumes; detector-plane mm,
             ``index * spacing``, for radiographs) or ``index``.
-        meta: the entry's other keys (UIDs, case id, nodule diameters, ...) plus ``split``.
+        meta: the entry's other keys (UIDs, case id, nodule diameters, ...) plus ``split``;
+            ``distractor_box`` (benign look-alikes), when present, is in ``box_mode`` too.
     """
 
     image: Path
@@ -188,6 +189,12 @@ def load_datalist(
         image = Path(raw["image"])
         meta = {k: v for k, v in raw.items() if k not in _ENTRY_KEYS}
         meta["split"] = split
+        if meta.get("distractor_box"):
+            # benign look-alikes (synthetic version 2): returned in the boxes' mode too
+            distractors = np.asarray(meta["distractor_box"], dtype=np.float64)
+            meta["distractor_box"] = convert_box_mode(
+                distractors.reshape(-1, 2 * dims), src_mode, dst_mode
+            ).tolist()
         entries.append(
             DatalistEntry(
                 image=(image if image.is_absolute() else root / image).resolve(),

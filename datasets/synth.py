@@ -41,7 +41,7 @@ from oncotriage.datasets.dicom_writer import (
     save_dataset,
 )
 from oncotriage.datasets.synth_cxr import CxrCase, render_cxr_case
-from oncotriage.datasets.synth_cxr_v2 import CxrCaseV2, render_cxr_case_v2
+from oncotriage.datasets.synth_cxr_v2 import NO_SHIFT, CxrCaseV2, CxrShift, render_cxr_case_v2
 from oncotriage.datasets.synth_ldct import CtCase, render_ct_case
 from oncotriage.progress import progress_bar
 
@@ -69,11 +69,15 @@ def case_entropy(kind: str, seed: int, case_index: int) -> tuple[int, int, int]:
     return (seed, _KIND_CODE[kind], case_index)
 
 
-def _check_version(kind: str, generator_version: int) -> None:
+def _check_version(kind: str, generator_version: int, shift: CxrShift = NO_SHIFT) -> None:
     if generator_version not in GENERATOR_VERSIONS:
         raise ValueError(f"generator version must be one of {GENERATOR_VERSIONS}")
     if generator_version == 2 and kind != "cxr":
         raise ValueError("generator version 2 makes radiographs only (--kind cxr)")
+    if not shift.is_identity and (generator_version != 2 or kind != "cxr"):
+        raise ValueError(
+            "shifts (nodule contrast, noise scale, diameters) need --generator-version 2 --kind cxr"
+        )
 
 
 def render_case(
@@ -84,6 +88,7 @@ def render_case(
     positive: bool,
     include_nodules: bool = True,
     generator_version: int = 1,
+    shift: CxrShift = NO_SHIFT,
 ) -> CxrCase | CxrCaseV2 | CtCase:
     """Render (without writing) case ``case_index`` of a synthetic set.
 
@@ -94,11 +99,14 @@ def render_case(
         positive: whether the case has nodules.
         include_nodules: ``False`` renders the identical case without its nodules.
         generator_version: 1 (default) or 2 (see :mod:`oncotriage.datasets.synth_cxr_v2`).
+        shift: version 2 only: fainter or smaller nodules, more noise (default: none).
     """
-    _check_version(kind, generator_version)
+    _check_version(kind, generator_version, shift)
     entropy = case_entropy(kind, seed, case_index)
     if generator_version == 2:
-        return render_cxr_case_v2(entropy, positive=positive, include_nodules=include_nodules)
+        return render_cxr_case_v2(
+            entropy, positive=positive, include_nodules=include_nodules, shift=shift
+        )
     if kind == "cxr":
         return render_cxr_case(entropy, positive=positive, include_nodules=include_nodules)
     return render_ct_case(entropy, positive=positive, include_nodules=include_nodules)
@@ -122,6 +130,7 @@ def write_case(
     case_id: str | None = None,
     case: CxrCase | CxrCaseV2 | CtCase | None = None,
     generator_version: int = 1,
+    shift: CxrShift = NO_SHIFT,
 ) -> dict[str, Any]:
     """Render one case, write its DICOM under ``out`` and return its datalist entry.
 
@@ -152,6 +161,7 @@ def write_case(
             positive=positive,
             include_nodules=include_nodules,
             generator_version=generator_version,
+            shift=shift,
         )
     extra: dict[str, Any]
     if isinstance(case, CxrCaseV2):
@@ -286,6 +296,8 @@ def run_synth(
     out: Path,
     negative_fraction: float = 0.3,
     generator_version: int = 1,
+    shift: CxrShift = NO_SHIFT,
+    only_splits: Sequence[str] | None = None,
 ) -> Path:
     """Write ``n`` synthetic studies of ``kind`` and their datalist under ``out``.
 
@@ -295,12 +307,19 @@ def run_synth(
         seed: random seed (>= 0); the output is deterministic.
         out: output folder (created).
         negative_fraction: share of studies without nodules (rounded to whole studies).
+        generator_version: 1 (default) or 2.
+        shift: version 2 radiographs only: a distribution shift (see
+            :class:`~oncotriage.datasets.synth_cxr_v2.CxrShift`); recorded in the datalist.
+        only_splits: write only the cases of these splits (e.g. ``["test"]`` for the
+            held-out split alone); the cases, their splits and UIDs are those of the full set.
 
     Returns:
         Path of ``out/datalist.json``.
     """
     _check_kind(kind)
-    _check_version(kind, generator_version)
+    _check_version(kind, generator_version, shift)
+    if only_splits is not None and not set(only_splits) <= set(SPLITS):
+        raise ValueError(f"splits must be among {', '.join(SPLITS)}, got {list(only_splits)}")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if seed < 0:
@@ -332,9 +351,12 @@ def run_synth(
         datalist["distractors"] = (
             "distractor_box/distractor_kind: benign look-alikes, not nodules (not in box)"
         )
+    if not shift.is_identity:
+        datalist["shift"] = shift.as_params()
+    chosen = [i for i in range(n) if only_splits is None or splits[i] in only_splits]
     with progress_bar() as progress:
-        task = progress.add_task(f"synth {kind}", total=n)
-        for index in range(n):
+        task = progress.add_task(f"synth {kind}", total=len(chosen))
+        for index in chosen:
             entry = write_case(
                 kind,
                 seed,
@@ -342,6 +364,7 @@ def run_synth(
                 positive=positive[index],
                 out=out,
                 generator_version=generator_version,
+                shift=shift,
             )
             datalist[splits[index]].append(entry)
             progress.advance(task)
@@ -349,9 +372,9 @@ def run_synth(
     path.write_text(dump_datalist_json(datalist))
     logger.info(
         "wrote %d %s studies (%d without nodules) and %s",
-        n,
+        len(chosen),
         kind,
-        len(negatives),
+        sum(not positive[i] for i in chosen),
         path,
     )
     return path

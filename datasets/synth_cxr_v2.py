@@ -94,6 +94,53 @@ VENDOR_PROFILES: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
+class CxrShift:
+    """A distribution shift of a version-2 set, for robustness checks (the default: none).
+
+    The shift changes values only, not what the random streams draw, so a shifted set holds
+    the same patients (anatomy, acquisition, distractors, noise pattern) and the same number
+    of nodules at the same draws as the unshifted set of the same seed.
+
+    Attributes:
+        nodule_contrast: factor on every nodule's added attenuation, applied after the
+            visibility floor (0.6: fainter nodules than the generator otherwise allows).
+        noise_scale: factor on the quantum noise (1.5: a 0.44 x dose), applied after the
+            nodules are sized against the unshifted noise.
+        diameter_mm: ``(low, high)`` range of nodule diameters (log-uniform), within 4-30 mm.
+    """
+
+    nodule_contrast: float = 1.0
+    noise_scale: float = 1.0
+    diameter_mm: tuple[float, float] = (MIN_DIAMETER_MM, MAX_DIAMETER_MM)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.nodule_contrast <= 2.0:
+            raise ValueError(f"nodule contrast must be within (0, 2], got {self.nodule_contrast}")
+        if not 0.0 < self.noise_scale <= 5.0:
+            raise ValueError(f"noise scale must be within (0, 5], got {self.noise_scale}")
+        low, high = self.diameter_mm
+        if not MIN_DIAMETER_MM <= low <= high <= MAX_DIAMETER_MM:
+            raise ValueError(
+                f"nodule diameters must satisfy {MIN_DIAMETER_MM:g} <= low <= high <= "
+                f"{MAX_DIAMETER_MM:g} mm, got {low:g}-{high:g}"
+            )
+
+    @property
+    def is_identity(self) -> bool:
+        return self == CxrShift()
+
+    def as_params(self) -> dict[str, Any]:
+        return {
+            "nodule_contrast": self.nodule_contrast,
+            "noise_scale": self.noise_scale,
+            "diameter_mm": list(self.diameter_mm),
+        }
+
+
+NO_SHIFT = CxrShift()
+
+
+@dataclass(frozen=True)
 class CxrNoduleV2:
     """One inserted 3D nodule.
 
@@ -288,17 +335,23 @@ def _stamp(layer: np.ndarray, row: int, col: int, half: int, patch: np.ndarray) 
 
 
 def _place_nodules(
-    rng: np.random.Generator, lung_mask: np.ndarray, spacing: float, min_peak: float
+    rng: np.random.Generator,
+    lung_mask: np.ndarray,
+    spacing: float,
+    min_peak: float,
+    shift: CxrShift = NO_SHIFT,
 ) -> tuple[np.ndarray, tuple[CxrNoduleV2, ...]]:
     """Nodules in the lungs; one whose projection peaks below ``min_peak`` (a small
     ground-glass nodule at a low dose) is made denser until it reaches it: every labelled
-    nodule is visible above the noise."""
+    nodule is visible above the noise. ``shift`` then scales the contrast (after that floor)
+    and narrows the diameters."""
+    low, high = np.log(shift.diameter_mm[0]), np.log(shift.diameter_mm[1])
     layer = np.zeros(lung_mask.shape, np.float32)
     depth = ndimage.distance_transform_edt(lung_mask)
     nodules: list[CxrNoduleV2] = []
     taken: list[tuple[float, ...]] = []
     for _ in range(int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))):
-        diameter = float(np.exp(rng.uniform(np.log(MIN_DIAMETER_MM), np.log(MAX_DIAMETER_MM))))
+        diameter = float(np.exp(rng.uniform(low, high)))
         nodule_type = str(rng.choice(NODULE_TYPES, p=[0.5, 0.15, 0.2, 0.15]))
         margin = str(rng.choice(NODULE_MARGINS, p=[0.5, 0.25, 0.25]))
         radius_px = diameter / 2 / spacing
@@ -309,6 +362,8 @@ def _place_nodules(
         patch = (_DENSITY_PER_MM * spacing * projected).astype(np.float32)
         if patch.max() < min_peak:
             patch *= np.float32(min_peak / patch.max())
+        if shift.nodule_contrast != 1.0:
+            patch *= np.float32(shift.nodule_contrast)
         row, col = position
         _stamp(layer, row, col, half, patch)
         box = _box(row, col, half, patch)
@@ -412,9 +467,17 @@ def _rib_crossings(density: np.ndarray, lung_mask: np.ndarray) -> list[tuple[int
 
 
 def render_cxr_case_v2(
-    entropy: Sequence[int], *, positive: bool, include_nodules: bool = True
+    entropy: Sequence[int],
+    *,
+    positive: bool,
+    include_nodules: bool = True,
+    shift: CxrShift = NO_SHIFT,
 ) -> CxrCaseV2:
-    """Render one version-2 synthetic chest radiograph (deterministic by ``entropy``)."""
+    """Render one version-2 synthetic chest radiograph (deterministic by ``entropy``).
+
+    ``shift`` (default: none) makes the nodules fainter or smaller or the noise stronger for
+    robustness checks; the unshifted case is unchanged by its existence.
+    """
     acq_rng, nodule_rng, distractor_rng, noise_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([*entropy, 2]).spawn(4)
     )
@@ -461,7 +524,7 @@ def render_cxr_case_v2(
     nodules: tuple[CxrNoduleV2, ...] = ()
     taken: list[tuple[float, ...]] = []
     if positive:
-        layer, drawn = _place_nodules(nodule_rng, lung_mask, spacing, 4.0 * noise_sigma)
+        layer, drawn = _place_nodules(nodule_rng, lung_mask, spacing, 4.0 * noise_sigma, shift)
         taken = [n.box_index for n in drawn]
         if include_nodules:
             density = density + layer
@@ -471,6 +534,8 @@ def render_cxr_case_v2(
     )
     density = density + distractor_layer
 
+    # the nodules were sized against the unshifted noise: a noise shift makes them harder
+    noise_sigma *= shift.noise_scale
     density = density + noise_sigma * noise_rng.standard_normal(density.shape).astype(np.float32)
     density = np.where(collimated, 1.1, density)  # unexposed: as bright as bone
 
@@ -501,6 +566,8 @@ def render_cxr_case_v2(
         "collimation_px": collimation,
         "sex": "F" if female else "M",
     }
+    if not shift.is_identity:
+        params["shift"] = shift.as_params()
     return CxrCaseV2(
         pixels=values.astype(np.uint16),
         pixel_spacing_mm=spacing,

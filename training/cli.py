@@ -8,13 +8,17 @@ loads them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from oncotriage.progress import progress_bar
+
+if TYPE_CHECKING:
+    from oncotriage.training.subgroups import SubgroupRow
 
 TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite in the data dir)."
 MODEL_HELP = (
@@ -145,6 +149,14 @@ def evaluate_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Break results at the operating threshold down by subgroup (repeatable): "
+            "size, type, margin (per nodule); vendor, dose, view, portable, photometric, sex "
+            "(per study). Distractors, when the datalist has them, come with any of them."
+        ),
+    ] = None,
 ) -> None:
     """FROC, CPM, mAP/mAR and study-level AUC of a model on a datalist split (ONNX pipeline)."""
     from rich.console import Console
@@ -168,6 +180,7 @@ def evaluate_command(
                 intra_op_threads=threads,
                 on_start=lambda n: progress.update(task, total=n),
                 on_image=lambda _: progress.advance(task),
+                by=by or (),
             )
         except (RegistryError, ValueError, FileNotFoundError, UnsupportedImageError) as exc:
             raise _fail(f"evaluate: {exc}") from exc
@@ -196,10 +209,37 @@ def evaluate_command(
             table.add_row("  study sensitivity", str(point.sensitivity))
             table.add_row("  study specificity", str(point.specificity))
     Console().print(table)
+    _print_subgroups(report.subgroups)
     if report.run_id:
         typer.echo(f"MLflow run: {report.run_id}")
     if json_out is not None:
-        json_out.write_text(json.dumps(report.flat_metrics(), indent=2, sort_keys=True) + "\n")
+        out: dict[str, object] = dict(report.flat_metrics())
+        if report.subgroups:
+            out["subgroups"] = {
+                key: [dataclasses.asdict(row) for row in rows]
+                for key, rows in report.subgroups.items()
+            }
+        json_out.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+
+
+def _print_subgroups(subgroups: dict[str, list[SubgroupRow]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    for key, rows in subgroups.items():
+        found = "distractors hit" if key == "distractor" else "nodules found"
+        table = Table(title=f"by {key}, at the operating threshold")
+        for column in (key, found, "study sensitivity", "study specificity"):
+            table.add_column(column, justify="left" if column == key else "right")
+        for row in rows:
+            table.add_row(
+                row.value,
+                *(
+                    "-" if p is None or p.total == 0 else str(p)
+                    for p in (row.nodules, row.sensitivity, row.specificity)
+                ),
+            )
+        Console().print(table)
 
 
 def calibrate_command(

@@ -22,7 +22,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,12 @@ from oncotriage.training.metrics import (
     study_scores,
 )
 from oncotriage.training.operating_points import OperatingPoint, operating_point
+from oncotriage.training.subgroups import (
+    SUBGROUP_KEYS,
+    SubgroupRow,
+    distractor_rows,
+    subgroup_rows,
+)
 from oncotriage.training.tracking import finite_metrics, log_metrics, log_params
 
 if TYPE_CHECKING:
@@ -60,12 +66,15 @@ class SplitPredictions:
         predictions: findings per image (source index space, ``xyxy``/``xyzxyz``).
         targets: ground truth per image (same space).
         study_ids: study key per image.
+        distractors: per image, the benign look-alikes' boxes (``distractor_box`` of
+            version-2 synthetic entries) in the same space; empty when there are none.
     """
 
     entries: list[DatalistEntry]
     predictions: list[ImageDetections]
     targets: list[ImageTargets]
     study_ids: list[str]
+    distractors: list[np.ndarray] = field(default_factory=list)
 
     def studies(self) -> StudyScores:
         return study_scores(self.predictions, self.targets, self.study_ids)
@@ -94,7 +103,7 @@ def predict_split(
     if pipeline is None:
         pipeline = DetectionPipeline.from_bundle(bundle_dir, intra_op_threads=intra_op_threads)
     dims = pipeline.spec.spatial_dims
-    predictions, targets, studies = [], [], []
+    predictions, targets, studies, distractors = [], [], [], []
     for index, entry in enumerate(entries):
         try:
             volume = _load_entry_image(entry)
@@ -112,9 +121,21 @@ def predict_split(
         )
         targets.append(ImageTargets(boxes_to_index(entry, volume), np.asarray(entry.labels)))
         studies.append(study_id(entry))
+        distractors.append(_distractor_boxes(entry, volume))
         if on_image is not None:
             on_image(index)
-    return SplitPredictions(list(entries), predictions, targets, studies)
+    return SplitPredictions(list(entries), predictions, targets, studies, distractors)
+
+
+def _distractor_boxes(entry: DatalistEntry, volume: Any) -> np.ndarray:
+    """The entry's ``distractor_box`` (datalist mode and coordinates) in index space."""
+    dims = entry.spatial_dims
+    raw = np.asarray(entry.meta.get("distractor_box") or [], dtype=np.float64)
+    if raw.size == 0:
+        return np.zeros((0, 2 * dims))
+    boxes = raw.reshape(-1, 2 * dims)  # load_datalist gave them in the entry's box mode
+    decoy = replace(entry, boxes=boxes, labels=np.zeros(len(boxes), np.int64))
+    return boxes_to_index(decoy, volume)
 
 
 @dataclass
@@ -143,6 +164,7 @@ class EvaluationReport:
     run_id: str | None = None
     dataset_fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    subgroups: dict[str, list[SubgroupRow]] = field(default_factory=dict)
 
     def flat_metrics(self) -> dict[str, float]:
         """Detection metrics plus study sensitivity/specificity at the thresholds."""
@@ -232,6 +254,7 @@ def evaluate_model(
     intra_op_threads: int | None = None,
     on_image: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    by: Sequence[str] = (),
 ) -> EvaluationReport:
     """Evaluate a model on one split of a datalist.
 
@@ -246,7 +269,14 @@ def evaluate_model(
         iou_threshold: IoU for a hit (0.1, as MONAI's LUNA16 evaluation).
         intra_op_threads: ONNX Runtime threads.
         on_start, on_image: progress callbacks (number of images; index of each done).
+        by: subgroup breakdowns at the operating threshold (``size``, ``type``, ``vendor``,
+            ``dose``, ...; see :mod:`oncotriage.training.subgroups`), in
+            ``report.subgroups``; a split with benign distractors also gets ``distractor``.
+            Needs calibrated thresholds.
     """
+    unknown = [key for key in by if key not in SUBGROUP_KEYS]
+    if unknown:
+        raise ValueError(f"unknown subgroup {', '.join(unknown)}; use {', '.join(SUBGROUP_KEYS)}")
     from oncotriage.training.data import dataset_fingerprint
 
     model = registry.resolve(uri, tracking_uri=tracking_uri)
@@ -268,6 +298,18 @@ def evaluate_model(
         datalist=Path(datalist),
     )
     report.dataset_fingerprint = dataset_fingerprint(Path(datalist), [split])
+    thresholds = model.spec.thresholds
+    if thresholds.calibrated:
+        for key in by:
+            report.subgroups[key] = subgroup_rows(
+                split_predictions, thresholds, key, iou_threshold=iou_threshold
+            )
+        if by and any(len(boxes) for boxes in split_predictions.distractors):
+            report.subgroups["distractor"] = distractor_rows(
+                split_predictions, thresholds, iou_threshold=iou_threshold
+            )
+    elif by:
+        raise ValueError("subgroups are reported at calibrated thresholds: run calibrate first")
     flat = finite_metrics(report.flat_metrics())
     if log_to_mlflow:
         report.run_id = _log_evaluation(report, model, split_predictions, flat, tracking_uri)
