@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oncotriage.datasets.synth_cxr_v2 import CxrShift, render_cxr_case_v2
+from oncotriage.datasets.synth_cxr_v2 import NO_SHIFT, CxrShift, render_cxr_case_v2
 
 ENTROPY = (23, 5)  # seed 23, case 5: a positive case
 
 
-def _case(shift: CxrShift = CxrShift()):  # type: ignore[no-untyped-def]
+def _case(shift: CxrShift = NO_SHIFT):  # type: ignore[no-untyped-def]
     return render_cxr_case_v2(ENTROPY, positive=True, shift=shift)
 
 
