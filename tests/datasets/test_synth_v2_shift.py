@@ -30,7 +30,7 @@ def test_fainter_nodules_change_only_the_nodules() -> None:
     np.testing.assert_array_equal(plain.density[outside], faint.density[outside])
     for a, b in zip(plain.nodules, faint.nodules, strict=True):
         assert a.box_index == b.box_index
-        assert b.peak_density == pytest.approx(0.6 * a.peak_density, rel=1e-6)
+        assert b.peak_density == pytest.approx(0.6 * a.peak_density, abs=1e-4)  # 4 decimals
 
 
 def test_more_noise_keeps_the_anatomy_and_raises_the_noise() -> None:
