@@ -830,7 +830,9 @@ def hospital_load(
         pending = {run.study_uid: run for run in runs}
         while pending and time.monotonic() < deadline:
             time.sleep(poll_s)
-            answer = http.get("/v1/studies", params={"limit": 500})
+            answer = http.get(
+                "/v1/studies", params={"limit": 500}, headers={"Accept": "application/json"}
+            )
             if answer.status_code != 200:
                 continue
             for study in answer.json().get("data", []):
@@ -1576,6 +1578,8 @@ def main() -> int:
 
     if args.ct_studies < 0 or (args.ct_studies and args.kind != "cxr"):
         parser.error("--ct-studies mixes CT into radiographs: use it with --kind cxr")
+    # SIGTERM unwinds like Ctrl-C: the servers this benchmark started are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = Path(tempfile.mkdtemp(prefix="oncotriage-load-"))
     try:

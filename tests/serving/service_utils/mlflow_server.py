@@ -3,7 +3,9 @@ its own), artifacts in a live S3 server (SeaweedFS), on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +36,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (the CLI, uvicorn and its workers), SIGKILL to
+    what is left after 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 @contextmanager
 def running_mlflow_server(
     postgres_url: str, seaweedfs: SeaweedS3, workdir: Path, artifacts_prefix: str
@@ -59,6 +75,8 @@ def running_mlflow_server(
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
         "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+        # The registry only: no job runner (its huey consumers are processes of their own)
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "mlflow.log"
@@ -78,6 +96,7 @@ def running_mlflow_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            start_new_session=True,  # its own process group: stopped with its workers
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -95,12 +114,7 @@ def running_mlflow_server(
             time.sleep(0.5)
         yield MlflowServer(url, artifacts, process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop_group(process)
         with admin.begin() as connection:
             connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
