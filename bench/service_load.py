@@ -1211,6 +1211,20 @@ def machine_line() -> str:
     )
 
 
+def contention_note(loads: list[float]) -> str:
+    """A warning when other jobs held the machine's cores during the runs."""
+    cores = os.cpu_count() or 1
+    if not loads or max(loads) <= cores:
+        return ""
+    return (
+        f" **The machine was shared**: the 1-minute load average was "
+        f"{min(loads):.1f}-{max(loads):.1f} on {cores} cores when the loads started, so "
+        "other jobs took much of the CPU: the service and the model alone both ran slower "
+        "than on a quiet machine, and their ratio and the times to triage are noisy "
+        "(the ratio is measured side by side, the absolute rates are not this machine's)."
+    )
+
+
 def generated_by(args: argparse.Namespace, extra: list[str]) -> str:
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/service_load.py " + " ".join(
@@ -1266,7 +1280,8 @@ def render_net_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]
             "PostgreSQL and its artifacts in the S3 store; the model is registered in it by "
             "`oncotriage register` and served as `models:/NAME@champion`. All of them share "
             f"the machine's {os.cpu_count()} cores with the service. Every setup ran "
-            f"{args.rounds} time(s), interleaved; a row is the median round.",
+            f"{args.rounds} time(s), interleaved; a row is the median round."
+            + contention_note([r.load["load"] for rounds in by_setup for r in rounds]),
             "",
             "| setup | where the work runs | database, store, models | load avg "
             "| service studies/s | bare model studies/s | ratio | overhead ms/study "
@@ -1430,7 +1445,8 @@ def render_mixed_table(args: argparse.Namespace, by_setup: list[list[MixedResult
             f"| {result.mix_bare_rate:.2f} (the mix) "
             f"| **{result.load['service_rate'] / result.mix_bare_rate:.2f}** "
             f"| {result.timings['inference_ms']:.0f} / - "
-            f"| {percentile(ttt, 50):.1f} / {percentile(ttt, 95):.1f} |"
+            f"| {percentile(ttt, 50):.1f} / {percentile(ttt, 95):.1f} "
+            f"| {result.load['load']:.1f} |"
         )
         for row in result.kind_rows():
             rows.append(
@@ -1438,7 +1454,7 @@ def render_mixed_table(args: argparse.Namespace, by_setup: list[list[MixedResult
                 f"| {row['studies']} ({row['failed']}) | {row['rate']:.2f} "
                 f"| {row['bare_rate']:.2f} | - "
                 f"| {row['model_ms']:.0f} / {row['bare_ms']:.0f} "
-                f"| {percentile(row['ttt'], 50):.1f} / {percentile(row['ttt'], 95):.1f} |"
+                f"| {percentile(row['ttt'], 50):.1f} / {percentile(row['ttt'], 95):.1f} | |"
             )
     models = sorted(
         {
@@ -1474,12 +1490,13 @@ def render_mixed_table(args: argparse.Namespace, by_setup: list[list[MixedResult
                 if untrained
                 else ""
             )
-            + f". Every setup ran {args.rounds} time(s), interleaved; a row is the median round.",
+            + f". Every setup ran {args.rounds} time(s), interleaved; a row is the median round."
+            + contention_note([r.load["load"] for rounds in by_setup for r in rounds]),
             "",
             "| setup | modality | studies (failed) | studies/s in the service "
             "| model alone studies/s | ratio | model ms in service / alone "
-            "| time to triage p50 / p95 s |",
-            "|---|---|---:|---:|---:|---:|---:|---|",
+            "| time to triage p50 / p95 s | load avg |",
+            "|---|---|---:|---:|---:|---:|---:|---|---:|",
             *rows,
             "",
             "- **all**: the service's studies/s at saturation (n - 1 over the span of the "

@@ -279,7 +279,7 @@ def _mixed(bench: ModuleType, service_rate: float) -> Any:
             for rate in (0.5, 0.5)
         ],
     }
-    load = {"service_rate": service_rate, "failed_studies": 0}
+    load = {"service_rate": service_rate, "failed_studies": 0, "load": 0.5}
     timings = {"inference_ms": 60.0, "inference_ms:DX": 50.0, "inference_ms:CT": 1900.0}
     return bench.MixedResult(bench.Setup.parse("serve"), load, runs, bare, timings)
 
@@ -310,6 +310,8 @@ def test_mixed_load_arithmetic_and_table(bench: ModuleType) -> None:
     assert cells[0][5] == f"**{1.2 / result.mix_bare_rate:.2f}**"
     assert cells[1][4] == "21.00" and cells[2][6] == "1900 / 2000"
     assert cells[2][7] == "10.0 / 10.9"  # CT time to triage p50 / p95
+    assert (cells[0][8], cells[1][8]) == ("0.5", "")  # load average, once per setup
+    assert "The machine was shared" not in block  # load 0.5: a quiet machine
     assert "--ct-studies 2 --ct-model light" in block
     assert "SIMD flags" in block  # the machine in the header
 
@@ -349,3 +351,6 @@ def test_net_table_rows(bench: ModuleType) -> None:
     assert cells[0][8:10] == ["20 / 70", "- / - / -"]
     assert cells[1][8:10] == ["25 / 75", "6 / 1 / 9"]
     assert cells[1][6] == f"**{15.0 / 20.5:.2f}**"  # pooled with the SQLite row's bare model
+    assert "The machine was shared" not in block
+    net.load["load"] = 1000.0  # other jobs held the cores: the table says so
+    assert "load average was 0.5-1000.0" in bench.render_net_table(args, [[plain], [net]])
