@@ -1298,7 +1298,9 @@ def render_net_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]
             "SeaweedFS server, the MLflow server (with its uvicorn workers) and the "
             "PostgreSQL backends serving this run (by `application_name`; connections "
             "closed during the load are missed, so a lower bound); `-` where the setup "
-            "does not use the service.",
+            "does not use the service. On a shared machine the CPU columns are the steadier "
+            "comparison: CPU time per study does not depend on how much of the cores other "
+            "jobs took, where studies/s and times to triage do.",
             end,
         ]
     )
