@@ -7,7 +7,7 @@ Measured here (this machine, every run):
   ``--s3-endpoint`` also into an S3 store (e.g. a SeaweedFS started for it);
 - ``database``: the rows and updates of one study's life (study, series, instances, job,
   claim, result, done) in one SQLite file, per study (PostgreSQL on another host costs
-  network round trips on top: see the service_load PostgreSQL table in docs/benchmarks.md);
+  network round trips on top: see the service_load_net table in docs/benchmarks.md);
 - ``worker CPU outside the model``: reading the series back from the store into a volume
   (``read_image``), per study.
 
@@ -395,8 +395,8 @@ def render(measured: dict[str, float], types: dict[str, SeriesType], repeat: int
         "```",
         "",
         "Not counted: PostgreSQL's own host (one database server handles these rates: see the "
-        "PostgreSQL row of the service_load table), S3 storage capacity (bytes per study x "
-        "retention), Triton's per-request overhead.",
+        "PostgreSQL setups of the service_load_net table in docs/benchmarks.md), S3 storage "
+        "capacity (bytes per study x retention), Triton's per-request overhead.",
         "",
     ]
     return "\n".join(lines)

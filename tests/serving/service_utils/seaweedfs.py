@@ -29,6 +29,18 @@ class SeaweedS3:
     access_key: str
     secret_key: str
     bucket: str
+    pid: int = 0  # the `weed server` process (its CPU, for benchmarks)
+
+
+def store_settings(server: SeaweedS3, prefix: str) -> dict[str, str]:
+    """Settings (keyword arguments of ``Settings``) of an image store at
+    ``s3://bucket/prefix`` on ``server``."""
+    return {
+        "store_url": f"s3://{server.bucket}/{prefix}",
+        "s3_endpoint_url": server.endpoint_url,
+        "s3_access_key_id": server.access_key,
+        "s3_secret_access_key": server.secret_key,
+    }
 
 
 def weed_binary() -> str | None:
@@ -131,7 +143,7 @@ def running_seaweedfs(data_dir: Path, bucket: str = "oncotriage") -> Iterator[Se
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        yield SeaweedS3(endpoint, ACCESS_KEY, SECRET_KEY, bucket)
+        yield SeaweedS3(endpoint, ACCESS_KEY, SECRET_KEY, bucket, process.pid)
     finally:
         process.terminate()
         try:
