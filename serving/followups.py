@@ -8,8 +8,6 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from oncotriage.serving.api.care_schemas import FollowUpItemPublic
-from oncotriage.serving.api.schemas import HospitalRef
 from oncotriage.serving.db.models import FollowUp, Hospital
 from oncotriage.serving.security import Principal, visible_hospital_ids
 
@@ -24,8 +22,9 @@ def list_followups(
     state: FollowUpState = "open",
     skip: int = 0,
     limit: int = 100,
-) -> tuple[list[FollowUpItemPublic], int]:
-    """A hospital's follow-ups (the centre's specialists: their union's), soonest due first."""
+) -> tuple[list[tuple[FollowUp, str]], int]:
+    """A hospital's follow-ups (the centre's specialists: their union's), soonest due first,
+    each with its hospital's name, and how many there are in all."""
     hospitals = visible_hospital_ids(session, principal)
     conditions: list[sa.ColumnElement[bool]] = []
     if hospitals is not None:
@@ -45,20 +44,5 @@ def list_followups(
         .offset(skip)
         .limit(limit)
     ).all()
-    data = [
-        FollowUpItemPublic(
-            id=followup.id,
-            patient_id=followup.patient_id,
-            timeline_url=f"/v1/patients/{followup.patient_id}/timeline",
-            hospital=HospitalRef(id=followup.hospital_id, name=name),
-            referral_id=followup.referral_id,
-            category=followup.category,
-            months=followup.months,
-            modality=followup.modality,
-            due_at=followup.due_at,
-            overdue=followup.closed_at is None and followup.due_at < now,
-            closed_at=followup.closed_at,
-        )
-        for followup, name in rows
-    ]
+    data = [(followup, str(name)) for followup, name in rows]
     return data, int(total or 0)

@@ -10,9 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from oncotriage.datasets.roles import SeriesRole
-from oncotriage.serving.api.schemas import FindingPublic, SeriesResultPublic, StudyResultPublic
 from oncotriage.serving.db.models import Finding, Instance, Job, Series, Study
-from oncotriage.serving.enums import JobState, SeriesStatus
+from oncotriage.serving.enums import JobState, Priority, SeriesStatus, StudyStatus
 from oncotriage.serving.errors import FieldInputError
 from oncotriage.serving.render import SeriesCache
 from oncotriage.serving.reports.versions import (
@@ -26,7 +25,10 @@ from oncotriage.serving.triage import most_urgent
 
 __all__ = [
     "ReportPlan",
+    "FindingResult",
     "ResultNotReadyError",
+    "SeriesResult",
+    "StudyResult",
     "build_report",
     "plan_report",
     "plan_render",
@@ -60,7 +62,57 @@ def _series_status(jobs: list[Job]) -> tuple[SeriesStatus, str | None]:
     return (SeriesStatus.DONE, None) if jobs else (SeriesStatus.RECEIVED, None)
 
 
-def study_result(session: Session, study: Study) -> StudyResultPublic:
+@dataclass(frozen=True)
+class SeriesResult:
+    """One series of a study's result (the route turns it into ``SeriesResultPublic``)."""
+
+    series_instance_uid: str
+    modality: str
+    instance_count: int
+    is_volume: bool
+    role: str
+    spacing_estimated: bool
+    suspicion_score: float | None
+    priority: Priority | None
+    status: SeriesStatus
+    error: str | None
+    model_name: str | None
+    model_version: str | None
+
+
+@dataclass(frozen=True)
+class FindingResult:
+    """One detected box of a study's result (``FindingPublic`` in the API)."""
+
+    id: int
+    series_instance_uid: str
+    sop_instance_uid: str | None
+    label: int
+    score: float
+    box_mode: str
+    box_index: list[float]
+    box_world: list[float]
+    approximate_mm: bool
+    model_name: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A study's result: its triage, per-series outcome and findings (``StudyResultPublic``)."""
+
+    study_id: str
+    status: StudyStatus
+    priority: Priority | None
+    suspicion_score: float | None
+    model_name: str | None
+    model_version: str | None
+    failure_reason: str | None
+    series: list[SeriesResult]
+    findings: list[FindingResult]
+
+
+def study_result(session: Session, study: Study) -> StudyResult:
     """Findings (index and world boxes), per-series outcome and the study's triage."""
     series_rows = list(
         session.scalars(sa.select(Series).where(Series.study_id == study.id).order_by(Series.id))
@@ -90,7 +142,7 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
         done = [job for job in jobs if job.state is JobState.DONE]
         best = max(done, key=lambda job: job.suspicion_score or 0.0, default=None)
         series.append(
-            SeriesResultPublic(
+            SeriesResult(
                 series_instance_uid=row.series_instance_uid,
                 modality=row.modality,
                 instance_count=int(instance_counts.get(row.id, 0)),
@@ -112,7 +164,7 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
         .order_by(Finding.score.desc(), Finding.id)
     ).all()
     findings = [
-        FindingPublic(
+        FindingResult(
             id=finding.id,
             series_instance_uid=series_uid.get(finding.series_id, ""),
             sop_instance_uid=sop_uid,
@@ -127,7 +179,7 @@ def study_result(session: Session, study: Study) -> StudyResultPublic:
         )
         for finding, sop_uid in rows
     ]
-    return StudyResultPublic(
+    return StudyResult(
         study_id=study.id,
         status=study.status,
         priority=study.priority,

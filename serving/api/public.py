@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from oncotriage.datasets.boxes import index_box_problem
-from oncotriage.serving.api.care_schemas import ReferralPublic
+from oncotriage.serving.api.care_schemas import FollowUpItemPublic, ReferralPublic
 from oncotriage.serving.api.schemas import (
     ClaimPublic,
     CorrectedBox,
@@ -19,7 +19,7 @@ from oncotriage.serving.api.schemas import (
     WorklistItemPublic,
 )
 from oncotriage.serving.claims import Lease
-from oncotriage.serving.db.models import Hospital, Referral, User
+from oncotriage.serving.db.models import FollowUp, Hospital, Referral, User
 from oncotriage.serving.decisions import DecisionRecord
 from oncotriage.serving.enums import ReferralStage
 from oncotriage.serving.studies import CountedStudy
@@ -147,4 +147,21 @@ def referral_public(session: Session, referral: Referral, *, now: datetime) -> R
         acknowledged_at=referral.acknowledged_at,
         closed_at=referral.closed_at,
         lost_at=referral.lost_at,
+    )
+
+
+def followup_public(followup: FollowUp, hospital_name: str, *, now: datetime) -> FollowUpItemPublic:
+    """A follow-up as its hospital sees it (overdue: open past its due date)."""
+    return FollowUpItemPublic(
+        id=followup.id,
+        patient_id=followup.patient_id,
+        timeline_url=f"/v1/patients/{followup.patient_id}/timeline",
+        hospital=HospitalRef(id=followup.hospital_id, name=hospital_name),
+        referral_id=followup.referral_id,
+        category=followup.category,
+        months=followup.months,
+        modality=followup.modality,
+        due_at=followup.due_at,
+        overdue=followup.closed_at is None and followup.due_at < now,
+        closed_at=followup.closed_at,
     )

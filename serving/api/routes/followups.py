@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from oncotriage.serving.api.care_schemas import FollowUpsPublic
 from oncotriage.serving.api.deps import CurrentPrincipal, Limit, SessionDep, Skip
+from oncotriage.serving.api.public import followup_public
 from oncotriage.serving.db.base import utcnow
 from oncotriage.serving.followups import FollowUpState, list_followups
 
@@ -23,7 +24,8 @@ def read_followups(
     """A hospital's follow-ups (a specialist: their union's), soonest due first; ``state``:
     ``open`` (default), ``overdue``, ``closed`` or ``all``. A new study of the patient at
     any hospital of the union closes a follow-up."""
-    data, count = list_followups(
-        session, principal, now=utcnow(), state=state, skip=skip, limit=limit
+    now = utcnow()
+    rows, count = list_followups(session, principal, now=now, state=state, skip=skip, limit=limit)
+    return FollowUpsPublic(
+        data=[followup_public(followup, name, now=now) for followup, name in rows], count=count
     )
-    return FollowUpsPublic(data=data, count=count)

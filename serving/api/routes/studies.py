@@ -163,7 +163,7 @@ def read_result(
 ) -> StudyResultPublic:
     """Findings in pixel (index) and world coordinates, per-series outcome, model version."""
     study = get_visible_study(session, principal, study_id)
-    result = study_result(session, study)
+    result = StudyResultPublic.model_validate(study_result(session, study), from_attributes=True)
     trail.add(principal, AuditAction.STUDY_RESULT_READ, study_id=study.id)
     return result
 
