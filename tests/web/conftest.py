@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,16 @@ def live_service(
         }
     )
     env.update(getattr(request.module, "SERVICE_ENV", {}))
+    with serve_live(root, env, data_dir, database_url) as service:
+        yield service
+
+
+@contextmanager
+def serve_live(
+    root: Path, env: dict[str, str], data_dir: Path, database_url: str
+) -> Iterator[LiveService]:
+    """``oncotriage serve`` with ``env`` on a free 127.0.0.1 port, its accounts made in
+    ``database_url``; stopped on exit."""
     specialist_token, hospital_token = _create_accounts(database_url)
     port = _free_port()
     log_path = root / "service.log"

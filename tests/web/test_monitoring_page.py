@@ -9,8 +9,6 @@ the first study trips the brightness alarm.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +18,10 @@ import pytest
 
 from .conftest import (
     LiveService,
-    _create_accounts,
-    _free_port,
-    _wait_until_ready,
     axe_violations,
     make_fixture_bundle,
     save_screenshot,
+    serve_live,
     sign_in,
     submit_synthetic_study,
 )
@@ -86,34 +82,8 @@ def monitored_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
             "ONCOTRIAGE_HOLD_CHECK_INTERVAL_S": "0",
         }
     )
-    specialist_token, hospital_token = _create_accounts(database_url)
-    port = _free_port()
-    log_path = root / "service.log"
-    command = [
-        sys.executable, "-c", "from oncotriage.cli import main; main()",
-        "serve", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    service = LiveService(
-        base_url=f"http://127.0.0.1:{port}",
-        specialist_token=specialist_token,
-        specialist_username="dr.ada",
-        hospital_token=hospital_token,
-        hospital_name="Riverside Community",
-        data_dir=data_dir,
-        log_path=log_path,
-    )
-    try:
-        _wait_until_ready(service, process)
+    with serve_live(root, env, data_dir, database_url) as service:
         yield service
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def _get(service: LiveService, path: str) -> Any:
