@@ -104,7 +104,10 @@ def test_service_threads_run_behind_the_model_thread(
 
 
 def test_nice_zero_leaves_every_thread_at_the_base(sqlite_service_factory, flagging_bundle) -> None:
-    with sqlite_service_factory(model_uri=str(flagging_bundle), service_thread_nice=0) as svc:
+    # the monitor thread (challenger scoring, drift statistics) has a setting of its own
+    with sqlite_service_factory(
+        model_uri=str(flagging_bundle), service_thread_nice=0, monitor_thread_nice=0
+    ) as svc:
         instance = dx_instance(2)
         uid = instance.StudyInstanceUID
         assert stow(svc, "A", [to_bytes(instance)]).status_code == 200
