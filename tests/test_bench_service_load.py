@@ -258,7 +258,16 @@ def test_job_timings_read_the_service_database(
     assert len(seconds) == 3 and all(value > 0 for value in seconds)
     assert timings["inference_ms"] == pytest.approx(seconds[1] * 1000)
     assert timings["inference_ms:DX"] == pytest.approx(seconds[1] * 1000)
-    assert set(timings) == {"inference_ms", "inference_ms:DX"}
+    assert set(timings) == {
+        "inference_ms",
+        "inference_ms:DX",
+        "jobs_done",
+        "monitored",
+        "challenger_scored",
+    }
+    assert timings["jobs_done"] == 3.0
+    # the monitor records every completed job; with no challenger none is shadow-scored
+    assert (timings["monitored"], timings["challenger_scored"]) == (3.0, 0.0)
 
 
 def _mixed(bench: ModuleType, service_rate: float) -> Any:

@@ -57,9 +57,12 @@ def test_dicomweb_client_stores_a_study_that_gets_triaged(service_factory, flagg
         # thresholds of this model version: operating 0, urgent 1 -> suspicious
         assert study["priority"] == "suspicious"
 
-        # WADO-RS gives back exactly the stored objects
+        # WADO-RS gives back exactly the stored objects, and the study's AI result SR
         retrieved = _dicomweb_client(service, "A").retrieve_study(first.StudyInstanceUID)
-        assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(referenced)
+        images = [ds.SOPInstanceUID for ds in retrieved if ds.Modality != "SR"]
+        assert sorted(images) == sorted(referenced)
+        reports = [ds for ds in retrieved if ds.Modality == "SR"]
+        assert [(ds.SeriesNumber, ds.VerificationFlag) for ds in reports] == [(9901, "UNVERIFIED")]
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")

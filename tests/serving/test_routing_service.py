@@ -60,9 +60,12 @@ def test_each_series_goes_to_its_model_and_a_mammogram_to_a_human(
         assert attempts == [1]  # permanent: never retried
         ready = service.client("A").get("/readyz").json()
         routes_ready = ready["checks"]["model"]["routes"]
-        assert routes_ready == {
-            "cxr": {"model": "oncotriage-cxr-test", "version": "4"},
-            "ldct": {"model": "oncotriage-ct-test", "version": "7"},
+        assert {
+            name: (route["model"], route["version"], route["precision"])
+            for name, route in routes_ready.items()
+        } == {
+            "cxr": ("oncotriage-cxr-test", "4", "fp32"),
+            "ldct": ("oncotriage-ct-test", "7", "fp32"),
         }
         metrics = service.client("root").get("/metrics").text
         assert (
