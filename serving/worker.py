@@ -142,6 +142,18 @@ _STUDY_PROCESSING = (
 READ_AHEAD = 2
 
 
+def _retire_runs(session: Session, job_ids: list[int], **values: object) -> None:
+    """Mark finished runs superseded (their findings go): a newer run's result replaces
+    theirs. ``values`` sets more columns (e.g. ``last_error``, the reason)."""
+    if not job_ids:
+        return
+    session.execute(sa.delete(Finding).where(Finding.job_id.in_(job_ids)))
+    session.execute(
+        sa.update(Job).where(Job.id.in_(job_ids)).values(state=JobState.SUPERSEDED, **values),
+        execution_options={"synchronize_session": False},
+    )
+
+
 class PermanentJobError(Exception):
     """An error retrying cannot fix (the images are unusable)."""
 
@@ -772,12 +784,7 @@ class Worker:
         older = list(
             session.scalars(sa.select(Job.id).where(same_series, Job.id < job_input.job_id))
         )
-        if older:
-            session.execute(sa.delete(Finding).where(Finding.job_id.in_(older)))
-            session.execute(
-                sa.update(Job).where(Job.id.in_(older)).values(state=JobState.SUPERSEDED),
-                execution_options={"synchronize_session": False},
-            )
+        _retire_runs(session, older)
         return False
 
     @staticmethod
@@ -792,18 +799,10 @@ class Worker:
             Job.instance_id.is_(None),
             Job.state.in_([JobState.DONE, JobState.FAILED]),
         )
-        retired = list(session.scalars(sa.select(Job.id).where(finished)))
-        if not retired:
-            return
-        session.execute(sa.delete(Finding).where(Finding.job_id.in_(retired)))
-        session.execute(
-            sa.update(Job)
-            .where(Job.id.in_(retired))
-            .values(
-                state=JobState.SUPERSEDED,
-                last_error=f"not scored: series of job {job_input.job_id} chosen instead",
-            ),
-            execution_options={"synchronize_session": False},
+        _retire_runs(
+            session,
+            list(session.scalars(sa.select(Job.id).where(finished))),
+            last_error=f"not scored: series of job {job_input.job_id} chosen instead",
         )
 
     def _fail_job(self, lease: jobs.Lease, error: str, *, permanent: bool) -> None:
