@@ -219,6 +219,13 @@ class Settings(BaseSettings):
     drift_flag_h: float = Field(
         default=10.0, gt=0, description="Flag-rate CUSUM decision interval (log-likelihood)."
     )
+    drift_flag_margin_z: float = Field(
+        default=1.0,
+        ge=0,
+        description="Flag-rate CUSUM: the up chart starts from the warm-up rate's Wilson upper "
+        "bound at this z, the down chart from its lower bound, so that the error of a rate "
+        "estimated from the warm-up does not turn into alarms (0: the estimate itself).",
+    )
     hold_check_interval_s: float = Field(
         default=1.0,
         ge=0,

@@ -22,8 +22,10 @@ every scanner's noise into an alarm) and charted by
 :func:`~oncotriage.serving.monitoring.stats.gaussian_cusum` (``drift_cusum_k``/``_h``);
 ``score`` likewise against the mean and sd of the chart's first ``drift_warmup_studies``;
 ``flag_rate`` by :func:`~oncotriage.serving.monitoring.stats.bernoulli_cusum` against the
-warm-up's flag rate (``(flags + 1) / (warm-up + 2)``, within 2-98 %; ``drift_flag_odds``/
-``_h``; upward only when the warm-up had no flag). A chart with an active alarm is not
+warm-up's flag rate: the up chart from its Wilson upper bound, the down chart from its lower
+bound (z ``drift_flag_margin_z``; within 2-98 %), so that the error of a rate estimated from
+300 studies does not become alarms; ``drift_flag_odds``/``_h``; upward only when the
+warm-up had no flag. A chart with an active alarm is not
 replayed; clearing the alarm restarts it. Thresholds and measured run lengths:
 docs/monitoring.md.
 """
@@ -42,7 +44,12 @@ from sqlalchemy.orm import Session
 from oncotriage.models.fingerprint import InputFingerprint
 from oncotriage.serving.db.models import DriftAlarm, MonitorRecord
 from oncotriage.serving.enums import AlarmAction
-from oncotriage.serving.monitoring.stats import CusumResult, bernoulli_cusum, gaussian_cusum
+from oncotriage.serving.monitoring.stats import (
+    CusumResult,
+    bernoulli_cusum,
+    gaussian_cusum,
+    wilson_interval,
+)
 from oncotriage.serving.settings import Settings
 
 __all__ = [
@@ -177,15 +184,27 @@ def run_charts(
             note("score", result, 0, {"warmup_mean": round(mean, 4), "warmup_sd": round(sd, 4)})
         if "flag_rate" in metrics:
             flags = sum(r.champion_priority.flagged for r in base)
-            p0 = min(0.98, max(0.02, (flags + 1) / (warmup + 2)))
+            bounds = wilson_interval(flags, warmup, z=settings.drift_flag_margin_z)
+            p_up = min(0.98, max(0.02, bounds.high or 0.0))
+            p_down = min(0.98, max(0.02, bounds.low or 0.0))
             result = bernoulli_cusum(
                 [r.champion_priority.flagged for r in rest],
-                p0=p0,
+                p0=p_up,
+                p0_down=p_down,
                 odds=settings.drift_flag_odds,
                 h=settings.drift_flag_h,
                 downward=flags > 0,  # no flag in the warm-up: a rate that cannot fall
             )
-            note("flag_rate", result, 0, {"warmup_flag_rate": round(p0, 4)})
+            note(
+                "flag_rate",
+                result,
+                0,
+                {
+                    "warmup_flag_rate": round(flags / warmup, 4),
+                    "reference_up": round(p_up, 4),
+                    "reference_down": round(p_down, 4),
+                },
+            )
     return found
 
 

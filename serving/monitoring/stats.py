@@ -107,25 +107,31 @@ def bernoulli_cusum(
     odds: float = 2.0,
     h: float = 4.0,
     downward: bool = True,
+    p0_down: float | None = None,
 ) -> CusumResult:
     """Two-sided Bernoulli CUSUM of 0/1 ``events`` against the in-control rate ``p0``.
 
     The upward chart tests the odds of an event multiplied by ``odds``, the downward one
     divided by it; each adds the log-likelihood ratio of every event and alarms above ``h``.
     ``downward=False`` keeps the upward chart only (a rate seen as 0 cannot fall).
+    ``p0_down`` is the downward chart's in-control rate when it differs from the upward
+    one's (an estimated rate: the up chart from its upper bound, the down chart from its
+    lower bound).
     """
-    if not 0 < p0 < 1:
-        raise ValueError(f"p0 must be strictly between 0 and 1, got {p0}")
+    base_down = p0 if p0_down is None else p0_down
+    for name, value in (("p0", p0), ("p0_down", base_down)):
+        if not 0 < value < 1:
+            raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
     if odds <= 1:
         raise ValueError(f"odds must be above 1, got {odds}")
 
-    def shifted(factor: float) -> float:
-        odds0 = p0 / (1 - p0) * factor
+    def shifted(base: float, factor: float) -> float:
+        odds0 = base / (1 - base) * factor
         return odds0 / (1 + odds0)
 
     steps = []
-    for p1 in (shifted(odds), shifted(1 / odds)):
-        steps.append((math.log(p1 / p0), math.log((1 - p1) / (1 - p0))))
+    for base, p1 in ((p0, shifted(p0, odds)), (base_down, shifted(base_down, 1 / odds))):
+        steps.append((math.log(p1 / base), math.log((1 - p1) / (1 - base))))
     (up_yes, up_no), (down_yes, down_no) = steps
     upper = lower = 0.0
     alarm_at: int | None = None
