@@ -11,8 +11,9 @@ Labels per study, from its latest review:
 - corrected boxes given (an empty list means "nothing there"): they are the truth for
   every image of the study; images without a box are negatives;
 - ``return`` without boxes: every image is a negative;
-- ``refer`` without boxes: the model's findings are taken as confirmed (``label_source``
-  says so);
+- ``refer`` without boxes: the model's reportable findings (at or above its operating
+  threshold: the ones the specialist saw) are taken as confirmed (``label_source`` says so);
+  candidates below the threshold never become labels;
 - ``more_imaging``: left out (no conclusion yet).
 """
 
@@ -161,7 +162,7 @@ def export_reviews(
             for study, review in _latest_reviews(session):
                 model_boxes: dict[int | None, list[tuple[list[float], int]]] = defaultdict(list)
                 for finding in session.scalars(
-                    sa.select(Finding).where(Finding.study_id == study.id)
+                    sa.select(Finding).where(Finding.study_id == study.id, Finding.reportable)
                 ):
                     model_boxes[
                         finding.instance_id if len(finding.box_index) == 4 else None

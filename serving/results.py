@@ -93,6 +93,7 @@ class FindingResult:
     box_index: list[float]
     box_world: list[float]
     approximate_mm: bool
+    reportable: bool
     model_name: str
     model_version: str
 
@@ -174,6 +175,7 @@ def study_result(session: Session, study: Study) -> StudyResult:
             box_index=list(finding.box_index),
             box_world=list(finding.box_world),
             approximate_mm=finding.series_id in estimated,
+            reportable=finding.reportable,
             model_name=finding.model_name,
             model_version=finding.model_version,
         )

@@ -53,6 +53,11 @@ def test_wheel_carries_code_and_data_files(tmp_path: Path) -> None:
         "oncotriage/cli.py",
         "oncotriage/datasets/reader.py",
         "oncotriage/models/pipeline.py",
+        # the two demo models `oncotriage serve --demo` registers and routes
+        "oncotriage/models/demo/model.onnx",
+        "oncotriage/models/demo/model_spec.json",
+        "oncotriage/models/demo_ct/model.onnx",
+        "oncotriage/models/demo_ct/model_spec.json",
         "oncotriage/serving/migrations/env.py",
         "oncotriage/serving/migrations/script.py.mako",
         "oncotriage/serving/migrations/versions/0001_initial_schema.py",

@@ -115,6 +115,12 @@ class FindingPublic(BaseModel):
         description="box_world is approximate: the image had no usable pixel spacing and its "
         "spacing was estimated from an assumed field of view.",
     )
+    reportable: bool = Field(
+        default=True,
+        description="At or above the model's operating threshold (its score calibrated like "
+        "the study score): the DICOM SR and the case view show these; the other candidates "
+        "are kept for evaluation only.",
+    )
     model_name: str
     model_version: str
 

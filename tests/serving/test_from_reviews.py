@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from oncotriage.cli import app
 from oncotriage.datasets.datalist import load_datalist
-from oncotriage.serving.db.models import Review
+from oncotriage.serving.db.models import Finding, Review
 from oncotriage.serving.from_reviews import split_of
 
 
@@ -71,6 +71,24 @@ def test_reviews_become_a_datalist(
                 {**good, "box_index": [float("nan"), 20.0, 30.0, 40.0]},
                 {**good, "box_index": [-50.0, -50.0, 99999.0, 99999.0]},
             ]
+            # a candidate below the operating threshold (not shown, so not endorsed by the
+            # referral): it never becomes a label
+            shown = session.scalars(sa.select(Finding).where(Finding.study_id == referred)).first()
+            assert shown is not None and shown.reportable
+            session.add(
+                Finding(
+                    study_id=referred,
+                    job_id=shown.job_id,
+                    series_id=shown.series_id,
+                    instance_id=shown.instance_id,
+                    score=0.03,
+                    box_index=[1.0, 1.0, 9.0, 9.0],
+                    box_world=[0.5, 0.5, 4.5, 4.5],
+                    model_name=shown.model_name,
+                    model_version=shown.model_version,
+                    reportable=False,
+                )
+            )
             session.commit()
         with service.client("A") as client:
             listed = client.get(f"/v1/studies/{drawn_badly}/reviews")
@@ -124,6 +142,7 @@ def test_reviews_become_a_datalist(
     assert entry.boxes.shape == (0, 4) and entry.meta["label_source"] == "returned_negative"
     _, entry = entries[instances[2].StudyInstanceUID]
     assert entry.meta["label_source"] == "model_confirmed_by_referral"
+    assert all(f["reportable"] for f in model_boxes)
     expected = sorted(tuple(f["box_world"]) for f in model_boxes)
     np.testing.assert_allclose(sorted(map(tuple, entry.boxes)), expected, atol=1e-3)
 

@@ -34,7 +34,7 @@ const els = {
   sliceGroup: $("slice-group"), series: $("series"), seriesGroup: $("series-group"),
   zoomLabel: $("zoom-label"), showBoxes: $("show-boxes"), drawMode: $("draw-mode"),
   title: $("case-title"), priority: $("case-priority"), facts: $("case-facts"), error: $("case-error"),
-  findings: $("findings-list"), claimState: $("claim-state"), claimBtn: $("claim-btn"),
+  findings: $("findings-list"), findingsHidden: $("findings-hidden"), claimState: $("claim-state"), claimBtn: $("claim-btn"),
   releaseBtn: $("release-btn"), note: $("note"), confirm: $("confirm"), confirmText: $("confirm-text"),
   decisionButtons: document.querySelector(".decision-buttons"),
   confirmYes: $("confirm-yes"), confirmNo: $("confirm-no"), decisionState: $("decision-state"),
@@ -190,7 +190,16 @@ async function loadStudy() {
   state.study = { ...result, ...study };
   state.series = info.series.map(normaliseSeries);
   if (!state.series.length) throw new Error("this study has no images yet");
-  state.boxes = (result.findings || []).map(normaliseFinding).sort((a, b) => b.score - a.score);
+  // The model's findings at or above its operating threshold; the candidates below it (a 3D
+  // detector keeps up to a few hundred for evaluation) are neither shown nor endorsed.
+  const findings = result.findings || [];
+  const shown = findings.filter((f) => f.reportable !== false);
+  state.boxes = shown.map(normaliseFinding).sort((a, b) => b.score - a.score);
+  const below = findings.length - shown.length;
+  els.findingsHidden.hidden = below === 0;
+  els.findingsHidden.textContent = below
+    ? `${below} candidate box${below === 1 ? "" : "es"} below the model's operating threshold ${below === 1 ? "is" : "are"} not shown.`
+    : "";
   readClaim(info.claim);
   state.decided = study.review_status === "decided" ? study.decision : null;
   await reclaimAfterReload();
