@@ -88,14 +88,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from benchdoc import DOC, markers, write_block
+from benchdoc import DOC, cpu_header, markers, write_block
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "demo"
@@ -1202,6 +1202,82 @@ def render_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) ->
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------ the challenger's cost
+
+MONITORING_DOC = REPO / "docs" / "monitoring.md"
+#: issue 17: with a challenger, the champion's throughput and time to triage within 10 %
+CHALLENGER_TOLERANCE = 0.10
+
+
+def _twin(setup: Setup, setups: list[Setup]) -> int | None:
+    """Index of the setup that is ``setup`` without its challenger."""
+    plain = ":".join(part for part in setup.text.split(":") if part != "challenger=1")
+    return next((i for i, other in enumerate(setups) if other.text == plain), None)
+
+
+def render_challenger_block(args: argparse.Namespace, by_setup: list[list[SetupResult]]) -> str:
+    """The service_load table of a run with ``:challenger=1`` setups, and each one paired
+    with its twin without a challenger, round by round (the two ran one after the other,
+    so a round's pair shares the machine's load of the moment): the champion's studies/s and
+    time to triage with the challenger over without, median and range over the rounds."""
+    setups = [rounds[0].setup for rounds in by_setup]
+    table = render_table(args, by_setup).splitlines()[1:-1]  # without its markers
+    start, end = markers("monitoring_load")
+    rows, verdicts = [], []
+    for index, setup in enumerate(setups):
+        twin = _twin(setup, setups) if setup.challenger else None
+        if twin is None:
+            continue
+        pairs = list(zip(by_setup[twin], by_setup[index], strict=True))
+
+        def ratios(value: Callable[[SetupResult], float], pairs: Any = pairs) -> list[float]:
+            return [value(shadowed) / value(plain) for plain, shadowed in pairs]
+
+        rate = ratios(lambda r: r.service_rate)
+        p50 = ratios(lambda r: percentile(r.load["ttt"], 50))
+        p95 = ratios(lambda r: percentile(r.load["ttt"], 95))
+        scored = sum(r.timings["challenger_scored"] for _, r in pairs)
+        jobs = sum(r.timings["jobs_done"] for _, r in pairs)
+        within = (
+            statistics.median(rate) >= 1 - CHALLENGER_TOLERANCE
+            and statistics.median(p50) <= 1 + CHALLENGER_TOLERANCE
+            and statistics.median(p95) <= 1 + CHALLENGER_TOLERANCE
+        )
+        verdicts.append(within)
+        rows.append(
+            f"| `{setups[twin].text}` -> `{setup.text}` | {len(pairs)} "
+            f"| **{statistics.median(rate):.2f}** ({_span(rate)}) "
+            f"| **{statistics.median(p50):.2f}** ({_span(p50)}) "
+            f"| **{statistics.median(p95):.2f}** ({_span(p95)}) "
+            f"| {scored:.0f} of {jobs:.0f} | {'yes' if within else 'no'} |"
+        )
+    return "\n".join(
+        [
+            start,
+            f"Machine: {cpu_header()}.",
+            "",
+            *table,
+            "",
+            "**The challenger's cost to the champion**, round by round: each round ran the "
+            "setup without and with the challenger one after the other, so the pair shares "
+            "the machine's load of the moment; ratios are with / without, the median over the "
+            "rounds and their range in brackets.",
+            "",
+            "| setups | rounds | champion studies/s ratio | time to triage p50 ratio "
+            "| p95 ratio | challenger scored (jobs) | within 10 % |",
+            "|---|---:|---:|---:|---:|---:|---|",
+            *rows,
+            "",
+            "Within 10 %: the median studies/s ratio >= 0.90 and both time-to-triage ratios <= "
+            "1.10 (issue 17). The challenger runs on the monitor thread behind the champion "
+            "(`ONCOTRIAGE_MONITOR_THREAD_NICE`, 15 steps), its backlog bounded by "
+            "`ONCOTRIAGE_MONITOR_BACKLOG` (64); jobs it did not score were dropped from a full "
+            "backlog or still waiting when the benchmark stopped the service.",
+            end,
+        ]
+    )
+
+
 # ------------------------------------------------------------------------ network and mixed tables
 
 
@@ -1663,13 +1739,16 @@ def main() -> int:
         with network_services(setups, args.postgres_url, work / "services") as services:
             if args.ct_studies:
                 name, block = "service_load_mixed", run_mixed(args, setups, work, services)
+            elif any(setup.challenger for setup in setups) and services is None:
+                name, block = "monitoring_load", run_setups(args, setups, work, services)
             else:
                 name = "service_load_net" if services is not None else "service_load"
                 block = run_setups(args, setups, work, services)
         print(block)
         if not args.no_write:
-            write_block(name, block)
-            print(f"wrote {DOC.relative_to(REPO)} ({name})")
+            doc = MONITORING_DOC if name == "monitoring_load" else DOC
+            write_block(name, block, doc)
+            print(f"wrote {doc.relative_to(REPO)} ({name})")
         return 0
     finally:
         if args.keep:
@@ -1701,6 +1780,8 @@ def run_setups(
             )
     if services is not None:
         return render_net_table(args, by_setup)
+    if any(setup.challenger for setup in setups):
+        return render_challenger_block(args, by_setup)
     return render_table(args, by_setup)
 
 

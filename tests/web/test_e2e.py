@@ -109,12 +109,22 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     scale = (picture[0] / image["columns"], picture[1] / image["rows"])
     top = max(result["findings"], key=lambda f: f["score"])
     points = _edge_points(top["box_index"], scale)
+    # Boxes at or above the operating threshold (0.5) are drawn; the 0.4 candidate is not.
+    assert [f["reportable"] for f in sorted(result["findings"], key=lambda f: f["score"])] == [
+        False,
+        True,
+        True,
+    ]
     for finding in result["findings"]:
         edge = _overlay_pixels(page, _edge_points(finding["box_index"], scale)["edge"], across=2)
-        assert any(_near(rgba, MODEL_YELLOW) for rgba in edge), (finding, edge)
+        drawn = any(_near(rgba, MODEL_YELLOW) for rgba in edge)
+        assert drawn == finding["reportable"], (finding, edge)
     # Inside a box (away from its label) the overlay is transparent: the image shows through.
     assert _overlay_pixels(page, points["centre"])[0][3] == 0
-    assert page.locator("#findings-list li").count() == len(result["findings"])
+    assert page.locator("#findings-list li").count() == 2
+    assert page.locator("#findings-hidden").inner_text() == (
+        "1 candidate box below the model's operating threshold is not shown."
+    )
     # The image itself is on the image canvas (not black everywhere).
     grey = page.evaluate(
         """() => {
@@ -135,11 +145,12 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     assert axe_violations(page) == []
     save_screenshot(page, "case.png", tmp_path)
 
-    # --- correct the model: delete the lowest-scoring box, draw one
+    # --- correct the model: delete the lowest-scoring box shown, draw one
     # The list is sorted by score; delete the lowest-scoring box.
     texts = page.locator("#findings-list li .what").all_inner_texts()
-    assert [text.split(" · ")[0] for text in texts] == ["Score 0.88", "Score 0.60", "Score 0.40"]
-    lowest = min(result["findings"], key=lambda f: f["score"])
+    assert [text.split(" · ")[0] for text in texts] == ["Score 0.88", "Score 0.60"]
+    shown = [f for f in result["findings"] if f["reportable"]]
+    lowest = min(shown, key=lambda f: f["score"])
     item = page.locator(f'#findings-list li[data-key="m{lowest["id"]}"]')
     item.get_by_role("button", name=re.compile("^Delete")).click()
     assert "(deleted)" in item.inner_text()
@@ -174,9 +185,8 @@ def test_specialist_refers_a_flagged_study_and_the_hospital_sees_it(
     assert review["decision"] == "refer"
     assert review["note"] == "Solitary nodule, please see in clinic."
     assert review["reviewer"] in ("dr.ada", "Dr Ada Lovelace")
-    kept = {
-        tuple(round(v, 3) for v in f["box_index"]) for f in result["findings"] if f is not lowest
-    }
+    # the boxes the specialist saw and kept; the hidden candidate is not endorsed
+    kept = {tuple(round(v, 3) for v in f["box_index"]) for f in shown if f is not lowest}
     sent = [tuple(round(v, 3) for v in b["box_index"]) for b in review["corrected_boxes"]]
     assert kept <= set(sent) and len(sent) == len(kept) + 1
     drawn = next(
