@@ -1621,6 +1621,17 @@ def resolve_ct_model(choice: str, work: Path) -> Path:
     return resolve_model("ldct", choice, work)
 
 
+def served_env(setup: Setup, env: dict[str, str], infra_env: dict[str, str]) -> dict[str, str]:
+    """The service's settings: the run's (``env``) with the infrastructure's over them, except
+    that a challenger setup keeps its registered champion (``models:/bench-shadow@champion``):
+    the bundle folder the infrastructure names has no challenger alias, and a run served
+    from it scored nothing in the shadow (0 of 160 jobs)."""
+    served = {**env, **infra_env}
+    if setup.challenger:
+        served["ONCOTRIAGE_MODEL_URI"] = env["ONCOTRIAGE_MODEL_URI"]
+    return served
+
+
 def run_setup(
     args: argparse.Namespace,
     setup: Setup,
@@ -1651,7 +1662,7 @@ def run_setup(
         f"{before.network_rate:.2f} (load {before.load:.1f})"
     )
     with infrastructure(setup, work / "data", {"default": bundle}, services) as infra:
-        service = start_service(work, {**env, **infra.env}, port)
+        service = start_service(work, served_env(setup, env, infra.env), port)
         try:
             if setup.worker_processes:
                 service.start_workers(setup.worker_processes, setup.workers, poll_s=0.1)

@@ -363,3 +363,22 @@ def test_net_table_rows(bench: ModuleType) -> None:
     assert "The machine was shared" not in block
     net.load["load"] = 1000.0  # other jobs held the cores: the table says so
     assert "load average was 0.5-1000.0" in bench.render_net_table(args, [[plain], [net]])
+
+
+def test_a_challenger_setup_serves_the_registered_champion(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    """The infrastructure names the bundle folder; a challenger run must still be served from
+    the registry alias, or the shadow model never runs (it scored 0 of 160 jobs)."""
+    data = tmp_path / "data"
+    env = {"ONCOTRIAGE_MODEL_URI": "models:/bench-shadow@champion", "ONCOTRIAGE_X": "1"}
+    for text, expected in (
+        ("serve:challenger=1", "models:/bench-shadow@champion"),
+        ("serve", str(tmp_path / "cxr")),
+    ):
+        setup = bench.Setup.parse(text)
+        with bench.infrastructure(setup, data, {"default": tmp_path / "cxr"}, None) as infra:
+            served = bench.served_env(setup, env, infra.env)
+        assert served["ONCOTRIAGE_MODEL_URI"] == expected
+        assert served["ONCOTRIAGE_X"] == "1"
+        assert served["ONCOTRIAGE_DATABASE_URL"] == f"sqlite:///{data / 'oncotriage.db'}"
