@@ -6,11 +6,14 @@ interleaved: for every config, images (2D) or volumes (3D) per second of
 * ``torch eager``: ``RetinaNetDetector(x, use_inferer=...)`` under ``torch.inference_mode``;
 * ``onnxruntime``: :meth:`DetectionPipeline.predict_preprocessed` (network in ONNX Runtime,
   numpy anchors, decoding, top-k and NMS, sliding window when the volume is larger than a window);
+* ``openvino`` fp32, int8 and (where the CPU runs it natively) bf16, same pipeline;
 
 plus GFLOP per image (``torch.utils.flop_counter``: 2 x multiply-accumulates of one network pass,
 times the number of windows) and, when a CUDA GPU is present, torch CUDA fp32/fp16 and ONNX
 Runtime CUDA / TensorRT (fp32, fp16) rows. The table and a description of the machine are
-written to ``docs/benchmarks.md`` between the ``model_throughput`` markers.
+written to ``docs/benchmarks.md`` between the ``model_throughput`` markers. Then, unless
+``--no-whole-ct``, ``bench/whole_ct.py``: the bundled 3D demo model on a whole CT, decoded
+series to findings, stage by stage, at 1, 2 and all cores (its own ``whole_ct`` table).
 
 Usage::
 
@@ -406,6 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not touch docs/")
     parser.add_argument("--only", default="", help="run only configs whose file name contains this")
+    parser.add_argument(
+        "--whole-ct",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="afterwards, bench/whole_ct.py: the bundled 3D demo model on a whole CT, stage by "
+        "stage (its own table, whole_ct)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -439,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         write_block("model_throughput", block)
         logger.info("wrote %s", DOC)
+    if args.whole_ct:
+        import whole_ct
+
+        whole_ct.main(["--no-write"] if args.no_write else [])
     return 0
 
 
