@@ -71,6 +71,15 @@ def test_spec_carries_the_bundles_processing(imported) -> None:
     assert spec["sliding_window"]["roi_size"] == [512, 512, 192]
     assert spec["sliding_window"]["overlap"] == 0.25
     assert "example, not to be used for diagnostic purposes" in spec["intended_use"]
+    # which series the service routes to it: the 3D default, not read from metadata.json
+    # (its network_data_format says modality CT; it has no body-part field)
+    reads = spec["intended_inputs"]
+    assert (reads["modalities"], reads["body_parts"], reads["spatial_dims"]) == (
+        ["CT"],
+        ["CHEST"],
+        3,
+    )
+    assert reads["min_slices"] == 16
 
 
 @pytest.mark.parametrize(("shape", "seed"), [((1, 1, 64, 64, 32), 0), ((1, 1, 48, 64, 24), 1)])
