@@ -1,4 +1,5 @@
-"""Helpers for the models tests: tiny detectors with non-trivial random weights, matching.
+"""Helpers for the models tests: tiny detectors with non-trivial random weights, matching,
+and a MONAI Model Zoo bundle (also used by tests/serving/test_import_bundle_route.py).
 
 Random MONAI initialisation gives every anchor a score of about 0.01, below every threshold,
 so :func:`tiny_network` redraws the head weights with a larger spread and sets the
@@ -7,6 +8,7 @@ classification bias so that scores straddle the threshold and NMS has work to do
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,10 @@ from oncotriage.models.postprocess import box_iou
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY_2D = CONFIGS / "detector_tiny_2d.yaml"
 TINY_3D = CONFIGS / "detector_tiny_3d.yaml"
+
+#: The zoo's real ``configs/inference.json``, ``configs/metadata.json`` and ``LICENSE`` of
+#: lung_nodule_ct_detection (Project-MONAI/model-zoo, commit dfae206d), without weights.
+ZOO_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lung_nodule_ct_detection"
 
 #: Head re-initialisation (classification bias, weight std) giving varied detections.
 HEAD_INIT = {2: (-4.0, 0.3), 3: (-4.0, 0.2)}
@@ -44,6 +50,33 @@ def tiny_network(cfg: DetectorConfig, seed: int = 0) -> Any:
                     module.weight.normal_(0.0, std, generator=generator)
         network.classification_head.cls_logits.bias.fill_(bias)
     return network.eval()
+
+
+def build_zoo_bundle(out: Path, seed: int = 0) -> Path:
+    """A bundle in the Model Zoo layout of lung_nodule_ct_detection, written to ``out``.
+
+    The fixture's configs and licence, plus ``models/model.pt``: the bundle's own network
+    (built by MONAI's ConfigParser) with seeded random weights. MONAI's prior (-4.6) puts every
+    score near 0.01, under the bundle's 0.02 threshold, so the class biases are redrawn
+    around -3 (seed ``seed + 1``) for some boxes to survive.
+
+    Returns:
+        ``out``, the bundle folder.
+    """
+    import torch
+
+    from oncotriage.models.import_bundle import parse_bundle
+
+    shutil.copytree(ZOO_FIXTURE, out)
+    torch.manual_seed(seed)
+    network = parse_bundle(out).get_parsed_content("network_def")
+    with torch.no_grad():
+        bias = network.classification_head.cls_logits.bias
+        generator = torch.Generator().manual_seed(seed + 1)
+        bias.copy_(torch.randn(bias.shape, generator=generator) - 3.0)
+    (out / "models").mkdir()
+    torch.save(network.state_dict(), out / "models" / "model.pt")
+    return out
 
 
 def match_detections(

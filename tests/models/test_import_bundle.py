@@ -2,10 +2,10 @@
 
 The fixture holds the zoo's real ``configs/inference.json``, ``configs/metadata.json`` and
 ``LICENSE`` (Project-MONAI/model-zoo, models/lung_nodule_ct_detection, commit dfae206d);
-``models/model.pt`` is written by the test: the bundle's own network with seeded random
-weights. The exported ONNX model run through the numpy pipeline must give the detections of
-the bundle's own MONAI ``RetinaNetDetector`` (built by MONAI's ConfigParser from the same
-files): boxes IoU >= 0.99, scores within 1e-3.
+``models/model.pt`` is written by ``model_fixtures.build_zoo_bundle``: the bundle's own
+network with seeded random weights. The exported ONNX model run through the numpy pipeline
+must give the detections of the bundle's own MONAI ``RetinaNetDetector`` (built by MONAI's
+ConfigParser from the same files): boxes IoU >= 0.99, scores within 1e-3.
 """
 
 from __future__ import annotations
@@ -16,31 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_fixtures import match_detections
+from model_fixtures import ZOO_FIXTURE, build_zoo_bundle, match_detections
 
 pytestmark = pytest.mark.torch
-
-FIXTURE = Path(__file__).parent / "fixtures" / "lung_nodule_ct_detection"
 
 
 @pytest.fixture(scope="module")
 def zoo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from oncotriage.models.import_bundle import parse_bundle
-
-    bundle = tmp_path_factory.mktemp("zoo") / "lung_nodule_ct_detection"
-    shutil.copytree(FIXTURE, bundle)
-    torch.manual_seed(0)
-    network = parse_bundle(bundle).get_parsed_content("network_def")
-    with torch.no_grad():
-        # MONAI's prior (-4.6) puts every score near 0.01, under the bundle's 0.02 threshold:
-        # spread the class biases so that some boxes survive and the comparison means something
-        bias = network.classification_head.cls_logits.bias
-        bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(1)) - 3.0)
-    (bundle / "models").mkdir()
-    torch.save(network.state_dict(), bundle / "models" / "model.pt")
-    return bundle
+    return build_zoo_bundle(tmp_path_factory.mktemp("zoo") / "lung_nodule_ct_detection")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +71,15 @@ def test_spec_carries_the_bundles_processing(imported) -> None:
     assert spec["sliding_window"]["roi_size"] == [512, 512, 192]
     assert spec["sliding_window"]["overlap"] == 0.25
     assert "example, not to be used for diagnostic purposes" in spec["intended_use"]
+    # which series the service routes to it: the 3D default, not read from metadata.json
+    # (its network_data_format says modality CT; it has no body-part field)
+    reads = spec["intended_inputs"]
+    assert (reads["modalities"], reads["body_parts"], reads["spatial_dims"]) == (
+        ["CT"],
+        ["CHEST"],
+        3,
+    )
+    assert reads["min_slices"] == 16
 
 
 @pytest.mark.parametrize(("shape", "seed"), [((1, 1, 64, 64, 32), 0), ((1, 1, 48, 64, 24), 1)])
@@ -139,7 +131,7 @@ def test_a_folder_without_weights_is_refused_with_a_reason(tmp_path: Path) -> No
     from oncotriage.cli import app
 
     bundle = tmp_path / "no_weights"
-    shutil.copytree(FIXTURE, bundle)
+    shutil.copytree(ZOO_FIXTURE, bundle)
     result = CliRunner().invoke(app, ["import-bundle", str(bundle), "--no-register"])
     assert result.exit_code == 2
     assert "models/model.pt not found" in result.output
