@@ -79,14 +79,12 @@ def ensure_data(kind: str, n: int, seed: int, folder: Path) -> Path:
 def run_model(
     model: Path, datalist: Path, precisions: list[str], threads: int, images: int, work: Path
 ) -> list[Row]:
-    from oncotriage.datasets.boxes import CORNER_MODE
-    from oncotriage.datasets.datalist import load_datalist
+    from oncotriage.datasets.datalist import CORNER_MODE, load_datalist, load_entry_image
     from oncotriage.models.openvino_runner import OpenVinoRunner
     from oncotriage.models.pipeline import DetectionPipeline
     from oncotriage.models.precision import cpu_supports
     from oncotriage.models.spec import ModelBundle
     from oncotriage.serving.cpus import cpu_flags
-    from oncotriage.training.evaluate import _load_entry_image
     from oncotriage.training.optimize import optimize_model
 
     name = model.name
@@ -129,7 +127,7 @@ def run_model(
             )
         )
     entries = load_datalist(datalist, "validation", box_mode=CORNER_MODE[spec.spatial_dims])
-    volumes = [_load_entry_image(entry) for entry in entries[:images]]
+    volumes = [load_entry_image(entry) for entry in entries[:images]]
     for pipeline in pipelines:  # warm-up
         pipeline.detect(volumes[0])
     for volume in volumes:  # interleaved image by image

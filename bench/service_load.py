@@ -157,6 +157,7 @@ NETWORK_OPTIONS = {
     "store": ("local", "s3"),
     "registry": ("file", "server"),
 }
+BACKENDS = ("embedded", "openvino")  # ONCOTRIAGE_INFERENCE_BACKEND values a setup may take
 DEFAULT_SETUPS = (
     "serve",
     "serve:reserve=1",
@@ -222,12 +223,14 @@ class Setup:
     database: str = "sqlite"  # sqlite (a file beside the API) | postgres (over the network)
     store: str = "local"  # local (a folder) | s3 (SeaweedFS over the network)
     registry: str = "file"  # file (the bundle folder) | server (an `mlflow server`)
+    backend: str = "embedded"  # ONCOTRIAGE_INFERENCE_BACKEND: embedded (ONNX Runtime) | openvino
 
     @classmethod
     def parse(cls, text: str) -> Setup:
         """``serve`` | ``worker`` [``:workers=N``] [``:processes=N``] [``:ort=N``]
         [``:reserve=N``] [``:model=demo|light|PATH``] [``:db=sqlite|postgres``]
-        [``:store=local|s3``] [``:registry=file|server``] [``:challenger=1``]."""
+        [``:store=local|s3``] [``:registry=file|server``] [``:challenger=1``]
+        [``:backend=embedded|openvino``]."""
         kind, *options = text.split(":")
         if kind not in ("serve", "worker"):
             raise ValueError(f"a setup starts with serve or worker, got {text!r}")
@@ -239,11 +242,12 @@ class Setup:
             "reserve",
             "model",
             "challenger",
+            "backend",
             *NETWORK_OPTIONS,
         }
         if unknown:
             raise ValueError(f"unknown setup options {sorted(unknown)} in {text!r}")
-        for option, allowed in NETWORK_OPTIONS.items():
+        for option, allowed in {**NETWORK_OPTIONS, "backend": BACKENDS}.items():
             if values.get(option, allowed[0]) not in allowed:
                 raise ValueError(f"{option} is one of {'|'.join(allowed)}, got {text!r}")
         setup = cls(
@@ -257,6 +261,7 @@ class Setup:
             database=values.get("db", "sqlite"),
             store=values.get("store", "local"),
             registry=values.get("registry", "file"),
+            backend=values.get("backend", "embedded"),
         )
         if setup.workers < 1 or (kind == "worker" and setup.worker_processes < 1):
             raise ValueError(f"a setup needs at least one worker: {text!r}")
@@ -280,7 +285,11 @@ class Setup:
         )
         reserved = f"; {self.reserved_cores} core(s) reserved" if self.reserved_cores else ""
         shadow = "; with a challenger (shadow model) behind it" if self.challenger else ""
-        return f"{where}; ORT intra-op threads: {ort}{reserved}{shadow}{self.network_label}"
+        if self.backend == "openvino":
+            runtime = f"OpenVINO (fp32), inference threads: {ort}"
+        else:
+            runtime = f"ORT intra-op threads: {ort}"
+        return f"{where}; {runtime}{reserved}{shadow}{self.network_label}"
 
     @property
     def uses_network(self) -> bool:
@@ -299,10 +308,10 @@ class Setup:
         return "; " + ", ".join(parts)
 
     @property
-    def reference_key(self) -> tuple[str, int | None, int, int]:
+    def reference_key(self) -> tuple[str, int | None, int, int, str]:
         """Setups whose bare model is the same measurement (where workers run does not
         change the bare model)."""
-        return (self.model, self.ort_threads, self.reserved_cores, self.model_threads)
+        return (self.model, self.ort_threads, self.reserved_cores, self.model_threads, self.backend)
 
 
 def service_env(
@@ -322,6 +331,8 @@ def service_env(
     }
     if setup.ort_threads is not None:
         env["ONCOTRIAGE_ORT_INTRA_OP_THREADS"] = str(setup.ort_threads)
+    if setup.backend != "embedded":
+        env["ONCOTRIAGE_INFERENCE_BACKEND"] = setup.backend
     env["ONCOTRIAGE_RESERVED_CORES"] = str(setup.reserved_cores)
     return env
 
@@ -1047,7 +1058,7 @@ class SetupResult:
         return (os.cpu_count() or 1) / per_study_s / self.bare_rate
 
 
-Pooled = dict[tuple[str, int | None, int, int], tuple[list[float], list[float]]]
+Pooled = dict[tuple[str, int | None, int, int, str], tuple[list[float], list[float]]]
 
 
 def pool_references(by_setup: list[list[SetupResult]]) -> Pooled:
@@ -1105,8 +1116,13 @@ def render_row(rounds: list[SetupResult], pooled: tuple[list[float], list[float]
     )
 
 
-def render_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) -> str:
+def render_table(
+    args: argparse.Namespace, by_setup: list[list[SetupResult]], name: str = "service_load"
+) -> str:
+    """The service_load table, or with OpenVINO setups its own block (without the analysis of
+    the ONNX Runtime runs, and with the issue-16 verdict per OpenVINO setup)."""
     pooled = pool_references(by_setup)
+    openvino = name == "service_load_openvino"
     first = by_setup[0][0].load
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python bench/service_load.py " + " ".join(
@@ -1122,12 +1138,15 @@ def render_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) ->
         }
     )
     lines = [
-        START_MARKER,
-        "### Service load (`bench/service_load.py`)",
+        markers(name)[0],
+        "### Service load with the OpenVINO backend (issue 16)"
+        if openvino
+        else "### Service load (`bench/service_load.py`)",
         "",
         f"Generated by `{command}` on {date}: {platform.machine()}, {os.cpu_count()} CPU cores "
         f"shared with other jobs, Python {platform.python_version()}; the service on "
-        f"127.0.0.1 with SQLite, the local image store and embedded ONNX Runtime; "
+        f"127.0.0.1 with SQLite, the local image store and "
+        f"{'the backend each setup names' if openvino else 'embedded ONNX Runtime'}; "
         f"{args.hospitals} simulated hospitals pushing {first['studies']} synthetic "
         f"`{args.kind}` studies (one image each) by STOW-RS, all at once. Models: "
         + "; ".join(
@@ -1196,10 +1215,33 @@ def render_table(args: argparse.Namespace, by_setup: list[list[SetupResult]]) ->
         "included (all studies arrive at once, so the last waits for all the others). "
         "Targets (issue 5): ratio >= 0.9, overhead <= 20 ms per study.",
         "",
-        ANALYSIS,
-        END_MARKER,
+        *(openvino_verdicts(by_setup) if openvino else [ANALYSIS]),
+        markers(name)[1],
     ]
     return "\n".join(lines)
+
+
+#: issue 16: the service with the OpenVINO backend, a core reserved, at least this x bare
+OPENVINO_RATIO_TARGET = 0.9
+
+
+def openvino_verdicts(by_setup: list[list[SetupResult]]) -> list[str]:
+    """One sentence per OpenVINO setup: its ratio to its own bare model (OpenVINO too) against
+    the target, which applies with a core reserved."""
+    lines = []
+    for rounds in by_setup:
+        setup = rounds[0].setup
+        if setup.backend != "openvino":
+            continue
+        ratio = median_round(rounds).ratio
+        if setup.reserved_cores < 1:
+            verdict = "(the target applies with a core reserved)"
+        elif ratio >= OPENVINO_RATIO_TARGET:
+            verdict = f"**meets** the target (>= {OPENVINO_RATIO_TARGET})"
+        else:
+            verdict = f"**misses** the target (>= {OPENVINO_RATIO_TARGET})"
+        lines.append(f"- `{setup.text}`: service / bare OpenVINO model {ratio:.2f}: {verdict}.")
+    return lines + [""]
 
 
 # ------------------------------------------------------------------------ the challenger's cost
@@ -1702,7 +1744,8 @@ def main() -> int:
         "--setup",
         action="append",
         help="serve|worker[:workers=N][:processes=N][:ort=N][:reserve=N][:model=demo|light|PATH]"
-        "[:db=sqlite|postgres][:store=local|s3][:registry=file|server], "
+        "[:db=sqlite|postgres][:store=local|s3][:registry=file|server][:backend=embedded|openvino]"
+        "[:challenger=1], "
         "repeatable (default: " + ", ".join(DEFAULT_SETUPS) + ")",
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of every setup")
@@ -1750,10 +1793,8 @@ def main() -> int:
         with network_services(setups, args.postgres_url, work / "services") as services:
             if args.ct_studies:
                 name, block = "service_load_mixed", run_mixed(args, setups, work, services)
-            elif any(setup.challenger for setup in setups) and services is None:
-                name, block = "monitoring_load", run_setups(args, setups, work, services)
             else:
-                name = "service_load_net" if services is not None else "service_load"
+                name = block_name(setups, services)
                 block = run_setups(args, setups, work, services)
         print(block)
         if not args.no_write:
@@ -1793,7 +1834,19 @@ def run_setups(
         return render_net_table(args, by_setup)
     if any(setup.challenger for setup in setups):
         return render_challenger_block(args, by_setup)
-    return render_table(args, by_setup)
+    return render_table(args, by_setup, block_name(setups, services))
+
+
+def block_name(setups: list[Setup], services: NetworkServices | None) -> str:
+    """The docs/benchmarks.md block a run of these setups writes (the challenger's goes to
+    docs/monitoring.md, see :func:`main`)."""
+    if services is not None:
+        return "service_load_net"
+    if any(setup.challenger for setup in setups):
+        return "monitoring_load"
+    if any(setup.backend == "openvino" for setup in setups):
+        return "service_load_openvino"
+    return "service_load"
 
 
 def run_mixed(

@@ -39,7 +39,7 @@ def test_setup_parse(bench: ModuleType) -> None:
     )
     assert setup.reserved_cores == 1
     assert setup.model_threads == 6
-    assert setup.reference_key == ("light", 1, 1, 6)
+    assert setup.reference_key == ("light", 1, 1, 6, "embedded")
     assert setup.text == "worker:processes=2:workers=3:ort=1:reserve=1:model=light"
     assert "1 core(s) reserved" in setup.label
     plain = bench.Setup.parse("serve")
@@ -51,7 +51,7 @@ def test_setup_parse(bench: ModuleType) -> None:
     )
     assert "ORT intra-op threads: the service's default" in plain.label
     assert "ONNX Runtime's default" in bench.Setup.parse("serve:ort=0").label
-    for bad in ("triton", "serve:gpu=1", "serve:workers=0"):
+    for bad in ("triton", "serve:gpu=1", "serve:workers=0", "serve:backend=triton"):
         with pytest.raises(ValueError):
             bench.Setup.parse(bad)
     assert [bench.Setup.parse(text).text for text in bench.DEFAULT_SETUPS] == list(
@@ -113,7 +113,8 @@ def test_references_pool_over_rounds_and_setups_of_the_same_model_and_threads(
         [_result(bench, "serve:ort=1:model=light", 40.0, (44.0, 45.0))],
     ]
     pooled = bench.pool_references(by_setup)
-    assert sorted(pooled[("demo", 1, 0, 1)][0]) == [18.0, 19.0, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0]
+    key = ("demo", 1, 0, 1, "embedded")
+    assert sorted(pooled[key][0]) == [18.0, 19.0, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0]
     for rounds in by_setup[:2]:
         for result in rounds:
             assert result.bare_rate == pytest.approx(20.75)  # median of the eight
@@ -382,3 +383,41 @@ def test_a_challenger_setup_serves_the_registered_champion(
         assert served["ONCOTRIAGE_MODEL_URI"] == expected
         assert served["ONCOTRIAGE_X"] == "1"
         assert served["ONCOTRIAGE_DATABASE_URL"] == f"sqlite:///{data / 'oncotriage.db'}"
+
+
+def test_openvino_setups_get_their_own_block_and_verdict(bench: ModuleType) -> None:
+    """``:backend=openvino`` sets the service's backend, is its own bare-model reference, and
+    a run with it writes service_load_openvino (the ONNX Runtime table stays), with the
+    issue-16 verdict (ratio >= 0.9 with a core reserved)."""
+    setup = bench.Setup.parse("serve:reserve=1:backend=openvino")
+    assert setup.backend == "openvino"
+    assert setup.reference_key[-1] == "openvino"
+    assert setup.reference_key != bench.Setup.parse("serve:reserve=1").reference_key
+    assert "OpenVINO (fp32)" in setup.label
+    args = argparse.Namespace(settle=0.2)
+    env = bench.service_env(Path("/d"), Path("/b"), setup, args, 8000)
+    assert env["ONCOTRIAGE_INFERENCE_BACKEND"] == "openvino"
+    plain_env = bench.service_env(Path("/d"), Path("/b"), bench.Setup.parse("serve"), args, 8000)
+    assert "ONCOTRIAGE_INFERENCE_BACKEND" not in plain_env
+
+    texts = ["serve:reserve=1", "serve:reserve=1:backend=openvino", "serve:backend=openvino"]
+    setups = [bench.Setup.parse(text) for text in texts]
+    assert bench.block_name(setups, None) == "service_load_openvino"
+    assert bench.block_name(setups[:1], None) == "service_load"
+    by_setup = [
+        [_result(bench, texts[0], 22.0, (23.0, 23.0))],
+        [_result(bench, texts[1], 19.0, (20.0, 20.0))],  # 0.95
+        [_result(bench, texts[2], 17.0, (20.0, 20.0))],  # 0.85, no core reserved
+    ]
+    args = argparse.Namespace(hospitals=4, studies=96, rounds=1, setup=texts, kind="cxr", poll=1.0)
+    block = bench.render_table(args, by_setup, "service_load_openvino")
+    start, end = bench.markers("service_load_openvino")
+    assert block.startswith(start) and block.endswith(end)
+    assert "What changed" not in block  # the ONNX Runtime analysis stays in its own block
+    verdicts = [line for line in block.splitlines() if line.startswith("- `serve")]
+    assert verdicts == [
+        "- `serve:reserve=1:backend=openvino`: service / bare OpenVINO model 0.95: **meets** "
+        "the target (>= 0.9).",
+        "- `serve:backend=openvino`: service / bare OpenVINO model 0.85: (the target applies "
+        "with a core reserved).",
+    ]
