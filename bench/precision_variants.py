@@ -11,9 +11,11 @@ interleaved image by image, on ``--threads`` threads; the table gives the median
 and the ratio to the base. The network-only ratios to MONAI's torch eager detector are in the
 ``model_throughput`` table (same architectures, seeded weights).
 
-The data sets are the demo models' own (``datasets synth``; made when missing)::
+The data sets are the demo models' own, plus a larger independent one for the radiograph
+model (``datasets synth``; made when missing)::
 
     oncotriage datasets synth --kind cxr --n 500 --seed 7 --out var/demo-data
+    oncotriage datasets synth --kind cxr --n 2000 --seed 70 --out var/demo-eval-data
     oncotriage datasets synth --kind ldct --n 120 --seed 11 --out var/demo-ct-data
 
 Usage::
@@ -42,16 +44,22 @@ from benchdoc import DOC, cpu_header, markers, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = markers("precision_variants")
-MODELS = {
-    "models/demo": ("cxr", 500, 7, "var/demo-data"),
-    "models/demo_ct": ("ldct", 120, 11, "var/demo-ct-data"),
-}
+#: (model, data set (kind, n, seed, folder)): each model on its own data set's validation split
+#: (where its thresholds were calibrated), and the radiograph model also on the validation split
+#: of an independent, larger set (300 studies): at 75 studies one study is 1.9 points of
+#: sensitivity, more than the gate's one point
+EVALUATIONS = [
+    ("models/demo", ("cxr", 500, 7, "var/demo-data")),
+    ("models/demo", ("cxr", 2000, 70, "var/demo-eval-data")),
+    ("models/demo_ct", ("ldct", 120, 11, "var/demo-ct-data")),
+]
 
 logger = logging.getLogger("bench.precision_variants")
 
 
 @dataclass
 class Row:
+    data: str
     model: str
     precision: str
     runtime: str
@@ -77,7 +85,13 @@ def ensure_data(kind: str, n: int, seed: int, folder: Path) -> Path:
 
 
 def run_model(
-    model: Path, datalist: Path, precisions: list[str], threads: int, images: int, work: Path
+    model: Path,
+    datalist: Path,
+    data: str,
+    precisions: list[str],
+    threads: int,
+    images: int,
+    work: Path,
 ) -> list[Row]:
     from oncotriage.datasets.datalist import CORNER_MODE, load_datalist, load_entry_image
     from oncotriage.models.openvino_runner import OpenVinoRunner
@@ -89,7 +103,7 @@ def run_model(
 
     name = model.name
     spec = ModelBundle.load(model).spec
-    rows = [Row(name, "fp32", "onnxruntime (base)"), Row(name, "fp32", "openvino")]
+    rows = [Row(data, name, "fp32", "onnxruntime (base)"), Row(data, name, "fp32", "openvino")]
     pipelines: list[Any] = [
         DetectionPipeline.from_bundle(model, intra_op_threads=threads),
         DetectionPipeline(spec, OpenVinoRunner(model / "model.onnx", threads=threads)),
@@ -103,13 +117,14 @@ def run_model(
             str(model),
             precision,  # type: ignore[arg-type]
             datalist,
-            out=work / f"{name}-{precision}",
+            out=work / f"{name}-{precision}-{datalist.parent.name}",
             register=False,
             threads=threads,
         )
         variant = report.variant
         rows.append(
             Row(
+                data,
                 name,
                 precision,
                 "openvino",
@@ -147,7 +162,7 @@ def _pair(row: Row, metric: str) -> str:
 
 def render(rows: list[Row], args: argparse.Namespace, load: tuple[float, float]) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    base_ms = {row.model: row.ms for row in rows if row.runtime == "onnxruntime (base)"}
+    base_ms = {(row.model, row.data): row.ms for row in rows if row.runtime == "onnxruntime (base)"}
     lines = [
         START,
         "## Reduced-precision variants of the demo models",
@@ -157,16 +172,20 @@ def render(rows: list[Row], args: argparse.Namespace, load: tuple[float, float])
         "",
         "Each variant is built and judged as `oncotriage optimize` does it (not registered): "
         "base (ONNX Runtime fp32) and variant (OpenVINO) through `DetectionPipeline` on the "
-        "validation split of the model's own synthetic data (`models/demo`: `datasets synth "
-        "--kind cxr --n 500 --seed 7`, 75 radiographs; `models/demo_ct`: `--kind ldct --n 120 "
-        "--seed 11`, 18 CT series). The gate: CPM may drop by at most 0.01, study sensitivity "
-        "at the operating threshold by at most one point. Speed: the whole `detect()` "
+        "validation split of the model's own synthetic data set (`models/demo`: `datasets synth "
+        "--kind cxr --n 500 --seed 7`, 75 radiographs, 52 with nodules; `models/demo_ct`: "
+        "`--kind ldct --n 120 --seed 11`, 18 CT series, 12 with nodules) and, for the "
+        "radiograph model, on the validation split of an independent larger set (`--n 2000 "
+        "--seed 70`, 300 radiographs): on 52 positive studies one study is 1.9 points of "
+        "sensitivity, more than the gate allows, so there a single study that crosses the "
+        "threshold decides. The gate: CPM may drop by at most 0.01, study sensitivity at the "
+        "operating threshold by at most one point. Speed: the whole `detect()` "
         f"(preprocessing to findings) on {args.images} validation images, {args.threads} "
         "thread(s), the rows interleaved image by image; median per image.",
         "",
-        "| model | precision | runtime | CPM (base -> variant) | study sensitivity at the "
-        "operating threshold | accepted | ms/image | vs base |",
-        "|---|---|---|---|---|---|---:|---:|",
+        "| model | evaluated on (validation split) | precision | runtime | CPM (base -> variant) "
+        "| study sensitivity at the operating threshold | accepted | ms/image | vs base |",
+        "|---|---|---|---|---|---|---|---:|---:|",
     ]
     for row in rows:
         if row.accepted is None:
@@ -174,9 +193,9 @@ def render(rows: list[Row], args: argparse.Namespace, load: tuple[float, float])
         else:
             verdict = "**yes**" if row.accepted else "no: " + "; ".join(row.refusals)
         lines.append(
-            f"| {row.model} | {row.precision} | {row.runtime} | {_pair(row, 'cpm')} | "
-            f"{_pair(row, 'operating_sensitivity')} | {verdict} | {row.ms:.1f} | "
-            f"{base_ms[row.model] / row.ms:.2f}x |"
+            f"| {row.model} | {row.data} | {row.precision} | {row.runtime} | "
+            f"{_pair(row, 'cpm')} | {_pair(row, 'operating_sensitivity')} | {verdict} | "
+            f"{row.ms:.1f} | {base_ms[(row.model, row.data)] / row.ms:.2f}x |"
         )
     lines += ["", END]
     return "\n".join(lines)
@@ -184,7 +203,7 @@ def render(rows: list[Row], args: argparse.Namespace, load: tuple[float, float])
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=sorted({model for model, _ in EVALUATIONS}))
     parser.add_argument("--precisions", nargs="+", default=["bf16", "int8"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--images", type=int, default=18, help="validation images timed")
@@ -194,11 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models:
-            kind, n, seed, folder = MODELS[model]
+        for model, (kind, n, seed, folder) in EVALUATIONS:
+            if model not in args.models:
+                continue
             datalist = ensure_data(kind, n, seed, ROOT / folder)
+            data = f"`--kind {kind} --n {n} --seed {seed}`"
             rows += run_model(
-                ROOT / model, datalist, args.precisions, args.threads, args.images, Path(tmp)
+                ROOT / model,
+                datalist,
+                data,
+                args.precisions,
+                args.threads,
+                args.images,
+                Path(tmp),
             )
     block = render(rows, args, (load_start, os.getloadavg()[0]))
     print(block)
