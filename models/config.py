@@ -166,6 +166,14 @@ class SlidingWindowConfig(_Strict):
 
     As in MONAI's ``lung_nodule_ct_detection`` bundle, the window is used only for inputs with
     at least as many voxels as one window; smaller inputs run in one pass.
+
+    Attributes:
+        max_single_pass_voxels: a model with dynamic spatial axes runs inputs of up to this
+            many voxels (network space, before padding) in one pass instead of overlapping
+            windows (``None``: MONAI's rule alone). Overlapping windows compute the overlap twice: a 30 cm chest CT at
+            the light 3D model's spacing (256 x 256 x 128 after padding) takes two 256 x 256
+            x 96 windows, 192 slices of network for 128 (docs/benchmarks.md, whole CT); and
+            a model trained on patches and calibrated on small volumes sees them in one pass.
     """
 
     roi_size: list[int]
@@ -175,6 +183,7 @@ class SlidingWindowConfig(_Strict):
     sigma_scale: float = Field(default=0.125, gt=0)
     padding_mode: Literal["constant", "reflect", "replicate", "circular"] = "constant"
     cval: float = 0.0
+    max_single_pass_voxels: int | None = Field(default=None, gt=0)
 
 
 class InferenceConfig(_Strict):

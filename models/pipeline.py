@@ -228,9 +228,12 @@ class DetectionPipeline:
             return False
         if not self.spec.dynamic_spatial:
             return True  # a fixed-size graph takes windows only (smaller inputs are padded)
+        voxels = math.prod(spatial)
+        if window.max_single_pass_voxels is not None and voxels <= window.max_single_pass_voxels:
+            return False  # one pass computes no overlap twice (SlidingWindowConfig)
         # MONAI bundle rule (scripts/detection_inferer.py): window only when the input has at
         # least as many voxels as one window.
-        return math.prod(spatial) >= math.prod(window.roi_size)
+        return voxels >= math.prod(window.roi_size)
 
     def head_outputs(self, padded: np.ndarray, use_sliding_window: bool) -> list[np.ndarray]:
         """Network maps for a padded ``(B, C, *S)`` batch, by sliding window or one pass."""

@@ -65,3 +65,44 @@ def test_prepare_refuses_an_image_of_the_wrong_dimension(tiny2d) -> None:
         pipeline.prepare(volume)
     assert raised.value.code == "modality"
     assert "reads 2D images" in str(raised.value)
+
+
+def test_a_volume_within_max_single_pass_voxels_runs_in_one_pass(tiny3d) -> None:
+    """``max_single_pass_voxels``: a volume larger than one window but within the budget runs
+    in one network call, not in overlapping windows; above the budget, windows as before."""
+    from oncotriage.models.pipeline import OrtRunner
+    from oncotriage.models.spec import ModelBundle
+
+    spec = ModelBundle.load(tiny3d.bundle).spec
+    window = spec.sliding_window
+    assert window is not None and window.max_single_pass_voxels is None
+    calls: list[tuple[int, ...]] = []
+    runner = OrtRunner(tiny3d.bundle / "model.onnx", intra_op_threads=1)
+
+    class Counting:
+        input_name = runner.input_name
+        output_names = runner.output_names
+
+        def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+            calls.append(tuple(batch.shape[2:]))
+            return runner(batch)
+
+    image = _image(3, (96, 90, 40))  # at least one window: MONAI's rule takes windows
+    windowed = DetectionPipeline(spec, Counting()).prepare(image)
+    assert windowed.sliding_window is True
+    voxels = int(np.prod(windowed.batch.shape[2:]))
+    for budget, one_pass in ((voxels, True), (voxels // 2, False)):
+        calls.clear()
+        budgeted = spec.model_copy(deep=True)
+        assert budgeted.sliding_window is not None
+        budgeted.sliding_window.max_single_pass_voxels = budget
+        pipeline = DetectionPipeline(budgeted, Counting())
+        prepared = pipeline.prepare(image)
+        assert prepared.sliding_window is not one_pass
+        findings = pipeline.findings(prepared, pipeline.run_network(prepared))
+        if one_pass:
+            assert calls == [tuple(prepared.batch.shape[2:])]
+            assert len(findings) > 0
+        else:
+            assert len(calls) > 1
+            assert all(shape == tuple(window.roi_size) for shape in calls)
