@@ -43,6 +43,12 @@ from oncotriage.datasets.dicom_writer import (
 from oncotriage.datasets.synth_cxr import CxrCase, render_cxr_case
 from oncotriage.datasets.synth_cxr_v2 import NO_SHIFT, CxrCaseV2, CxrShift, render_cxr_case_v2
 from oncotriage.datasets.synth_ldct import CtCase, render_ct_case
+from oncotriage.datasets.synth_ldct_v2 import (
+    CtCaseV2,
+    datalist_fields,
+    render_ldct_case_v2,
+    slice_datasets,
+)
 from oncotriage.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -50,7 +56,7 @@ logger = logging.getLogger(__name__)
 KINDS = ("cxr", "ldct")
 SPLITS = ("training", "validation", "test")
 #: generator versions: 1 as it always was (old seeds reproduce); 2 adds 3D nodules, distractors
-#: and acquisition variety (radiographs only; CT stays version 1)
+#: and acquisition variety (radiographs and CT)
 GENERATOR_VERSIONS = (1, 2)
 _KIND_CODE = {"cxr": 2, "ldct": 3}
 _SPLIT_STREAM = 0x5B117
@@ -72,11 +78,10 @@ def case_entropy(kind: str, seed: int, case_index: int) -> tuple[int, int, int]:
 def _check_version(kind: str, generator_version: int, shift: CxrShift = NO_SHIFT) -> None:
     if generator_version not in GENERATOR_VERSIONS:
         raise ValueError(f"generator version must be one of {GENERATOR_VERSIONS}")
-    if generator_version == 2 and kind != "cxr":
-        raise ValueError("generator version 2 makes radiographs only (--kind cxr)")
     if not shift.is_identity and (generator_version != 2 or kind != "cxr"):
         raise ValueError(
             "shifts (nodule contrast, noise scale, diameters) need --generator-version 2 --kind cxr"
+            + ("; version 2 CT has none" if kind == "ldct" else "")
         )
 
 
@@ -89,7 +94,7 @@ def render_case(
     include_nodules: bool = True,
     generator_version: int = 1,
     shift: CxrShift = NO_SHIFT,
-) -> CxrCase | CxrCaseV2 | CtCase:
+) -> CxrCase | CxrCaseV2 | CtCase | CtCaseV2:
     """Render (without writing) case ``case_index`` of a synthetic set.
 
     Args:
@@ -98,11 +103,14 @@ def render_case(
         case_index: 0-based case number.
         positive: whether the case has nodules.
         include_nodules: ``False`` renders the identical case without its nodules.
-        generator_version: 1 (default) or 2 (see :mod:`oncotriage.datasets.synth_cxr_v2`).
-        shift: version 2 only: fainter or smaller nodules, more noise (default: none).
+        generator_version: 1 (default) or 2 (see :mod:`oncotriage.datasets.synth_cxr_v2` and
+            :mod:`oncotriage.datasets.synth_ldct_v2`).
+        shift: version 2 radiographs only: fainter or smaller nodules, more noise (default: none).
     """
     _check_version(kind, generator_version, shift)
     entropy = case_entropy(kind, seed, case_index)
+    if generator_version == 2 and kind == "ldct":
+        return render_ldct_case_v2(entropy, positive=positive, include_nodules=include_nodules)
     if generator_version == 2:
         return render_cxr_case_v2(
             entropy, positive=positive, include_nodules=include_nodules, shift=shift
@@ -128,7 +136,7 @@ def write_case(
     out: Path,
     include_nodules: bool = True,
     case_id: str | None = None,
-    case: CxrCase | CxrCaseV2 | CtCase | None = None,
+    case: CxrCase | CxrCaseV2 | CtCase | CtCaseV2 | None = None,
     generator_version: int = 1,
     shift: CxrShift = NO_SHIFT,
 ) -> dict[str, Any]:
@@ -193,6 +201,11 @@ def write_case(
             "distractor_kind": [d.kind for d in case.distractors],
             "generator": case.params,
         }
+    elif isinstance(case, CtCaseV2):
+        for instance, ds in slice_datasets(identity, case):
+            save_dataset(ds, case_dir / f"slice_{instance:04d}.dcm")
+        image = case_id
+        extra = datalist_fields(case)
     elif isinstance(case, CxrCase):
         image_path = case_dir / "image.dcm"
         ds = build_dx_dataset(

@@ -101,7 +101,7 @@ class CtCase:
 
 
 @dataclass(frozen=True)
-class _Grid:
+class CtGrid:
     x: np.ndarray  # (1, 1, X) mm from the image centre, + = patient left
     y: np.ndarray  # (1, Y, 1) mm from the image centre, + = posterior
     zn: np.ndarray  # (Z, 1, 1) 0 at the most inferior slice .. 1 at the most superior
@@ -110,8 +110,8 @@ class _Grid:
     spacing_zyx: tuple[float, float, float]
 
 
-def _capsule_occupancy(
-    grid: _Grid, p0: np.ndarray, p1: np.ndarray, radius: float, edge: float
+def capsule_occupancy(
+    grid: CtGrid, p0: np.ndarray, p1: np.ndarray, radius: float, edge: float
 ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
     """Soft occupancy (0..1) of a capsule between ``p0`` and ``p1`` (``z, y, x`` mm)."""
     lo = np.minimum(p0, p1) - radius - edge
@@ -133,16 +133,48 @@ def _capsule_occupancy(
     return (window[0], window[1], window[2]), np.clip((radius - dist) / edge + 0.5, 0, 1)
 
 
-def _render_anatomy(rng: np.random.Generator, grid: _Grid) -> tuple[np.ndarray, np.ndarray]:
-    """HU volume ``(Z, Y, X)`` float32 and the lung mask where nodules may lie."""
-    x, y, zn, z = grid.x, grid.y, grid.zn, grid.z
+@dataclass(frozen=True)
+class Torso:
+    """The body ellipse a CT phantom is built in (mm; see :func:`render_torso_and_lungs`).
+
+    Attributes:
+        ax, ay: semi-axes of the body ellipse (x: left-right, y: front-back).
+        cy: its centre's y offset from the image centre.
+        fat, muscle: subcutaneous fat and chest-wall muscle as fractions of the radius.
+        rho: ``(1, Y, X)`` normalised elliptic radius (1 at the skin).
+    """
+
+    ax: float
+    ay: float
+    cy: float
+    fat: float
+    muscle: float
+    rho: np.ndarray
+
+    @property
+    def inner_ax(self) -> float:
+        return self.ax * (1 - self.fat - self.muscle)
+
+    @property
+    def inner_ay(self) -> float:
+        return self.ay * (1 - self.fat - self.muscle)
+
+
+def render_torso_and_lungs(
+    rng: np.random.Generator, grid: CtGrid
+) -> tuple[np.ndarray, np.ndarray, Torso]:
+    """Body, lungs (textured, denser posteriorly) on diaphragm domes, heart and aorta in HU.
+
+    Returns:
+        ``(hu, lungs, torso)``: the ``(Z, Y, X)`` float32 HU volume, the lung mask and the
+        body ellipse.
+    """
+    x, y, zn = grid.x, grid.y, grid.zn
     fov_x = grid.shape[2] * grid.spacing_zyx[2]
     fov_y = grid.shape[1] * grid.spacing_zyx[1]
-    z_len = float(z.max())
     ax, ay = rng.uniform(0.40, 0.46) * fov_x, rng.uniform(0.30, 0.36) * fov_y
     cy = rng.uniform(-0.03, 0.05) * fov_y
     rho = np.sqrt((x / ax) ** 2 + ((y - cy) / ay) ** 2)  # (1, Y, X)
-    mean_r = (ax + ay) / 2
     fat = rng.uniform(0.05, 0.10)
     muscle = rng.uniform(0.04, 0.07)
     hu = np.full(grid.shape, -1000.0, np.float32)
@@ -182,8 +214,16 @@ def _render_anatomy(rng: np.random.Generator, grid: _Grid) -> tuple[np.ndarray, 
     lung_hu = -860 + rng.uniform(-20, 20) + dependent + 18 * texture
     hu = np.where(lungs, lung_hu, hu)
     hu = np.where(heart | aorta, 40.0, hu).astype(np.float32)
+    torso = Torso(ax=ax, ay=ay, cy=cy, fat=fat, muscle=muscle, rho=rho)
+    return hu, lungs, torso
 
-    # Pulmonary vessels: a few branching trees from each hilum, kept inside the lungs.
+
+def _vessel_occupancy(
+    rng: np.random.Generator, grid: CtGrid, torso: Torso, lungs: np.ndarray
+) -> np.ndarray:
+    """Version 1's pulmonary vessels: a few branching trees from each hilum (0..1)."""
+    z_len = float(grid.z.max())
+    cy, inner_ax = torso.cy, torso.inner_ax
     vessels = np.zeros(grid.shape, np.float32)
     edge = max(grid.spacing_zyx[1], 0.5 * grid.spacing_zyx[0])
     for side in (-1, 1):
@@ -196,14 +236,18 @@ def _render_anatomy(rng: np.random.Generator, grid: _Grid) -> tuple[np.ndarray, 
             direction /= np.linalg.norm(direction)
             length = rng.uniform(0.25, 0.40) * inner_ax * 0.8**level
             end = start + direction * length
-            window, occupancy = _capsule_occupancy(grid, start, end, radius, edge)
+            window, occupancy = capsule_occupancy(grid, start, end, radius, edge)
             vessels[window] = np.maximum(vessels[window], occupancy)
             if level < 4 and radius * 0.72 >= 0.5:
                 stack += [(end, radius * 0.72, level + 1) for _ in range(2)]
-    vessels *= lungs
-    hu = hu * (1 - vessels) + 40.0 * vessels
+    return vessels * lungs
 
-    # Spine (vertebral bodies with discs, canal), sternum and ribs.
+
+def add_bones(rng: np.random.Generator, grid: CtGrid, hu: np.ndarray, torso: Torso) -> np.ndarray:
+    """Spine (vertebral bodies with discs, canal), sternum and ribs drawn into ``hu``."""
+    x, y, zn, z = grid.x, grid.y, grid.zn, grid.z
+    ax, ay, cy, fat, muscle, rho = torso.ax, torso.ay, torso.cy, torso.fat, torso.muscle, torso.rho
+    mean_r = (ax + ay) / 2
     vx, vy = rng.uniform(0.11, 0.14) * ax, rng.uniform(0.10, 0.13) * ay
     vcy = cy + rng.uniform(0.58, 0.64) * ay
     vert = np.sqrt((x / vx) ** 2 + ((y - vcy) / vy) ** 2)
@@ -228,13 +272,26 @@ def _render_anatomy(rng: np.random.Generator, grid: _Grid) -> tuple[np.ndarray, 
     phase = np.mod(z + slope * anteriority + rng.uniform(0, rib_pitch), rib_pitch) - rib_pitch / 2
     rib_dist = np.sqrt(radial**2 + (phase / (rib_r * 1.3)) ** 2)
     ribs = (rib_dist < 1) & ~gap & (zn > 0.08)
-    hu = np.where(ribs, np.where(rib_dist < 0.6, 260.0, 700.0), hu)
-    # Low-frequency soft-tissue texture, then the scanner's resolution.
+    return np.where(ribs, np.where(rib_dist < 0.6, 260.0, 700.0), hu)
+
+
+def add_soft_tissue_texture(rng: np.random.Generator, grid: CtGrid, hu: np.ndarray) -> np.ndarray:
+    """Low-frequency texture (+-8 HU) on soft tissue (-200..100 HU)."""
     soft = (hu > -200) & (hu < 100)
     in_plane = ndimage.zoom(rng.standard_normal((8, 8)), np.array(grid.shape[1:]) / 8, order=1)
     along_z = np.interp(np.linspace(0, 7, grid.shape[0]), np.arange(8), rng.standard_normal(8))
     texture = in_plane[None, : grid.shape[1], : grid.shape[2]] + 0.5 * along_z[:, None, None]
-    hu = hu + 8.0 * soft * texture
+    return hu + 8.0 * soft * texture
+
+
+def _render_anatomy(rng: np.random.Generator, grid: CtGrid) -> tuple[np.ndarray, np.ndarray]:
+    """HU volume ``(Z, Y, X)`` float32 and the lung mask where nodules may lie."""
+    hu, lungs, torso = render_torso_and_lungs(rng, grid)
+    vessels = _vessel_occupancy(rng, grid, torso, lungs)
+    hu = hu * (1 - vessels) + 40.0 * vessels
+    hu = add_bones(rng, grid, hu, torso)
+    hu = add_soft_tissue_texture(rng, grid, hu)
+    # the scanner's resolution
     hu = ndimage.gaussian_filter(hu.astype(np.float32), (0.4, 0.6, 0.6))
     return hu.astype(np.float32), lungs
 
@@ -243,7 +300,7 @@ def _find_place(
     rng: np.random.Generator,
     lung_mask: np.ndarray,
     lung_voxels: np.ndarray,
-    grid: _Grid,
+    grid: CtGrid,
     diameter: float,
     nodules: list[CtNodule],
     attempts: int = 300,
@@ -283,7 +340,7 @@ def _find_place(
 
 
 def _add_nodules(
-    rng: np.random.Generator, grid: _Grid, hu: np.ndarray, lung_mask: np.ndarray
+    rng: np.random.Generator, grid: CtGrid, hu: np.ndarray, lung_mask: np.ndarray
 ) -> tuple[np.ndarray, tuple[CtNodule, ...]]:
     dz, dy, dx = grid.spacing_zyx
     lung_voxels = np.flatnonzero(lung_mask)
@@ -389,7 +446,7 @@ def render_ct_case(
     signed = bool(anatomy_rng.random() < 0.3)
     ctdi = ds_round(anatomy_rng.uniform(0.8, 2.5), 2)
     centre = (size - 1) / 2
-    grid = _Grid(
+    grid = CtGrid(
         # float32 keeps the full-volume arithmetic of the phantom half as heavy
         x=((np.arange(size) - centre) * spacing).astype(np.float32)[None, None, :],
         y=((np.arange(size) - centre) * spacing).astype(np.float32)[None, :, None],
