@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from benchdoc import DOC, markers, write_block
+from benchdoc import DOC, cpu_header, markers, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = markers("model_throughput")
@@ -139,12 +139,21 @@ def machine_description() -> list[str]:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    try:
+        from oncotriage.models.openvino_runner import openvino_version
+
+        openvino = f", OpenVINO {openvino_version()}"
+    except ImportError:
+        openvino = ""
     return [
         f"- CPU: {cpu}, {cores} cores available to the process{memory}; GPU: {gpu}",
+        f"- {cpu_header()} bf16 rows run where the CPU has AVX512-BF16 or AMX, int8 gains "
+        "most with VNNI or AMX",
         f"- OS: {platform.system()} {platform.release()} ({platform.machine()}), "
         f"Python {platform.python_version()}",
         f"- torch {torch.__version__}, MONAI {monai.__version__}, onnxruntime {ort.__version__} "
-        f"(providers: {', '.join(ort.get_available_providers())}), numpy {np.__version__}",
+        f"(providers: {', '.join(ort.get_available_providers())}), numpy {np.__version__}"
+        f"{openvino}",
     ]
 
 
