@@ -170,10 +170,11 @@ class SlidingWindowConfig(_Strict):
     Attributes:
         max_single_pass_voxels: a model with dynamic spatial axes runs inputs of up to this
             many voxels (network space, before padding) in one pass instead of overlapping
-            windows (``None``: MONAI's rule alone). Overlapping windows compute the overlap twice: a 30 cm chest CT at
-            the light 3D model's spacing (256 x 256 x 128 after padding) takes two 256 x 256
-            x 96 windows, 192 slices of network for 128 (docs/benchmarks.md, whole CT); and
-            a model trained on patches and calibrated on small volumes sees them in one pass.
+            windows (``None``: MONAI's rule alone). Overlapping windows compute the overlap
+            twice: a 30 cm chest CT at the light 3D model's spacing (256 x 256 x 128 after
+            padding) takes two 256 x 256 x 96 windows, 192 slices of network for 128
+            (docs/benchmarks.md, whole CT); and a model trained on patches and calibrated on
+            small volumes sees them in one pass.
     """
 
     roi_size: list[int]
