@@ -65,3 +65,18 @@ def test_timed_stages_add_up_to_detect_and_change_nothing(bench: ModuleType) -> 
     expected = DetectionPipeline.from_bundle(bundle, intra_op_threads=1).detect(image)
     assert [f.score for f in findings] == pytest.approx([f.score for f in expected], abs=1e-6)
     assert [f.box_index for f in findings] == [f.box_index for f in expected]
+
+
+def test_agreement_pairs_each_finding_with_its_best_overlap(bench: ModuleType) -> None:
+    from oncotriage.models.pipeline import Finding
+
+    def finding(score: float, box: tuple[float, ...]) -> Finding:
+        return Finding(label=0, score=score, box_index=box, box_world=box)
+
+    one_pass = [finding(0.9, (0, 0, 0, 10, 10, 10)), finding(0.5, (20, 20, 20, 30, 30, 30))]
+    windowed = [finding(0.5, (20, 20, 20, 30, 30, 35)), finding(0.8, (0, 0, 0, 10, 10, 10))]
+    low, high, diff = bench.agreement(one_pass, windowed)
+    assert high == pytest.approx(1.0)
+    assert low == pytest.approx(1000 / 1500)
+    assert diff == pytest.approx(0.1)
+    assert bench.box_iou((0, 0, 0, 1, 1, 1), (2, 2, 2, 3, 3, 3)) == 0.0
