@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import EnhancedCTImageStorage, generate_uid
 from service_utils.dicom import ct_series, dx_instance, to_bytes
+from service_utils.server import study_id_for
 
 from oncotriage.serving.db.models import Instance, Study
 from oncotriage.serving.dicomweb import parse_media_type, parse_multipart
@@ -120,6 +121,12 @@ def stored(service_factory):
         failed = stow_a.get("FailedSOPSequence", [])
         assert not failed, [(f.ReferencedSOPClassUID, f.FailureReason) for f in failed]
         assert "FailedSOPSequence" not in c.store_instances([other])
+        # settle hospital A's studies first: a settled study has a result SR (series 9901)
+        # that WADO-RS serves beside the stored images, so reads must not race the worker
+        ct = service.wait_for_study(study_id_for(service, "A", slices[0].StudyInstanceUID), "A")
+        assert (ct["status"], ct["priority"]) == ("failed", "needs_manual_review"), ct
+        assert "no model for CT" in ct["failure_reason"], ct  # this service reads DX/CR only
+        service.wait_for_study(study_id_for(service, "A", dx1.StudyInstanceUID), "A")
         yield (
             service,
             {
@@ -274,8 +281,12 @@ def test_retrieve_series_metadata_frames_and_rendered(stored) -> None:
     )
 
     metadata = a.retrieve_study_metadata(study)
-    assert len(metadata) == 17
+    # the 17 stored objects and the service's result SR (manual review: no model for CT)
+    assert len(metadata) == 18
     by_uid = {m["00080018"]["Value"][0]: m for m in metadata}
+    stored_uids = {s.SOPInstanceUID for s in slices} | {enhanced.SOPInstanceUID}
+    (made,) = [m for uid, m in by_uid.items() if uid not in stored_uids]
+    assert made["00080060"]["Value"] == ["SR"] and made["00200011"]["Value"] == [9901]
     enhanced_meta = by_uid[enhanced.SOPInstanceUID]
     numbers = ",".join(str(n) for n in range(1, 17))
     assert enhanced_meta["7FE00010"]["vr"] == "OW"
