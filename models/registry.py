@@ -111,9 +111,29 @@ def get_client(tracking_uri: str | None = None) -> MlflowClient:
         ) from exc
     uri = tracking_uri or default_tracking_uri()
     root = _local_sqlite_root(uri)
-    if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if root is None:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    root.mkdir(parents=True, exist_ok=True)
+    if uri in _READY_SQLITE_STORES:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # MLflow creates or migrates a SQLite store's tables when a client first opens it; two
+    # processes doing that at once on a new store (two `train` runs started together)
+    # collide ("duplicate column name: step") and one dies. One at a time, under a lock.
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    with (db.parent / f"{db.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # the tracking tables
+            client.search_registered_models(max_results=1)  # and the registry's
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY_SQLITE_STORES.add(uri)
+    return client
+
+
+_READY_SQLITE_STORES: set[str] = set()
 
 
 def get_or_create_experiment(name: str, tracking_uri: str | None = None) -> str:

@@ -197,3 +197,36 @@ print(v, m.version, m.onnx_path.read_bytes().decode())
     assert done.stdout.split() == ["1", "1", "weights-1"]
     assert (tmp_path / "mlflow.db").is_file()
     assert any((tmp_path / "mlartifacts").rglob("model.onnx"))
+
+
+_OPEN_AT = """
+import sys, time
+from oncotriage.models.registry import get_or_create_experiment
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # both open the store together
+print(get_or_create_experiment("together", sys.argv[1]))
+"""
+
+
+def test_two_processes_opening_a_new_store_together_both_succeed(tmp_path: Path) -> None:
+    """Two `train` runs started together on a fresh data dir: MLflow creates the SQLite
+    store's tables on first use, and without a lock one of them died on "duplicate column
+    name: step" (it did, 3 times in 3, before the lock)."""
+    import time
+
+    for attempt in range(3):
+        uri = registry.default_tracking_uri(tmp_path / f"store{attempt}")
+        start = f"{time.time() + 4:.3f}"  # after both have imported MLflow
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT, uri, start],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        results = [run.communicate(timeout=120) for run in runs]
+        for run, (_out, err) in zip(runs, results, strict=True):
+            assert run.returncode == 0, err[-2000:]
+        # one experiment, found by both
+        assert results[0][0].strip() == results[1][0].strip() != ""
