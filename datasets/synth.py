@@ -393,13 +393,16 @@ def run_synth(
     return path
 
 
-def write_example_study(out: Path, kind: str = "cxr", seed: int = 2024) -> Path:
+def write_example_study(
+    out: Path, kind: str = "cxr", seed: int = 2024, generator_version: int = 1
+) -> Path:
     """Write one positive synthetic study, e.g. for a README demo.
 
     Args:
         out: folder to write into; the study goes to ``out/<kind>_example``.
         kind: ``cxr`` or ``ldct``.
         seed: seed of the study; the first case of that seed with a nodule is used.
+        generator_version: 1 (default) or 2.
 
     Returns:
         The DICOM file (``cxr``) or the series folder (``ldct``). The nodules' boxes go to
@@ -408,9 +411,18 @@ def write_example_study(out: Path, kind: str = "cxr", seed: int = 2024) -> Path:
     _check_kind(kind)
     out = Path(out)
     for index in range(16):
-        case = render_case(kind, seed, index, positive=True)
+        case = render_case(kind, seed, index, positive=True, generator_version=generator_version)
         if case.nodules:
-            entry = write_case(kind, seed, index, positive=True, out=out, case_id=f"{kind}_example")
+            entry = write_case(
+                kind,
+                seed,
+                index,
+                positive=True,
+                out=out,
+                case_id=f"{kind}_example",
+                case=case,
+                generator_version=generator_version,
+            )
             logger.info("example %s study %s with boxes %s", kind, entry["image"], entry["box"])
             # What a model should find, beside (not inside) the study folder that is pushed.
             truth: dict[str, Any] = {key: entry[key] for key in ("box", "label") if key in entry}

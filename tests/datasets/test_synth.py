@@ -277,6 +277,25 @@ def test_example_study_is_positive_and_readable(tmp_path: Path) -> None:
     assert volume.modality == "DX" and 384 <= volume.array.shape[0] <= 640
 
 
+def test_example_study_from_generator_version_2_is_that_case(tmp_path: Path) -> None:
+    path = write_example_study(tmp_path, kind="cxr", seed=2024, generator_version=2)
+    volume = _read(path)
+    case = next(
+        c
+        for c in (
+            render_case("cxr", 2024, i, positive=True, generator_version=2) for i in range(16)
+        )
+        if c.nodules
+    )
+    ds = pydicom.dcmread(path)
+    assert volume.modality == "DX" and (ds.Rows, ds.Columns) == case.pixels.shape
+    truth = json.loads((tmp_path / "cxr_example.truth.json").read_text())
+    assert len(truth["box"]) == len(case.nodules) and truth["box_mode"] == "ccwh"
+    # not version 1's radiograph of the same seed
+    old = _read(write_example_study(tmp_path / "v1", kind="cxr", seed=2024))
+    assert old.array.shape != volume.array.shape or not np.array_equal(old.array, volume.array)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
