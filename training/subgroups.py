@@ -9,9 +9,11 @@ says, per subgroup:
 - per-nodule keys (``size``, ``type``, ``margin``): the share of nodules *found at the
   operating threshold*: some finding whose calibrated score reaches the threshold hits the
   nodule (IoU >= 0.1, the FROC's hit rule);
-- per-study keys (``vendor``, ``dose``, ``view``, ``portable``, ``photometric``, ``sex``):
-  study sensitivity and specificity at the operating threshold (a study is flagged when its
-  calibrated suspicion score reaches it);
+- per-study keys (radiographs: ``vendor``, ``dose``, ``view``, ``portable``,
+  ``photometric``, ``sex``; CT: ``vendor``, ``ctdi`` (CTDIvol band), ``kernel``
+  (reconstruction kernel class), ``thickness`` (slice thickness)): study sensitivity and
+  specificity at the operating threshold (a study is flagged when its calibrated suspicion
+  score reaches it);
 - for distractors (:func:`distractor_rows`): the share of look-alikes, by kind, that a
   finding at the operating threshold lands on (a false positive a radiographer would see).
 
@@ -37,8 +39,26 @@ if TYPE_CHECKING:
 SIZE_BANDS_MM = ((4.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, 30.0))
 #: relative dose bands of version-2 radiographs (portable images get 0.6 x)
 DOSE_BANDS = ((0.0, 0.5), (0.5, 0.75), (0.75, 1.0))
+#: CTDIvol bands (mGy) of version-2 low-dose CT (the generator draws 0.6-3 mGy)
+CTDI_BANDS_MGY = ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0))
 LESION_KEYS = ("size", "type", "margin")
-STUDY_KEYS = ("vendor", "dose", "view", "portable", "photometric", "sex")
+STUDY_KEYS = (
+    "vendor",
+    "dose",
+    "view",
+    "portable",
+    "photometric",
+    "sex",
+    "ctdi",
+    "kernel",
+    "thickness",
+)
+#: per-study keys read from another field of the datalist's ``generator`` record
+_GENERATOR_FIELDS = {
+    "ctdi": "ctdi_vol_mgy",
+    "kernel": "kernel_class",
+    "thickness": "slice_thickness_mm",
+}
 SUBGROUP_KEYS = LESION_KEYS + STUDY_KEYS
 
 
@@ -107,11 +127,17 @@ def _lesion_value(key: str, meta: dict[str, Any], index: int) -> str:
 
 def _study_value(key: str, meta: dict[str, Any]) -> str:
     generator = meta.get("generator") or {}
-    if key not in generator:
+    field = _GENERATOR_FIELDS.get(key, key)
+    if field not in generator:
         return "n/a"
+    value = generator[field]
     if key == "dose":
-        return _band(float(generator["dose"]), DOSE_BANDS)
-    return str(generator[key]).lower() if key == "portable" else str(generator[key])
+        return _band(float(value), DOSE_BANDS)
+    if key == "ctdi":
+        return _band(float(value), CTDI_BANDS_MGY, " mGy")
+    if key == "thickness":
+        return f"{float(value):g} mm"
+    return str(value).lower() if key == "portable" else str(value)
 
 
 def _order(values: Sequence[str]) -> list[str]:
