@@ -35,22 +35,37 @@ def test_demo_bundle_is_labelled_small_and_calibrated() -> None:
     assert thresholds.operating < thresholds.urgent < 0.99
     assert thresholds.urgent - thresholds.operating > 0.1
     assert spec.metrics["validation_ece"] < spec.metrics["validation_ece_raw"]
-    # the documented target, as recorded by `oncotriage evaluate` on the held-out test split
-    assert spec.metrics["test_froc_sens_at_1_fp"] >= 0.90
-    assert spec.metrics["test_num_lesions"] == 88
+    # as recorded by `oncotriage evaluate` on the held-out test split of generator version 2
+    # (seed 7: 75 radiographs, 53 with 81 nodules), and as the card reports it
+    assert spec.metrics["test_num_lesions"] == 81
+    assert spec.metrics["test_num_positive_studies"] == 53
+    assert spec.metrics["test_froc_sens_at_1_fp"] >= 0.60
+    assert spec.metrics["test_study_auc"] >= 0.80
+    assert spec.metrics["test_operating_sensitivity"] >= 0.85
+    # the urgent band holds part of the positives and no negative
+    assert 0.25 <= spec.metrics["test_urgent_sensitivity"] <= 0.6
+    assert spec.metrics["test_urgent_specificity"] == 1.0
     assert f"{spec.metrics['test_cpm']:.3f}" in card
 
 
 @pytest.fixture(scope="module")
 def fresh_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic studies from a seed the demo never saw."""
-    return run_synth("cxr", 8, 99, tmp_path_factory.mktemp("unseen"), negative_fraction=0.25)
+    """Version-2 synthetic studies from a seed the demo never saw."""
+    return run_synth(
+        "cxr",
+        16,
+        99,
+        tmp_path_factory.mktemp("unseen"),
+        negative_fraction=0.25,
+        generator_version=2,
+    )
 
 
 def test_demo_finds_nodules_on_unseen_synthetic_studies(fresh_cases: Path) -> None:
     pipeline = DetectionPipeline.from_bundle(DEMO, intra_op_threads=1)
     thresholds = pipeline.spec.thresholds
     found = lesions = 0
+    flagged: list[bool] = []  # per positive study
     for split in ("training", "validation", "test"):
         for entry in load_datalist(fresh_cases, split, box_mode="xyxy"):
             volume = load_entry_image(entry)
@@ -62,10 +77,16 @@ def test_demo_finds_nodules_on_unseen_synthetic_studies(fresh_cases: Path) -> No
             ]
             boxes = np.array([f.box_index for f in findings]).reshape(-1, 4)
             lesions += len(truth)
+            if len(truth):
+                flagged.append(len(findings) > 0)
             if len(truth) and len(boxes):
                 found += int((box_iou(truth, boxes).max(axis=1) >= 0.1).sum())
-    assert lesions >= 6
-    assert found / lesions >= 0.6, (found, lesions)
+    # On the shift bench's 84 positive version-2 studies the model flags 0.93 of the studies
+    # and finds 0.66 of the nodules at its operating threshold (docs/models.md); version 2
+    # keeps nodules down to 4 mm and ground-glass ones, which it misses more often.
+    assert lesions >= 20 and len(flagged) >= 10
+    assert sum(flagged) / len(flagged) >= 0.75, flagged
+    assert found / lesions >= 0.45, (found, lesions)
 
 
 def test_demo_spec_matches_its_onnx_graph() -> None:

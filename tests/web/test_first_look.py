@@ -84,11 +84,13 @@ def _triaged(client: httpx.Client, count: int) -> list[dict[str, Any]]:
 
 
 def _centre_inside(box_world: list[float], truth: list[float]) -> bool:
-    """Is the centre of an LPS ``xyzxyz`` box inside a ``cccwhd`` truth box?"""
-    corners = np.asarray(box_world, dtype=float).reshape(2, 3)
+    """Is the centre of an ``xyzxyz`` (``xyxy``) box inside a ``cccwhd`` (``ccwh``) truth box,
+    both in millimetres?"""
+    dims = len(truth) // 2
+    corners = np.asarray(box_world, dtype=float).reshape(2, dims)
     centre = corners.mean(axis=0)
     truth_box = np.asarray(truth, dtype=float)
-    return bool(np.all(np.abs(centre - truth_box[:3]) <= truth_box[3:] / 2))
+    return bool(np.all(np.abs(centre - truth_box[:dims]) <= truth_box[dims:] / 2))
 
 
 def test_first_look_flags_both_examples_and_the_ct_box_is_on_the_nodule(
@@ -122,6 +124,14 @@ def test_first_look_flags_both_examples_and_the_ct_box_is_on_the_nodule(
         assert truth["box_mode"] == "cccwhd" and truth["coordinates"] == "world_mm"
         top = max(ct["findings"], key=lambda finding: finding["score"])
         assert any(_centre_inside(top["box_world"], box) for box in truth["box"]), (top, truth)
+        # the radiograph (generator version 2, as the 2D model's training data): top box on
+        # one of its two nodules, scored urgent
+        cxr = by_model["oncotriage-cxr2d"]
+        cxr_truth = json.loads((demo / "example" / "cxr_example.truth.json").read_text())
+        assert cxr_truth["box_mode"] == "ccwh" and len(cxr_truth["box"]) == 2
+        cxr_top = max(cxr["findings"], key=lambda finding: finding["score"])
+        assert any(_centre_inside(cxr_top["box_world"], box) for box in cxr_truth["box"]), cxr_top
+        assert cxr["priority"] == "urgent", cxr
         # the detector keeps up to 300 candidates; the page shows those at or above the
         # operating threshold and says how many it leaves out
         reportable = [finding for finding in ct["findings"] if finding["reportable"]]
@@ -147,3 +157,12 @@ def test_first_look_flags_both_examples_and_the_ct_box_is_on_the_nodule(
         assert page.locator("#findings-list li").count() == len(reportable)
         assert page.locator("#findings-hidden").inner_text().startswith(f"{below} candidate boxes")
         save_screenshot(page, "first-look-ct-case.png", tmp_path)
+
+        # The radiograph case: the boxes at or above the operating threshold, one per finding
+        cxr_id = next(key for key, value in results.items() if value is cxr)
+        page.goto(f"{base}/ui/cases/{cxr_id}")
+        page.locator('#viewport[data-ready="true"]').wait_for()
+        shown_cxr = [finding for finding in cxr["findings"] if finding["reportable"]]
+        assert 1 <= len(shown_cxr) < 20 and cxr_top["reportable"], len(shown_cxr)
+        assert page.locator("#findings-list li").count() == len(shown_cxr)
+        save_screenshot(page, "first-look-cxr-case.png", tmp_path)
