@@ -1,4 +1,4 @@
-"""Reduced-precision variants of the bundled demo models: accuracy gate and speed, side by side.
+r"""Reduced-precision variants of the bundled demo models: accuracy gate and speed, side by side.
 
 For each demo model (``models/demo``, 2D radiographs; ``models/demo_ct``, 3D low-dose CT) and
 each reduced precision this CPU runs natively (bf16: AVX512-BF16 or AMX; int8: VNNI or AMX),
@@ -14,8 +14,9 @@ and the ratio to the base. The network-only ratios to MONAI's torch eager detect
 The data sets are the demo models' own, plus a larger independent one for the radiograph
 model (``datasets synth``; made when missing)::
 
-    oncotriage datasets synth --kind cxr --n 500 --seed 7 --out var/demo-data
-    oncotriage datasets synth --kind cxr --n 2000 --seed 70 --out var/demo-eval-data
+    oncotriage datasets synth --kind cxr --generator-version 2 --n 500 --seed 7 --out var/demo2-data
+    oncotriage datasets synth --kind cxr --generator-version 2 --n 2000 --seed 70 \
+        --out var/demo2-eval-data
     oncotriage datasets synth --kind ldct --n 120 --seed 11 --out var/demo-ct-data
 
 Usage::
@@ -44,14 +45,14 @@ from benchdoc import DOC, cpu_header, markers, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = markers("precision_variants")
-#: (model, data set (kind, n, seed, folder)): each model on its own data set's validation split
-#: (where its thresholds were calibrated), and the radiograph model also on the validation split
-#: of an independent, larger set (300 studies): at 75 studies one study is 1.9 points of
-#: sensitivity, more than the gate's one point
+#: (model, data set (kind, n, seed, folder, generator version)): each model on its own data
+#: set's validation split (where its thresholds were calibrated), and the radiograph model also
+#: on the validation split of an independent, larger set (300 studies): at 75 studies one study
+#: is 1.9 points of sensitivity, more than the gate's one point
 EVALUATIONS = [
-    ("models/demo", ("cxr", 500, 7, "var/demo-data")),
-    ("models/demo", ("cxr", 2000, 70, "var/demo-eval-data")),
-    ("models/demo_ct", ("ldct", 120, 11, "var/demo-ct-data")),
+    ("models/demo", ("cxr", 500, 7, "var/demo2-data", 2)),
+    ("models/demo", ("cxr", 2000, 70, "var/demo2-eval-data", 2)),
+    ("models/demo_ct", ("ldct", 120, 11, "var/demo-ct-data", 1)),
 ]
 
 logger = logging.getLogger("bench.precision_variants")
@@ -73,14 +74,19 @@ class Row:
         return 1000.0 * statistics.median(self.seconds) if self.seconds else math.nan
 
 
-def ensure_data(kind: str, n: int, seed: int, folder: Path) -> Path:
+def synth_options(kind: str, n: int, seed: int, version: int) -> str:
+    """The ``datasets synth`` options that make a data set."""
+    generator = f" --generator-version {version}" if version != 1 else ""
+    return f"--kind {kind}{generator} --n {n} --seed {seed}"
+
+
+def ensure_data(kind: str, n: int, seed: int, folder: Path, version: int = 1) -> Path:
     datalist = folder / "datalist.json"
     if not datalist.is_file():
-        logger.info("making %s (datasets synth --kind %s --n %d --seed %d)", folder, kind, n, seed)
-        command = [sys.executable, "-m", "oncotriage", "datasets", "synth", "--kind", kind]
-        subprocess.run(
-            [*command, "--n", str(n), "--seed", str(seed), "--out", str(folder)], check=True
-        )
+        options = synth_options(kind, n, seed, version)
+        logger.info("making %s (datasets synth %s)", folder, options)
+        command = [sys.executable, "-m", "oncotriage", "datasets", "synth", *options.split()]
+        subprocess.run([*command, "--out", str(folder)], check=True)
     return datalist
 
 
@@ -173,10 +179,10 @@ def render(rows: list[Row], args: argparse.Namespace, load: tuple[float, float])
         "Each variant is built and judged as `oncotriage optimize` does it (not registered): "
         "base (ONNX Runtime fp32) and variant (OpenVINO) through `DetectionPipeline` on the "
         "validation split of the model's own synthetic data set (`models/demo`: `datasets synth "
-        "--kind cxr --n 500 --seed 7`, 75 radiographs, 52 with nodules; `models/demo_ct`: "
-        "`--kind ldct --n 120 --seed 11`, 18 CT series, 12 with nodules) and, for the "
-        "radiograph model, on the validation split of an independent larger set (`--n 2000 "
-        "--seed 70`, 300 radiographs): on 52 positive studies one study is 1.9 points of "
+        "--kind cxr --generator-version 2 --n 500 --seed 7`, 75 radiographs, 52 with nodules; "
+        "`models/demo_ct`: `--kind ldct --n 120 --seed 11`, 18 CT series, 12 with nodules) and, "
+        "for the radiograph model, on the validation split of an independent larger set (`--n "
+        "2000 --seed 70`, 300 radiographs): on 52 positive studies one study is 1.9 points of "
         "sensitivity, more than the gate allows, so there a single study that crosses the "
         "threshold decides. The gate: CPM may drop by at most 0.01, study sensitivity at the "
         "operating threshold by at most one point. Speed: the whole `detect()` "
@@ -213,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for model, (kind, n, seed, folder) in EVALUATIONS:
+        for model, (kind, n, seed, folder, version) in EVALUATIONS:
             if model not in args.models:
                 continue
-            datalist = ensure_data(kind, n, seed, ROOT / folder)
-            data = f"`--kind {kind} --n {n} --seed {seed}`"
+            datalist = ensure_data(kind, n, seed, ROOT / folder, version)
+            data = f"`{synth_options(kind, n, seed, version)}`"
             rows += run_model(
                 ROOT / model,
                 datalist,
