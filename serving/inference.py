@@ -50,6 +50,10 @@ RunnerFactory = Callable[["ResolvedModel"], "NetworkRunner"]
 DEMO_BUNDLE_DIRNAME = "demo"
 
 
+#: After a failed load, how long ``current()`` answers with that failure before trying again
+RETRY_LOAD_S = 1.0
+
+
 class ModelUnavailableError(RuntimeError):
     """No model can be loaded right now; the message says why. Workers wait (claiming
     nothing) until one loads, so an outage does not use up the studies' attempts."""
@@ -194,6 +198,9 @@ class ModelManager:
             ``models/demo``).
         cpu_flags: this CPU's instruction-set flags (default: read from ``/proc/cpuinfo``);
             decide which reduced-precision variants it may run.
+        triages: its scores set priorities (default). Such a manager refuses a version with
+            uncalibrated thresholds unless ``settings.allow_uncalibrated_models``; a shadow
+            (challenger) manager, whose scores decide nothing, passes ``False``.
     """
 
     def __init__(
@@ -205,8 +212,10 @@ class ModelManager:
         uri: str | None = None,
         demo_bundle: Path | None = None,
         cpu_flags: Iterable[str] | None = None,
+        triages: bool = True,
     ) -> None:
         self.settings = settings
+        self.triages = triages
         self.cpu_flags = frozenset(cpu_flags) if cpu_flags is not None else _cpu_flags()
         self.precision_choice: PrecisionChoice | None = None
         self.uri = uri or settings.model_uri
@@ -281,6 +290,20 @@ class ModelManager:
             chosen, choice = self.choose_precision(resolved)
         except registry.RegistryError as error:
             raise ModelUnavailableError(str(error)) from error
+        thresholds = resolved.spec.thresholds
+        if (
+            self.triages
+            and not thresholds.calibrated
+            and not self.settings.allow_uncalibrated_models
+        ):
+            version = resolved.version if resolved.version is not None else resolved.spec.version
+            raise ModelUnavailableError(
+                f"model {resolved.name} version {version} ({self.uri}) has placeholder triage "
+                f"thresholds (operating {thresholds.operating:g}, urgent {thresholds.urgent:g}) "
+                "that were never calibrated, so its 'routine' would mean nothing: run "
+                "`oncotriage calibrate` on it with labelled validation studies, or set "
+                "ONCOTRIAGE_ALLOW_UNCALIBRATED_MODELS=true to serve it anyway. Its studies wait."
+            )
         if choice != self.precision_choice:
             logger.info(
                 "model %s: serving version %s at %s (%s)",
@@ -417,6 +440,10 @@ class ModelManager:
         loaded = self._current
         if loaded is not None:
             return loaded
+        checked = self.last_checked
+        if self.last_error and checked is not None and time.time() - checked < RETRY_LOAD_S:
+            # tried a moment ago: every job of every route asks, the registry need not
+            raise ModelUnavailableError(self.last_error)
         self.refresh()
         loaded = self._current
         if loaded is None:  # pragma: no cover - refresh raises instead

@@ -140,18 +140,47 @@ class ModelSet:
         :func:`oncotriage.serving.routing.route_series`, on the decoded image and
         ``header`` (one instance's dataset: body part, view, slice thickness, kernel).
 
+        A route whose model cannot be loaded (an outage, a version with placeholder
+        thresholds) holds back only the series that might be its own: a series goes ahead
+        when a loaded route *before* it in order takes it, and waits otherwise.
+
         Raises:
             NoModelFitsError: no route's model reads the series: "no model for MG (the
                 service reads ...)" when none takes its modality, else why each model of
                 that modality refused it.
-            ModelUnavailableError: a route's model cannot be loaded (the job waits).
+            ModelUnavailableError: a route's model that might take the series cannot be
+                loaded (the job waits).
         """
-        loaded = self.loaded_models()
+        names = list(self.managers)
+        loaded: dict[str, LoadedModel] = {}
+        down: dict[str, ModelUnavailableError] = {}
+        for name, manager in self.managers.items():
+            try:
+                loaded[name] = manager.current()
+            except ModelUnavailableError as error:
+                down[name] = error
         routes = [
             Route.for_spec(name, self.managers[name].uri, model.spec)
             for name, model in loaded.items()
         ]
         decision = route_series(SeriesFacts.from_image(image, header), routes)
+        if down:
+            first_down = min(names.index(name) for name in down)
+            if decision.route is None or names.index(decision.route.name) > first_down:
+                raise down[names[first_down]]  # the series may be that route's: it waits
         if decision.route is None:
             raise NoModelFitsError(decision.reason)
         return loaded[decision.route.name]
+
+    def any_loaded(self) -> bool:
+        """Whether some route's model loads (loading each on first use); the workers claim
+        jobs while one does (:meth:`for_image` holds back what waits for another)."""
+        if any(manager.loaded is not None for manager in self.managers.values()):
+            return True
+        for manager in self.managers.values():
+            try:
+                manager.current()
+            except ModelUnavailableError:
+                continue
+            return True
+        return False

@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     demo_model_dir: Path | None = Field(
         default=None, description="Bundle registered on first run; default models/demo."
     )
+    allow_uncalibrated_models: bool = Field(
+        default=False,
+        description="Serve a model version whose triage thresholds were never calibrated "
+        "(placeholders, e.g. an imported Model Zoo bundle before `oncotriage calibrate`). "
+        "False: such a version is not loaded; its route's studies wait, and /readyz says "
+        "why, rather than be called routine below a threshold nobody chose.",
+    )
     model_poll_interval_s: float = Field(default=30.0, gt=0)
     inference_backend: Literal["embedded", "triton", "openvino"] = "embedded"
     allow_reduced_precision: bool = Field(

@@ -375,16 +375,15 @@ class Worker:
     # -- inference jobs ----------------------------------------------------------------------
 
     def _model_ready(self) -> bool:
-        """Whether a model is loaded; without one, jobs stay queued (attempts untouched)."""
-        try:
-            self.models.current()
-        except ModelUnavailableError as error:
-            now = time.monotonic()
-            if now - self._last_model_warning > 60:
-                logger.warning("no model loaded; jobs wait: %s", error)
-                self._last_model_warning = now
-            return False
-        return True
+        """Whether some route's model is loaded; without any, jobs stay queued (attempts
+        untouched). A job whose route's model is down waits on its own (``for_image``)."""
+        if self.models.any_loaded():
+            return True
+        now = time.monotonic()
+        if now - self._last_model_warning > 60:
+            logger.warning("no model loaded; jobs wait: %s", self.models.last_error)
+            self._last_model_warning = now
+        return False
 
     def _claim(self) -> _Prepared | bool:
         """Claim the next due job and read its images.

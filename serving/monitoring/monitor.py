@@ -211,6 +211,7 @@ class Monitor:
                 self._runner_factory,  # type: ignore[arg-type]
                 model_threads=1,
                 uri=f"models:/{name}@{alias}",
+                triages=False,  # shadow scores decide nothing; the promotion gate checks
             )
             self._challengers[name] = manager
         now = time.monotonic()

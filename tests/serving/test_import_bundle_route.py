@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from service_utils.dicom import ct_series, dx_instance, to_bytes
-from service_utils.server import stow, study_id_for
+from service_utils.server import stow, study_id_for, wait_until
 
 MODELS_TESTS = Path(__file__).resolve().parents[1] / "models"
 if str(MODELS_TESTS) not in sys.path:
@@ -55,13 +55,32 @@ def test_the_imported_zoo_model_scores_ct_and_the_2d_model_the_radiograph(
     with sqlite_service_factory(
         models=json.dumps(routes), mlflow_tracking_uri=tracking_uri
     ) as service:
-        ready = service.client("A").get("/readyz").json()["checks"]["model"]["routes"]
-        assert (ready["ldct"]["model"], ready["ldct"]["version"]) == (IMPORTED, "1")
+        # imported, its thresholds are placeholders: not served; the CT waits, says /readyz
+        refused = service.client("A").get("/readyz")
+        assert refused.status_code == 503
+        error = refused.json()["checks"]["model"]["error"]
+        assert f"model {IMPORTED} version 1" in error, error
+        assert "placeholder triage thresholds" in error and "oncotriage calibrate" in error
         for datasets in ([radiograph], volume):
             stow(service, "A", [to_bytes(ds) for ds in datasets]).raise_for_status()
+        dx_id = study_id_for(service, "A", radiograph.StudyInstanceUID)
+        ct_id = study_id_for(service, "A", volume[0].StudyInstanceUID)
+        assert service.wait_for_study(dx_id, "A")["status"] == "triaged"
+        with service.client("A") as client:
+            waiting = client.get(f"/v1/studies/{ct_id}").json()
+        assert waiting["status"] not in ("triaged", "failed") and waiting["priority"] is None
+        # what `oncotriage calibrate` records on the version; the service then serves it
+        registry.record_thresholds(
+            IMPORTED,
+            1,
+            {"operating": 0.5, "urgent": 0.9, "calibrated": True},
+            tracking_uri=tracking_uri,
+        )
+        wait_until(lambda: service.client("A").get("/readyz").status_code == 200, 60)
+        ready = service.client("A").get("/readyz").json()["checks"]["model"]["routes"]
+        assert (ready["ldct"]["model"], ready["ldct"]["version"]) == (IMPORTED, "1")
         results = {}
-        for kind, ds in (("dx", radiograph), ("ct", volume[0])):
-            study_id = study_id_for(service, "A", ds.StudyInstanceUID)
+        for kind, study_id in (("dx", dx_id), ("ct", ct_id)):
             study = service.wait_for_study(study_id, "A", timeout_s=120)
             assert study["status"] == "triaged", study
             assert study["priority"] != "needs_manual_review", study

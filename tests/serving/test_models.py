@@ -88,3 +88,32 @@ def test_promotion_swaps_the_model_and_results_keep_their_version(
     assert (unchanged["model_version"], unchanged["priority"]) == ("1", "suspicious")
     # the same network scored both: only the version's thresholds differ
     assert 0 < after["suspicion_score"] < 1
+
+
+def test_a_model_with_placeholder_thresholds_is_not_served_unless_allowed(
+    tmp_path: Path, make_bundle
+) -> None:
+    """An uncalibrated version (an imported zoo bundle before `calibrate`) would call a study
+    routine below a threshold nobody chose: the service does not load it, and says why."""
+    import json
+
+    bundle = make_bundle(operating=0.5, urgent=0.9)
+    spec = json.loads((bundle / "model_spec.json").read_text())
+    spec["thresholds"]["calibrated"] = False
+    (bundle / "model_spec.json").write_text(json.dumps(spec))
+    settings = Settings(data_dir=tmp_path / "var", model_uri=str(bundle), register_demo_model=False)
+    assert settings.allow_uncalibrated_models is False  # the default
+    manager = ModelManager(settings)
+    with pytest.raises(ModelUnavailableError, match="placeholder triage thresholds") as refused:
+        manager.current()
+    message = str(refused.value)
+    assert "operating 0.5, urgent 0.9" in message and "oncotriage calibrate" in message
+    assert manager.last_error == message and manager.loaded is None
+    # allowed explicitly; or as a shadow model, whose scores set no priority
+    allowed = settings.model_copy(update={"allow_uncalibrated_models": True})
+    assert ModelManager(allowed).current().spec.thresholds.operating == 0.5
+    assert ModelManager(settings, triages=False).current().spec.thresholds.calibrated is False
+    # calibrated: served by default
+    spec["thresholds"]["calibrated"] = True
+    (bundle / "model_spec.json").write_text(json.dumps(spec))
+    assert ModelManager(settings).current().spec.thresholds.urgent == 0.9

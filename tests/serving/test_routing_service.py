@@ -162,3 +162,46 @@ def test_a_thinner_series_sent_later_replaces_the_first_result(
             (lung[0].SeriesInstanceUID, "done"),
         ]
         assert jobs[0][2] == "not scored: series of job 2 chosen instead"
+
+
+def test_a_route_whose_model_is_down_holds_back_only_what_may_be_its_own(
+    tmp_path, make_bundle, base_bundle_3d
+) -> None:
+    """One route's model cannot be loaded (here: placeholder thresholds): a radiograph that a
+    loaded route *before* it takes is scored; a CT, which may be the missing route's, waits
+    (ModelUnavailableError: requeued, attempts untouched); with the order swapped, the
+    radiograph waits too, since the first route might have taken it."""
+    import pytest
+
+    from oncotriage.datasets.reader import read_image
+    from oncotriage.serving.inference import ModelManager, ModelUnavailableError
+    from oncotriage.serving.modelset import ModelSet
+    from oncotriage.serving.settings import Settings
+
+    cxr = make_bundle(name="oncotriage-cxr-test", version="4")
+    ldct = make_bundle(base=base_bundle_3d, name="oncotriage-ct-test", version="7")
+    spec = json.loads((ldct / "model_spec.json").read_text())
+    spec["thresholds"]["calibrated"] = False
+    (ldct / "model_spec.json").write_text(json.dumps(spec))
+    settings = Settings(data_dir=tmp_path / "var", register_demo_model=False)
+    radiograph = dx_instance(64)
+    (tmp_path / "dx.dcm").write_bytes(to_bytes(radiograph))
+    (tmp_path / "ct").mkdir()
+    for index, ds in enumerate(ct_series(65, slices=16)):
+        (tmp_path / "ct" / f"{index:02d}.dcm").write_bytes(to_bytes(ds))
+    dx_image = read_image([tmp_path / "dx.dcm"])
+    ct_image = read_image(sorted((tmp_path / "ct").glob("*.dcm")))
+
+    def model_set(order: list[str]) -> ModelSet:
+        uris = {"cxr": str(cxr), "ldct": str(ldct)}
+        return ModelSet({name: ModelManager(settings, uri=uris[name]) for name in order})
+
+    models = model_set(["cxr", "ldct"])
+    assert models.any_loaded()
+    assert models.for_image(dx_image, radiograph).name == "oncotriage-cxr-test"
+    with pytest.raises(ModelUnavailableError, match="placeholder triage thresholds"):
+        models.for_image(ct_image)
+    swapped = model_set(["ldct", "cxr"])
+    assert swapped.any_loaded()  # the radiograph model loads: the workers keep claiming
+    with pytest.raises(ModelUnavailableError, match="oncotriage-ct-test version 7"):
+        swapped.for_image(dx_image, radiograph)

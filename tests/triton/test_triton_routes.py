@@ -32,7 +32,9 @@ def _renamed(base: Path, out: Path, name: str) -> Path:
             "name": name,
             "version": "1",
             "postprocess": spec.postprocess.model_copy(update={"score_thresh": 0.0}),
-            "thresholds": spec.thresholds.model_copy(update={"operating": 0.0, "urgent": 1.0}),
+            "thresholds": spec.thresholds.model_copy(
+                update={"operating": 0.0, "urgent": 1.0, "calibrated": True}  # chosen here
+            ),
         }
     ).save(out)
     return out

@@ -38,7 +38,9 @@ def flagging_bundle(base: Path, out: Path) -> Path:
             "postprocess": spec.postprocess.model_copy(
                 update={"score_thresh": 0.0, "detections_per_img": 3}
             ),
-            "thresholds": spec.thresholds.model_copy(update={"operating": 0.0, "urgent": 1.0}),
+            "thresholds": spec.thresholds.model_copy(
+                update={"operating": 0.0, "urgent": 1.0, "calibrated": True}  # chosen here
+            ),
         }
     )
     spec.save(out)

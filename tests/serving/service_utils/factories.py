@@ -21,13 +21,16 @@ def derive_bundle(
     detections_per_img: int = 3,
     **spec_updates: Any,
 ) -> Path:
-    """A copy of ``base`` with the given triage thresholds (and score threshold 0)."""
+    """A copy of ``base`` with the given triage thresholds (and score threshold 0), marked
+    calibrated: the test chose them (the service serves no version with placeholders)."""
     shutil.copytree(base, out)
     spec = ModelSpec.load(out)
     postprocess = spec.postprocess.model_copy(
         update={"score_thresh": 0.0, "detections_per_img": detections_per_img}
     )
-    thresholds = spec.thresholds.model_copy(update={"operating": operating, "urgent": urgent})
+    thresholds = spec.thresholds.model_copy(
+        update={"operating": operating, "urgent": urgent, "calibrated": True}
+    )
     spec = spec.model_copy(
         update={
             "name": name,
