@@ -89,6 +89,7 @@ class FindingResult:
     sop_instance_uid: str | None
     label: int
     score: float
+    calibrated_score: float
     box_mode: str
     box_index: list[float]
     box_world: list[float]
@@ -171,6 +172,9 @@ def study_result(session: Session, study: Study) -> StudyResult:
             sop_instance_uid=sop_uid,
             label=finding.label,
             score=finding.score,
+            calibrated_score=(
+                finding.calibrated_score if finding.calibrated_score is not None else finding.score
+            ),
             box_mode=_box_mode(finding.box_index),
             box_index=list(finding.box_index),
             box_world=list(finding.box_world),

@@ -726,6 +726,9 @@ class Worker:
                             "instance_id": job_input.instance_id,
                             "label": int(finding.label),
                             "score": float(finding.score),
+                            "calibrated_score": model.spec.thresholds.study_score(
+                                float(finding.score)
+                            ),
                             "box_index": [float(v) for v in finding.box_index],
                             "box_world": [float(v) for v in finding.box_world],
                             "model_name": model.name,

@@ -106,7 +106,13 @@ class FindingPublic(BaseModel):
     series_instance_uid: str
     sop_instance_uid: str | None
     label: int
-    score: float
+    score: float = Field(description="The detector's confidence for this box (0..1).")
+    calibrated_score: float = Field(
+        description="score through the model version's score calibration: the scale of the "
+        "study's suspicion_score and of the operating and urgent thresholds, the number the "
+        "case view shows on each box (equal to score for a model without score calibration "
+        "and for results recorded before it was kept)."
+    )
     box_mode: str
     box_index: list[float]
     box_world: list[float]

@@ -262,6 +262,12 @@ class Finding(Base):
     )
     label: Mapped[int] = mapped_column(default=0)
     score: Mapped[float] = mapped_column(sa.Float)
+    calibrated_score: Mapped[float | None] = mapped_column(
+        sa.Float,
+        nullable=True,
+        doc="``score`` through the model version's score calibration: the scale of the "
+        "study's suspicion score and the thresholds (NULL before migration 0011).",
+    )
     box_index: Mapped[list[float]] = mapped_column(JSONType)
     box_world: Mapped[list[float]] = mapped_column(JSONType)
     model_name: Mapped[str] = mapped_column(sa.String(200))

@@ -17,9 +17,13 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
+
+from oncotriage.models.spec import ModelSpec
 
 from .conftest import _free_port, save_screenshot
 
+REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "from oncotriage.cli import main; main()"]
 FLAGGED = ("suspicious", "urgent")
 
@@ -165,4 +169,18 @@ def test_first_look_flags_both_examples_and_the_ct_box_is_on_the_nodule(
         shown_cxr = [finding for finding in cxr["findings"] if finding["reportable"]]
         assert 1 <= len(shown_cxr) < 20 and cxr_top["reportable"], len(shown_cxr)
         assert page.locator("#findings-list li").count() == len(shown_cxr)
+        # each box shows its score on the study score's scale (the model's Platt map): the
+        # top box's is the study's suspicion score, not the detector's saturated raw score
+        thresholds = ModelSpec.load(REPO / "models" / "demo").thresholds
+        for finding in cxr["findings"]:
+            calibrated = thresholds.study_score(finding["score"])
+            assert finding["calibrated_score"] == pytest.approx(calibrated, abs=1e-9), finding
+            assert finding["reportable"] == (calibrated >= thresholds.operating), finding
+        assert cxr_top["calibrated_score"] == pytest.approx(cxr["suspicion_score"], abs=1e-9)
+        assert cxr_top["calibrated_score"] < cxr_top["score"]
+        texts = page.locator("#findings-list li .what").all_inner_texts()
+        expected = sorted((f["calibrated_score"] for f in shown_cxr), reverse=True)
+        assert [text.split(" · ")[0] for text in texts] == [
+            f"Score {value:.2f}" for value in expected
+        ], texts
         save_screenshot(page, "first-look-cxr-case.png", tmp_path)

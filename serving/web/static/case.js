@@ -93,7 +93,9 @@ function normaliseFinding(raw, index) {
     seriesUid: raw.series_instance_uid,
     sopUid: raw.sop_instance_uid ?? null,
     label: raw.label ?? 0,
-    score: raw.score,
+    // the study score's scale (the model's score calibration), as the worklist and the
+    // thresholds use; the detector's raw score only for results from before it was kept
+    score: raw.calibrated_score ?? raw.score,
     box: (raw.box_index || []).map(Number),
     boxWorld: (raw.box_world || []).map(Number),
     approximateMm: Boolean(raw.approximate_mm),
