@@ -62,14 +62,18 @@ def synth_command(
     ] = None,
     nodule_contrast: Annotated[
         float,
-        typer.Option(help="Shift (version 2 cxr): factor on every nodule's attenuation, e.g. 0.6."),
+        typer.Option(
+            help="Shift (version 2): factor on every nodule's attenuation (cxr) or its "
+            "contrast over the lung (ldct), after the visibility floor, e.g. 0.6."
+        ),
     ] = 1.0,
     noise_scale: Annotated[
-        float, typer.Option(help="Shift (version 2 cxr): factor on the quantum noise, e.g. 1.5.")
+        float,
+        typer.Option(help="Shift (version 2): factor on the quantum or scanner noise, e.g. 1.5."),
     ] = 1.0,
     diameter_mm: Annotated[
         tuple[float, float],
-        typer.Option(help="Shift (version 2 cxr): nodule diameter range in mm, e.g. 4 8."),
+        typer.Option(help="Shift (version 2): nodule diameter range in mm, e.g. 4 8."),
     ] = (4.0, 30.0),
 ) -> None:
     """Write synthetic screening studies as DICOM plus a MONAI detection datalist."""

@@ -78,10 +78,9 @@ def case_entropy(kind: str, seed: int, case_index: int) -> tuple[int, int, int]:
 def _check_version(kind: str, generator_version: int, shift: CxrShift = NO_SHIFT) -> None:
     if generator_version not in GENERATOR_VERSIONS:
         raise ValueError(f"generator version must be one of {GENERATOR_VERSIONS}")
-    if not shift.is_identity and (generator_version != 2 or kind != "cxr"):
+    if not shift.is_identity and generator_version != 2:
         raise ValueError(
-            "shifts (nodule contrast, noise scale, diameters) need --generator-version 2 --kind cxr"
-            + ("; version 2 CT has none" if kind == "ldct" else "")
+            "shifts (nodule contrast, noise scale, diameters) need --generator-version 2"
         )
 
 
@@ -105,12 +104,14 @@ def render_case(
         include_nodules: ``False`` renders the identical case without its nodules.
         generator_version: 1 (default) or 2 (see :mod:`oncotriage.datasets.synth_cxr_v2` and
             :mod:`oncotriage.datasets.synth_ldct_v2`).
-        shift: version 2 radiographs only: fainter or smaller nodules, more noise (default: none).
+        shift: version 2 only: fainter or smaller nodules, more noise (default: none).
     """
     _check_version(kind, generator_version, shift)
     entropy = case_entropy(kind, seed, case_index)
     if generator_version == 2 and kind == "ldct":
-        return render_ldct_case_v2(entropy, positive=positive, include_nodules=include_nodules)
+        return render_ldct_case_v2(
+            entropy, positive=positive, include_nodules=include_nodules, shift=shift
+        )
     if generator_version == 2:
         return render_cxr_case_v2(
             entropy, positive=positive, include_nodules=include_nodules, shift=shift
@@ -321,7 +322,7 @@ def run_synth(
         out: output folder (created).
         negative_fraction: share of studies without nodules (rounded to whole studies).
         generator_version: 1 (default) or 2.
-        shift: version 2 radiographs only: a distribution shift (see
+        shift: version 2 only: a distribution shift (see
             :class:`~oncotriage.datasets.synth_cxr_v2.CxrShift`); recorded in the datalist.
         only_splits: write only the cases of these splits (e.g. ``["test"]`` for the
             held-out split alone); the cases, their splits and UIDs are those of the full set.

@@ -40,8 +40,8 @@ from pydicom.dataset import FileDataset
 
 from oncotriage.datasets.dicom_writer import StudyIdentity, build_ct_slice_dataset
 from oncotriage.datasets.pixels import CT_PADDING_HU
+from oncotriage.datasets.synth_cxr_v2 import NO_SHIFT, CxrShift
 from oncotriage.datasets.synth_ldct import (
-    MAX_DIAMETER_MM,
     MIN_DIAMETER_MM,
     CtCase,
     CtGrid,
@@ -195,15 +195,19 @@ def _place_nodules(
     lungs: np.ndarray,
     blur: ScannerBlur,
     floor_hu: float,
+    shift: CxrShift = NO_SHIFT,
 ) -> tuple[list[_Insert], tuple[CtNoduleV2, ...]]:
-    """1-3 nodules in the lungs, each made denser if its blurred peak stays below ``floor_hu``."""
+    """1-3 nodules in the lungs, each made denser if its blurred peak stays below ``floor_hu``.
+    ``shift`` then scales the contrast (after that floor) and narrows the diameters (the same
+    draws, other values; a smaller nodule may land elsewhere in the lungs)."""
+    low, high = np.log(shift.diameter_mm[0]), np.log(shift.diameter_mm[1])
     spacing = np.array(grid.spacing_zyx)
     edge = max(grid.spacing_zyx[1], 0.5 * grid.spacing_zyx[0])
     lung_voxels = np.flatnonzero(lungs)
     inserts: list[_Insert] = []
     nodules: list[CtNoduleV2] = []
     for _ in range(int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))):
-        diameter = float(np.exp(rng.uniform(np.log(MIN_DIAMETER_MM), np.log(MAX_DIAMETER_MM))))
+        diameter = float(np.exp(rng.uniform(low, high)))
         nodule_type = str(rng.choice(NODULE_TYPES, p=[0.5, 0.15, 0.2, 0.15]))
         margin = str(rng.choice(NODULE_MARGINS, p=[0.5, 0.25, 0.25]))
         while True:
@@ -225,16 +229,18 @@ def _place_nodules(
         added, hu = _nodule_hu(rng, nodule_type, background, occupancy, rel, edge / (diameter / 2))
         blurred = blur.apply_to_object(added)
         peak = float(blurred.max())
+        lung = (
+            float(np.median(background[occupancy >= 0.5])) if (occupancy >= 0.5).any() else -850.0
+        )
         if peak < floor_hu:
             # as dense as it must be to be seen: scale the contrast over what it replaced
             scale = floor_hu / max(peak, 1e-6)
             blurred *= np.float32(scale)
-            lung = (
-                float(np.median(background[occupancy >= 0.5]))
-                if (occupancy >= 0.5).any()
-                else -850.0
-            )
             hu = lung + scale * (hu - lung)
+            peak = float(blurred.max())
+        if shift.nodule_contrast != 1.0:  # a shifted set: fainter (or denser) than the floor
+            blurred *= np.float32(shift.nodule_contrast)
+            hu = lung + shift.nodule_contrast * (hu - lung)
             peak = float(blurred.max())
         inserts.append(_Insert(patch.region, blurred))
         nodules.append(
@@ -350,7 +356,11 @@ def _place_distractors(
 
 
 def render_ldct_case_v2(
-    entropy: Sequence[int], *, positive: bool, include_nodules: bool = True
+    entropy: Sequence[int],
+    *,
+    positive: bool,
+    include_nodules: bool = True,
+    shift: CxrShift = NO_SHIFT,
 ) -> CtCaseV2:
     """Render one version-2 synthetic low-dose chest CT series (deterministic by ``entropy``).
 
@@ -359,6 +369,9 @@ def render_ldct_case_v2(
         positive: draw 1-3 nodules (otherwise none).
         include_nodules: ``False`` renders the same case without its nodules (the same
             distractors, noise and everything else).
+        shift: a harder (or easier) set of the same patients: nodule contrast over the lung
+            scaled after the visibility floor, scanner noise scaled, diameters narrowed. The
+            acquisition, anatomy, distractors and noise pattern stay the same.
     """
     acq_rng, nodule_rng, distractor_rng, noise_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence([*entropy, 2]).spawn(4)
@@ -377,7 +390,7 @@ def render_ldct_case_v2(
     drawn: tuple[CtNoduleV2, ...] = ()
     if positive:
         nodule_inserts, drawn = _place_nodules(
-            nodule_rng, grid, anatomy, lungs, blur, VISIBILITY_FLOOR * acq.noise_sd
+            nodule_rng, grid, anatomy, lungs, blur, VISIBILITY_FLOOR * acq.noise_sd, shift
         )
     distractor_inserts, distractors = _place_distractors(
         distractor_rng, grid, lungs, tree, blur, [n.box_index for n in drawn]
@@ -386,7 +399,10 @@ def render_ldct_case_v2(
     nodules = drawn if include_nodules else ()
     for insert in (nodule_inserts if include_nodules else []) + distractor_inserts:
         hu[insert.region] += insert.added
-    hu += scanner_noise(noise_rng, acq)
+    noise = scanner_noise(noise_rng, acq)
+    if shift.noise_scale != 1.0:
+        noise *= np.float32(shift.noise_scale)
+    hu += noise
     profile = acq.profile
     return CtCaseV2(
         stored=quantise(hu, acq),
@@ -400,7 +416,7 @@ def render_ldct_case_v2(
         nodules=nodules,
         rescale_slope=profile.rescale_slope,
         distractors=distractors,
-        noise_sd_hu=acq.noise_sd,
+        noise_sd_hu=acq.noise_sd * shift.noise_scale,
         padding_value=profile.padding,
         first_instance=profile.first_instance,
         header=acq.header(),

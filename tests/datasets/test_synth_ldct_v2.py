@@ -266,16 +266,72 @@ def test_version_1_ct_is_unchanged() -> None:
         assert hashlib.sha256(case.stored.tobytes()).hexdigest() == digest  # type: ignore[union-attr]
 
 
-def test_cli_writes_version_2_ct_and_refuses_ct_shifts(tmp_path: Path) -> None:
+def test_cli_writes_version_2_ct_and_its_shifts(tmp_path: Path) -> None:
     from oncotriage.cli import app
 
     base = ["datasets", "synth", "--kind", "ldct", "--n", "1", "--generator-version", "2"]
     result = CliRunner().invoke(app, [*base, "--seed", str(SEED), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "datalist.json").read_text())
-    assert data["generator_version"] == 2
+    assert data["generator_version"] == 2 and "shift" not in data
     assert data["training"][0]["generator"]["vendor"] in VENDOR_PROFILES
     assert len(list((tmp_path / "ldct_0000").glob("slice_*.dcm"))) >= 40
-    shifted = CliRunner().invoke(app, [*base, "--nodule-contrast", "0.6", "--out", str(tmp_path)])
-    assert shifted.exit_code == 2
-    assert "--kind cxr" in shifted.output and "version 2 CT has none" in shifted.output
+    harder = tmp_path / "harder"
+    options = ["--seed", str(SEED), "--nodule-contrast", "0.6", "--out", str(harder)]
+    shifted = CliRunner().invoke(app, [*base, *options])
+    assert shifted.exit_code == 0, shifted.output
+    shift = json.loads((harder / "datalist.json").read_text())["shift"]
+    assert shift == {"nodule_contrast": 0.6, "noise_scale": 1.0, "diameter_mm": [4.0, 30.0]}
+    version_1 = ["datasets", "synth", "--kind", "ldct", "--n", "1", "--noise-scale", "1.5"]
+    refused = CliRunner().invoke(app, [*version_1, "--out", str(tmp_path / "v1")])
+    assert refused.exit_code == 2 and "--generator-version 2" in refused.output
+
+
+def _shifted(index: int, shift: object, include_nodules: bool = True) -> CtCaseV2:
+    case = render_case(
+        "ldct",
+        SEED,
+        index,
+        positive=True,
+        include_nodules=include_nodules,
+        generator_version=2,
+        shift=shift,  # type: ignore[arg-type]
+    )
+    assert isinstance(case, CtCaseV2)
+    return case
+
+
+def test_a_shift_changes_only_the_nodules_or_the_noise() -> None:
+    """The harder CT sets a retrained 3D model needs: the same patients, acquisitions,
+    look-alikes and noise pattern; nodule contrast over the lung x 0.6 (after the visibility
+    floor), noise x 1.5, or 4-8 mm nodules."""
+    from oncotriage.datasets.synth_cxr_v2 import CxrShift
+
+    index = 1
+    plain, plain_empty = _render(index), _render(index, include_nodules=False)
+    assert plain.nodules
+    fainter = _shifted(index, CxrShift(nodule_contrast=0.6))
+    # the same series without its nodules, voxel for voxel; the nodules at the same places
+    fainter_empty = _shifted(index, CxrShift(nodule_contrast=0.6), include_nodules=False)
+    assert np.array_equal(fainter_empty.stored, plain_empty.stored)
+    assert [n.box_index for n in fainter.nodules] == [n.box_index for n in plain.nodules]
+    assert [n.nodule_type for n in fainter.nodules] == [n.nodule_type for n in plain.nodules]
+    for old, new in zip(plain.nodules, fainter.nodules, strict=True):
+        assert new.peak_hu == pytest.approx(0.6 * old.peak_hu, rel=0.01, abs=0.2)
+    slope = plain.rescale_slope
+    added_plain = (plain.stored.astype(float) - plain_empty.stored) * slope
+    added_fainter = (fainter.stored.astype(float) - plain_empty.stored) * slope
+    inside = _inside(plain.nodules[0].box_index, plain.stored.shape)
+    assert added_fainter[inside].sum() == pytest.approx(0.6 * added_plain[inside].sum(), rel=0.02)
+
+    noisier = _shifted(index, CxrShift(noise_scale=1.5), include_nodules=False)
+    assert noisier.noise_sd_hu == pytest.approx(1.5 * plain.noise_sd_hu)
+    extra = (noisier.stored.astype(float) - plain_empty.stored) * slope
+    body = plain_empty.stored != plain_empty.stored.min()  # not the padding around the body
+    # what the shift adds is 0.5 x the drawn noise: its SD about half the series' noise SD
+    assert 0.35 * plain.noise_sd_hu < extra[body].std() < 0.65 * plain.noise_sd_hu
+
+    small = [_shifted(i, CxrShift(diameter_mm=(4.0, 8.0))) for i in CASES]
+    diameters = [n.diameter_mm for case in small for n in case.nodules]
+    assert diameters and all(4.0 <= d <= 8.0 for d in diameters), diameters
+    assert [c.noise_sd_hu for c in small] == [_render(i).noise_sd_hu for i in CASES]

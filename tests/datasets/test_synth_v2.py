@@ -100,15 +100,15 @@ def test_written_set_passes_the_iod_check_and_inspect(tmp_path: Path) -> None:
     assert run_inspect([tmp_path]) == 0
 
 
-def test_version_1_is_unchanged_and_shifts_are_radiographs_only(tmp_path: Path) -> None:
+def test_version_1_is_unchanged_and_has_no_shifts(tmp_path: Path) -> None:
     from oncotriage.datasets.synth_cxr_v2 import CxrShift
 
     v1 = render_case("cxr", SEED, 0, positive=True)
     assert not isinstance(v1, CxrCaseV2)
     again = render_case("cxr", SEED, 0, positive=True, generator_version=1)
     assert np.array_equal(v1.pixels, again.pixels)
-    # version 2 CT exists (tests/datasets/test_synth_ldct_v2.py), without shifts
-    with pytest.raises(ValueError, match="--kind cxr; version 2 CT has none"):
-        run_synth("ldct", 1, 0, tmp_path, generator_version=2, shift=CxrShift(noise_scale=1.5))
+    # shifts are version 2's (CT too: tests/datasets/test_synth_ldct_v2.py)
+    with pytest.raises(ValueError, match="need --generator-version 2"):
+        run_synth("cxr", 1, 0, tmp_path, generator_version=1, shift=CxrShift(noise_scale=1.5))
     with pytest.raises(ValueError, match="generator version"):
         render_case("cxr", 0, 0, positive=True, generator_version=3)
