@@ -328,9 +328,9 @@ def service_env(
         "ONCOTRIAGE_SERIES_SETTLE_S": str(args.settle),
         "ONCOTRIAGE_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "ONCOTRIAGE_LOG_JSON": "true",  # as in production: one JSON line per request
-        # the `light` setup's random weights have placeholder thresholds; speed is measured
-        "ONCOTRIAGE_ALLOW_UNCALIBRATED_MODELS": "true",
     }
+    if setup.model == "light":  # random weights, placeholder thresholds: speed is measured
+        env["ONCOTRIAGE_ALLOW_UNCALIBRATED_MODELS"] = "true"
     if setup.ort_threads is not None:
         env["ONCOTRIAGE_ORT_INTRA_OP_THREADS"] = str(setup.ort_threads)
     if setup.backend != "embedded":

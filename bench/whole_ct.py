@@ -155,24 +155,19 @@ def backends(bundle: Path, threads: int) -> list[tuple[str, Any]]:
     return runners
 
 
-def box_iou(a: Any, b: Any) -> float:
-    """IoU of two ``(x1, y1, z1, x2, y2, z2)`` boxes."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    inter = np.prod(np.clip(np.minimum(a[3:], b[3:]) - np.maximum(a[:3], b[:3]), 0, None))
-    union = np.prod(a[3:] - a[:3]) + np.prod(b[3:] - b[:3]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def agreement(one_pass: list[Any], windowed: list[Any]) -> tuple[float, float, float]:
     """For each of ``one_pass``'s findings, the best IoU (world boxes) with one of
     ``windowed``'s and the score difference to that one: ``(lowest IoU, highest IoU, largest
     score difference)``."""
-    ious, diffs = [], []
-    for finding in one_pass:
-        best = max(windowed, key=lambda other: box_iou(finding.box_world, other.box_world))
-        ious.append(box_iou(finding.box_world, best.box_world))
-        diffs.append(abs(finding.score - best.score))
-    return min(ious), max(ious), max(diffs)
+    from oncotriage.training.metrics import box_iou  # numpy only
+
+    iou = box_iou(
+        np.array([f.box_world for f in one_pass]), np.array([f.box_world for f in windowed])
+    )
+    best = iou.argmax(axis=1)
+    ious = iou[np.arange(len(one_pass)), best]
+    diffs = [abs(f.score - windowed[b].score) for f, b in zip(one_pass, best, strict=True)]
+    return float(ious.min()), float(ious.max()), float(max(diffs))
 
 
 def agreement_sentence(rows: list[Row]) -> str:

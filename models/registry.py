@@ -100,6 +100,10 @@ def default_artifact_location(tracking_uri: str, experiment: str) -> str | None:
     return (root / "mlartifacts" / safe).as_uri()
 
 
+#: SQLite stores this process has created or checked (under the lock of :func:`get_client`)
+_READY_SQLITE_STORES: set[str] = set()
+
+
 def get_client(tracking_uri: str | None = None) -> MlflowClient:
     """An ``MlflowClient`` whose tracking and registry stores are ``tracking_uri``."""
     try:
@@ -131,9 +135,6 @@ def get_client(tracking_uri: str | None = None) -> MlflowClient:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _READY_SQLITE_STORES.add(uri)
     return client
-
-
-_READY_SQLITE_STORES: set[str] = set()
 
 
 def get_or_create_experiment(name: str, tracking_uri: str | None = None) -> str:

@@ -127,14 +127,6 @@ class ModelSet:
 
     # -- routing ----------------------------------------------------------------------------
 
-    def loaded_models(self) -> dict[str, LoadedModel]:
-        """Route -> its loaded model (loading each on first use).
-
-        Raises:
-            ModelUnavailableError: when a route's model cannot be loaded.
-        """
-        return {name: manager.current() for name, manager in self.managers.items()}
-
     def for_image(self, image: ImageVolume, header: Any | None = None) -> LoadedModel:
         """The model of the first route whose intended use fits the series: the one rule,
         :func:`oncotriage.serving.routing.route_series`, on the decoded image and

@@ -716,6 +716,8 @@ class Worker:
                     execution_options={"synchronize_session": False},
                 )
             elif detected:
+                thresholds = model.spec.thresholds
+                calibrated = [thresholds.study_score(float(f.score)) for f in detected]
                 session.execute(
                     sa.insert(Finding),
                     [
@@ -726,22 +728,17 @@ class Worker:
                             "instance_id": job_input.instance_id,
                             "label": int(finding.label),
                             "score": float(finding.score),
-                            "calibrated_score": model.spec.thresholds.study_score(
-                                float(finding.score)
-                            ),
+                            "calibrated_score": score_on_scale,
                             "box_index": [float(v) for v in finding.box_index],
                             "box_world": [float(v) for v in finding.box_world],
                             "model_name": model.name,
                             "model_version": model.version,
                             # at or above the operating threshold (on the calibrated scale
                             # the thresholds are set on): only these go in the DICOM SR
-                            "reportable": bool(
-                                model.spec.thresholds.study_score(float(finding.score))
-                                >= model.spec.thresholds.operating
-                            ),
+                            "reportable": bool(score_on_scale >= thresholds.operating),
                             "created_at": now,
                         }
-                        for finding in detected
+                        for finding, score_on_scale in zip(detected, calibrated, strict=True)
                     ],
                 )
             if passed_over:

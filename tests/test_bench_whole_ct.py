@@ -79,4 +79,5 @@ def test_agreement_pairs_each_finding_with_its_best_overlap(bench: ModuleType) -
     assert high == pytest.approx(1.0)
     assert low == pytest.approx(1000 / 1500)
     assert diff == pytest.approx(0.1)
-    assert bench.box_iou((0, 0, 0, 1, 1, 1), (2, 2, 2, 3, 3, 3)) == 0.0
+    apart = [finding(0.5, (2, 2, 2, 3, 3, 3))]
+    assert bench.agreement([finding(0.5, (0, 0, 0, 1, 1, 1))], apart)[0] == 0.0

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from oncotriage.datasets import synth_ldct_v2
 from oncotriage.datasets.synth import render_case, run_synth
+from oncotriage.datasets.synth_cxr_v2 import NO_SHIFT, CxrShift
 from oncotriage.datasets.synth_ldct_acquisition import (
     KERNEL_CLASSES,
     VENDOR_PROFILES,
@@ -39,9 +40,15 @@ CASES = range(8)
 
 
 @functools.cache
-def _render(index: int, include_nodules: bool = True) -> CtCaseV2:
+def _render(index: int, include_nodules: bool = True, shift: CxrShift = NO_SHIFT) -> CtCaseV2:
     case = render_case(
-        "ldct", SEED, index, positive=True, include_nodules=include_nodules, generator_version=2
+        "ldct",
+        SEED,
+        index,
+        positive=True,
+        include_nodules=include_nodules,
+        generator_version=2,
+        shift=shift,
     )
     assert isinstance(case, CtCaseV2)
     return case
@@ -287,32 +294,16 @@ def test_cli_writes_version_2_ct_and_its_shifts(tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "--generator-version 2" in refused.output
 
 
-def _shifted(index: int, shift: object, include_nodules: bool = True) -> CtCaseV2:
-    case = render_case(
-        "ldct",
-        SEED,
-        index,
-        positive=True,
-        include_nodules=include_nodules,
-        generator_version=2,
-        shift=shift,  # type: ignore[arg-type]
-    )
-    assert isinstance(case, CtCaseV2)
-    return case
-
-
 def test_a_shift_changes_only_the_nodules_or_the_noise() -> None:
     """The harder CT sets a retrained 3D model needs: the same patients, acquisitions,
     look-alikes and noise pattern; nodule contrast over the lung x 0.6 (after the visibility
     floor), noise x 1.5, or 4-8 mm nodules."""
-    from oncotriage.datasets.synth_cxr_v2 import CxrShift
-
     index = 1
     plain, plain_empty = _render(index), _render(index, include_nodules=False)
     assert plain.nodules
-    fainter = _shifted(index, CxrShift(nodule_contrast=0.6))
+    fainter = _render(index, True, CxrShift(nodule_contrast=0.6))
     # the same series without its nodules, voxel for voxel; the nodules at the same places
-    fainter_empty = _shifted(index, CxrShift(nodule_contrast=0.6), include_nodules=False)
+    fainter_empty = _render(index, False, CxrShift(nodule_contrast=0.6))
     assert np.array_equal(fainter_empty.stored, plain_empty.stored)
     assert [n.box_index for n in fainter.nodules] == [n.box_index for n in plain.nodules]
     assert [n.nodule_type for n in fainter.nodules] == [n.nodule_type for n in plain.nodules]
@@ -324,14 +315,14 @@ def test_a_shift_changes_only_the_nodules_or_the_noise() -> None:
     inside = _inside(plain.nodules[0].box_index, plain.stored.shape)
     assert added_fainter[inside].sum() == pytest.approx(0.6 * added_plain[inside].sum(), rel=0.02)
 
-    noisier = _shifted(index, CxrShift(noise_scale=1.5), include_nodules=False)
+    noisier = _render(index, False, CxrShift(noise_scale=1.5))
     assert noisier.noise_sd_hu == pytest.approx(1.5 * plain.noise_sd_hu)
     extra = (noisier.stored.astype(float) - plain_empty.stored) * slope
     body = plain_empty.stored != plain_empty.stored.min()  # not the padding around the body
     # what the shift adds is 0.5 x the drawn noise: its SD about half the series' noise SD
     assert 0.35 * plain.noise_sd_hu < extra[body].std() < 0.65 * plain.noise_sd_hu
 
-    small = [_shifted(i, CxrShift(diameter_mm=(4.0, 8.0))) for i in CASES]
+    small = [_render(i, True, CxrShift(diameter_mm=(4.0, 8.0))) for i in CASES]
     diameters = [n.diameter_mm for case in small for n in case.nodules]
     assert diameters and all(4.0 <= d <= 8.0 for d in diameters), diameters
     assert [c.noise_sd_hu for c in small] == [_render(i).noise_sd_hu for i in CASES]

@@ -95,12 +95,7 @@ def test_a_model_with_placeholder_thresholds_is_not_served_unless_allowed(
 ) -> None:
     """An uncalibrated version (an imported zoo bundle before `calibrate`) would call a study
     routine below a threshold nobody chose: the service does not load it, and says why."""
-    import json
-
-    bundle = make_bundle(operating=0.5, urgent=0.9)
-    spec = json.loads((bundle / "model_spec.json").read_text())
-    spec["thresholds"]["calibrated"] = False
-    (bundle / "model_spec.json").write_text(json.dumps(spec))
+    bundle = make_bundle(operating=0.5, urgent=0.9, calibrated=False)
     settings = Settings(data_dir=tmp_path / "var", model_uri=str(bundle), register_demo_model=False)
     assert settings.allow_uncalibrated_models is False  # the default
     manager = ModelManager(settings)
@@ -114,6 +109,5 @@ def test_a_model_with_placeholder_thresholds_is_not_served_unless_allowed(
     assert ModelManager(allowed).current().spec.thresholds.operating == 0.5
     assert ModelManager(settings, triages=False).current().spec.thresholds.calibrated is False
     # calibrated: served by default
-    spec["thresholds"]["calibrated"] = True
-    (bundle / "model_spec.json").write_text(json.dumps(spec))
-    assert ModelManager(settings).current().spec.thresholds.urgent == 0.9
+    calibrated = settings.model_copy(update={"model_uri": str(make_bundle(urgent=0.9))})
+    assert ModelManager(calibrated).current().spec.thresholds.urgent == 0.9

@@ -179,10 +179,9 @@ def test_a_route_whose_model_is_down_holds_back_only_what_may_be_its_own(
     from oncotriage.serving.settings import Settings
 
     cxr = make_bundle(name="oncotriage-cxr-test", version="4")
-    ldct = make_bundle(base=base_bundle_3d, name="oncotriage-ct-test", version="7")
-    spec = json.loads((ldct / "model_spec.json").read_text())
-    spec["thresholds"]["calibrated"] = False
-    (ldct / "model_spec.json").write_text(json.dumps(spec))
+    ldct = make_bundle(
+        base=base_bundle_3d, name="oncotriage-ct-test", version="7", calibrated=False
+    )
     settings = Settings(data_dir=tmp_path / "var", register_demo_model=False)
     radiograph = dx_instance(64)
     (tmp_path / "dx.dcm").write_bytes(to_bytes(radiograph))

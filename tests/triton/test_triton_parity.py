@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -138,7 +137,7 @@ def test_async_runner_equals_embedded(
 
     # its own thread and loop: the browser tests' sync Playwright leaves a loop running in
     # this one when they run first (pytest tests/web tests/triton)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1) as pool:
         answers = pool.submit(asyncio.run, run()).result()
     for x, outputs in zip(batches, answers, strict=True):
         assert max_abs_diff(outputs, embedded(x)) <= 1e-6

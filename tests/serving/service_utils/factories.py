@@ -19,17 +19,19 @@ def derive_bundle(
     name: str = "oncotriage-test",
     version: str = "1",
     detections_per_img: int = 3,
+    calibrated: bool = True,
     **spec_updates: Any,
 ) -> Path:
     """A copy of ``base`` with the given triage thresholds (and score threshold 0), marked
-    calibrated: the test chose them (the service serves no version with placeholders)."""
+    calibrated: the test chose them (the service serves no version with placeholders);
+    ``calibrated=False`` makes them placeholders, as an uncalibrated model's."""
     shutil.copytree(base, out)
     spec = ModelSpec.load(out)
     postprocess = spec.postprocess.model_copy(
         update={"score_thresh": 0.0, "detections_per_img": detections_per_img}
     )
     thresholds = spec.thresholds.model_copy(
-        update={"operating": operating, "urgent": urgent, "calibrated": True}
+        update={"operating": operating, "urgent": urgent, "calibrated": calibrated}
     )
     spec = spec.model_copy(
         update={
