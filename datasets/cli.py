@@ -100,6 +100,30 @@ def synth_command(
     typer.echo(f"datalist: {datalist}")
 
 
+@datasets_app.command("merge")
+def merge_command(
+    datalists: Annotated[
+        list[Path], typer.Argument(help="Detection datalists (JSON) to merge, two or more.")
+    ],
+    out: Annotated[Path, typer.Option(help="The merged datalist (JSON file; folder created).")],
+) -> None:
+    """Merge detection datalists into one, e.g. a generator's defaults plus a shifted set.
+
+    Images stay where they are (paths are rewritten relative to the merged file); each entry
+    keeps its split and records its source and shift. Datalists that describe boxes
+    differently, or that share a study, are refused (exit status 2).
+    """
+    from oncotriage.datasets.merge import SPLITS, merge_datalists
+
+    try:
+        merged = merge_datalists(datalists, out)
+    except ValueError as exc:
+        typer.secho(f"merge: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    counts = ", ".join(f"{len(merged[split])} {split}" for split in SPLITS)
+    typer.echo(f"datalist: {out} ({counts})")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``oncotriage datasets`` to the root app."""
     app.add_typer(datasets_app)

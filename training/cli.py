@@ -154,7 +154,8 @@ def evaluate_command(
         typer.Option(
             help="Break results at the operating threshold down by subgroup (repeatable): "
             "size, type, margin (per nodule); vendor, dose, view, portable, photometric, sex "
-            "(radiograph studies); vendor, ctdi, kernel, thickness (CT studies). Distractors, "
+            "(radiograph studies); vendor, ctdi, kernel, thickness (CT studies); shift (studies "
+            "of a merged datalist, by their source's generator shift). Distractors, "
             "when the datalist has them, come with any of them."
         ),
     ] = None,

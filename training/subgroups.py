@@ -11,7 +11,9 @@ says, per subgroup:
   nodule (IoU >= 0.1, the FROC's hit rule);
 - per-study keys (radiographs: ``vendor``, ``dose``, ``view``, ``portable``,
   ``photometric``, ``sex``; CT: ``vendor``, ``ctdi`` (CTDIvol band), ``kernel``
-  (reconstruction kernel class), ``thickness`` (slice thickness)): study sensitivity and
+  (reconstruction kernel class), ``thickness`` (slice thickness); any merged datalist:
+  ``shift``, the generator shift of the entry's source, ``datasets merge``): study
+  sensitivity and
   specificity at the operating threshold (a study is flagged when its calibrated suspicion
   score reaches it);
 - for distractors (:func:`distractor_rows`): the share of look-alikes, by kind, that a
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oncotriage.datasets.merge import shift_label
 from oncotriage.models.spec import Thresholds
 from oncotriage.training.metrics import ImageDetections, box_iou
 from oncotriage.training.operating_points import Proportion, wilson_interval
@@ -52,6 +55,7 @@ STUDY_KEYS = (
     "ctdi",
     "kernel",
     "thickness",
+    "shift",
 )
 #: per-study keys read from another field of the datalist's ``generator`` record
 _GENERATOR_FIELDS = {
@@ -126,6 +130,8 @@ def _lesion_value(key: str, meta: dict[str, Any], index: int) -> str:
 
 
 def _study_value(key: str, meta: dict[str, Any]) -> str:
+    if key == "shift":
+        return shift_label(meta.get("shift"))
     generator = meta.get("generator") or {}
     field = _GENERATOR_FIELDS.get(key, key)
     if field not in generator:
