@@ -123,14 +123,39 @@ def import_bundle_command(
         bool, typer.Option(help="Register the result with the bundle's name, version, licence.")
     ] = True,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    modality: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="DICOM modality it reads (repeatable; default: metadata.json's "
+            "network_data_format)."
+        ),
+    ] = None,
+    body_part: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Body Part Examined it reads, e.g. CHEST (repeatable; default: from "
+            "metadata.json's name, task and description)."
+        ),
+    ] = None,
 ) -> None:
-    """Import a MONAI Model Zoo detection bundle: build it with MONAI, export ONNX, register."""
+    """Import a MONAI Model Zoo detection bundle: build it with MONAI, export ONNX, register.
+
+    The service routes to it only the series it was made for: the modality and body part its
+    metadata.json names (--modality / --body-part when it names none)."""
     from oncotriage.models.import_bundle import BundleError, import_bundle, slug
 
     if out is None:
         out = Path("var") / "models" / (name or slug(path.name))
     try:
-        result = import_bundle(path, out, name=name, register=register, tracking_uri=tracking_uri)
+        result = import_bundle(
+            path,
+            out,
+            name=name,
+            register=register,
+            tracking_uri=tracking_uri,
+            modalities=modality,
+            body_parts=body_part,
+        )
     except (BundleError, FileNotFoundError) as exc:
         typer.secho(f"import-bundle failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
@@ -138,6 +163,7 @@ def import_bundle_command(
         f"bundle:  {result.bundle_name} v{result.bundle_version} (licence: {result.license})"
     )
     typer.echo(f"model:   {result.onnx_path}")
+    typer.echo(f"reads:   {result.reads}")
     for note in result.notes:
         typer.echo(f"note:    {note}")
     if result.registered_version is not None:

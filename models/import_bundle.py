@@ -46,6 +46,7 @@ class ImportedBundle:
         onnx_path: the exported ``model.onnx``.
         registered_version: registry version, when registered.
         notes: things the importer chose that a user should know.
+        reads: the series the service routes to it (``3D CT chest, at least 16 slices``).
     """
 
     name: str
@@ -55,6 +56,7 @@ class ImportedBundle:
     onnx_path: Path
     registered_version: int | None = None
     notes: list[str] = field(default_factory=list)
+    reads: str = ""
 
 
 def slug(text: str) -> str:
@@ -168,6 +170,76 @@ def _backbone(network: Any) -> dict[str, Any]:
     }
 
 
+#: Model Zoo ``network_data_format`` modality names that are not DICOM Modality values
+_MODALITY_NAMES = {
+    "MRI": ["MR"],
+    "X-RAY": ["DX", "CR"],
+    "XRAY": ["DX", "CR"],
+    "MAMMOGRAPHY": ["MG"],
+}
+#: words of a bundle's name, task and description that say which body part it reads, with the
+#: DICOM Body Part Examined value; the first that occurs wins
+_BODY_PART_WORDS = (
+    (("lung", "chest", "thora", "pulmonar"), "CHEST"),
+    (("breast", "mammo"), "BREAST"),
+    (("brain", "head"), "HEAD"),
+    (("liver", "pancrea", "spleen", "kidney", "abdom"), "ABDOMEN"),
+    (("prostate",), "PROSTATE"),
+)
+
+
+def intended_inputs_from_metadata(
+    metadata: dict[str, Any],
+    spatial_dims: int,
+    *,
+    modalities: list[str] | None = None,
+    body_parts: list[str] | None = None,
+) -> Any:
+    """The series the service may route to an imported bundle, from its ``metadata.json``.
+
+    The modality comes from ``network_data_format.inputs.image.modality`` (``CT``; ``MRI`` is
+    DICOM's ``MR``). The zoo's metadata has no body-part field, so the body part is read from
+    the words of its ``name``, ``task`` and ``description`` ("CT lung nodule detection":
+    CHEST). ``modalities`` / ``body_parts`` (the CLI's ``--modality`` / ``--body-part``)
+    override both. A bundle that says neither is refused rather than given a guess: the wrong
+    intended inputs would send series to a model that was not made for them.
+
+    Raises:
+        BundleError: the metadata says no modality or no body part and none was given.
+    """
+    from oncotriage.models.intended import IntendedInputs
+
+    default = IntendedInputs.default_for(spatial_dims)
+    if not modalities:
+        inputs: dict[str, Any] = (metadata.get("network_data_format") or {}).get("inputs") or {}
+        image: Any = inputs.get("image") or next(iter(inputs.values()), {}) or {}
+        named = str(image.get("modality") or "").strip().upper() if isinstance(image, dict) else ""
+        if not named:
+            raise BundleError(
+                "configs/metadata.json does not say which modality the bundle reads "
+                "(network_data_format.inputs.image.modality); give it with --modality, e.g. CT"
+            )
+        modalities = _MODALITY_NAMES.get(named, [named])
+    if not body_parts:
+        words = " ".join(
+            str(metadata.get(key) or "") for key in ("name", "task", "description")
+        ).lower()
+        body_parts = next(
+            ([part] for stems, part in _BODY_PART_WORDS if any(s in words for s in stems)), None
+        )
+        if body_parts is None:
+            raise BundleError(
+                "configs/metadata.json does not say which body part the bundle reads (its name, "
+                "task and description name none); give it with --body-part, e.g. CHEST"
+            )
+    return default.model_copy(
+        update={
+            "modalities": [m.strip().upper() for m in modalities],
+            "body_parts": [b.strip().upper() for b in body_parts],
+        }
+    )
+
+
 def _first(value: Any) -> float:
     """A float from a MONAI parameter that may be a per-axis sequence."""
     if isinstance(value, (list, tuple)):
@@ -175,12 +247,15 @@ def _first(value: Any) -> float:
     return float(value)
 
 
-def detector_config(parser: Any, name: str, description: str) -> tuple[Any, Any]:
+def detector_config(
+    parser: Any, name: str, description: str, metadata: dict[str, Any] | None = None, **reads: Any
+) -> tuple[Any, Any]:
     """The parsed MONAI network and an equivalent :class:`DetectorConfig` for the spec.
 
     Everything is read back from what MONAI's parser built: the RetinaNet (levels, anchors,
     size_divisible, input channels), the detector after ``detector_ops`` (box selector,
-    sliding window, box coder) and the ``anchor_generator`` section.
+    sliding window, box coder) and the ``anchor_generator`` section; the intended inputs
+    from ``metadata`` (:func:`intended_inputs_from_metadata`, with ``reads`` overriding).
     """
     from oncotriage.models.config import DetectorConfig
 
@@ -237,6 +312,9 @@ def detector_config(parser: Any, name: str, description: str) -> tuple[Any, Any]
             },
             "inference": {"sliding_window": window},
             "export": {"dynamic_spatial": spatial_dims == 3},
+            "intended_inputs": intended_inputs_from_metadata(
+                metadata or {}, spatial_dims, **reads
+            ).model_dump(),
         }
     )
     if cfg.num_anchors != int(network.num_anchors):
@@ -254,9 +332,12 @@ def import_bundle(
     name: str | None = None,
     register: bool = False,
     tracking_uri: str | None = None,
+    modalities: list[str] | None = None,
+    body_parts: list[str] | None = None,
 ) -> ImportedBundle:
     """Build a Model Zoo bundle's detector with MONAI, export it to ``out`` and optionally
-    register it.
+    register it. ``modalities`` / ``body_parts`` override what the bundle's metadata says it
+    reads (:func:`intended_inputs_from_metadata`).
 
     Raises:
         BundleError: if the folder is not a readable RetinaNet detection bundle.
@@ -279,7 +360,14 @@ def import_bundle(
         f"MONAI bundle '{bundle_name}' v{bundle_version} ({license_}; "
         f"{metadata.get('copyright', 'no copyright line')}): {metadata.get('description', '')}"
     ).strip()
-    network, cfg = detector_config(parser, registry_name, description)
+    network, cfg = detector_config(
+        parser,
+        registry_name,
+        description,
+        metadata,
+        modalities=modalities,
+        body_parts=body_parts,
+    )
     load_bundle_weights(network, weights)
     notes = []
     if (bundle / TORCHSCRIPT).is_file():
@@ -301,6 +389,7 @@ def import_bundle(
         license=license_,
         onnx_path=onnx_path,
         notes=notes,
+        reads=cfg.intended_inputs.describe(),
     )
     if register:
         from oncotriage.models import registry

@@ -71,8 +71,9 @@ def test_spec_carries_the_bundles_processing(imported) -> None:
     assert spec["sliding_window"]["roi_size"] == [512, 512, 192]
     assert spec["sliding_window"]["overlap"] == 0.25
     assert "example, not to be used for diagnostic purposes" in spec["intended_use"]
-    # which series the service routes to it: the 3D default, not read from metadata.json
-    # (its network_data_format says modality CT; it has no body-part field)
+    # which series the service routes to it, from metadata.json: network_data_format's
+    # modality CT, and "CT lung nodule detection" (the zoo has no body-part field): chest
+    assert result.reads == "3D CT chest, at least 16 slices"
     reads = spec["intended_inputs"]
     assert (reads["modalities"], reads["body_parts"], reads["spatial_dims"]) == (
         ["CT"],
@@ -117,6 +118,7 @@ def test_cli_imports_and_registers_with_the_bundles_name_version_and_licence(
     assert result.exit_code == 0, result.output
     assert "Lung nodule CT detection v0.6.8 (licence: Apache License Version 2.0" in result.output
     assert "registered lung-nodule-ct-detection version 1" in result.output
+    assert "reads:   3D CT chest, at least 16 slices" in result.output
     info = registry.get_version("lung-nodule-ct-detection", 1, tracking_uri=uri)
     assert info.tags["monai_bundle.version"] == "0.6.8"
     assert info.tags["monai_bundle.license"].startswith("Apache License")
@@ -135,3 +137,51 @@ def test_a_folder_without_weights_is_refused_with_a_reason(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["import-bundle", str(bundle), "--no-register"])
     assert result.exit_code == 2
     assert "models/model.pt not found" in result.output
+
+
+def _zoo_metadata() -> dict:
+    return json.loads((ZOO_FIXTURE / "configs" / "metadata.json").read_text())
+
+
+def test_intended_inputs_are_read_from_the_bundles_metadata() -> None:
+    from oncotriage.models.import_bundle import intended_inputs_from_metadata
+
+    zoo = intended_inputs_from_metadata(_zoo_metadata(), 3)
+    assert (zoo.modalities, zoo.body_parts, zoo.spatial_dims, zoo.min_slices) == (
+        ["CT"],
+        ["CHEST"],
+        3,
+        16,
+    )
+    brain = _zoo_metadata()
+    brain.update(name="Brain tumour detection", task="MRI brain lesion detection", description="")
+    brain["network_data_format"]["inputs"]["image"]["modality"] = "MRI"
+    reads = intended_inputs_from_metadata(brain, 3)
+    assert (reads.modalities, reads.body_parts) == (["MR"], ["HEAD"])
+    # the user's word wins over the metadata's
+    given = intended_inputs_from_metadata(
+        brain, 3, modalities=["ct"], body_parts=["chest", "abdomen"]
+    )
+    assert (given.modalities, given.body_parts) == (["CT"], ["CHEST", "ABDOMEN"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("modality", "does not say which modality .* give it with --modality"),
+        ("body part", "does not say which body part .* give it with --body-part"),
+    ],
+)
+def test_a_bundle_that_does_not_say_what_it_reads_is_refused(change: str, message: str) -> None:
+    from oncotriage.models.import_bundle import BundleError, intended_inputs_from_metadata
+
+    metadata = _zoo_metadata()
+    if change == "modality":
+        del metadata["network_data_format"]["inputs"]["image"]["modality"]
+    else:
+        metadata.update(name="Detector", task="object detection", description="a detector")
+    with pytest.raises(BundleError, match=message):
+        intended_inputs_from_metadata(metadata, 3)
+    # told on the command line, it imports
+    told = intended_inputs_from_metadata(metadata, 3, modalities=["CT"], body_parts=["CHEST"])
+    assert (told.modalities, told.body_parts) == (["CT"], ["CHEST"])
