@@ -1,11 +1,12 @@
 """Study sensitivity under distribution shift: the held-out split made fainter, noisier, smaller.
 
 :func:`shifted_sensitivity` writes the held-out (``test``) split of one version-2 synthetic
-radiograph set once per shift (:class:`~oncotriage.datasets.synth_cxr_v2.CxrShift`: the same
-patients, acquisitions, distractors and noise pattern; only the nodules' contrast or size or
-the noise level differ) and scores each through the serving pipeline. It reports study
-sensitivity and specificity at the model's operating threshold for each, with Wilson 95 %
-intervals, and the change from the unshifted split in percentage points.
+radiograph or low-dose CT set once per shift
+(:class:`~oncotriage.datasets.synth_cxr_v2.CxrShift`: the same patients, acquisitions,
+distractors and noise pattern; only the nodules' contrast or size or the noise level differ)
+and scores each through the serving pipeline. It reports study sensitivity and specificity at
+the model's operating threshold for each, with Wilson 95 % intervals, and the change from the
+unshifted split in percentage points.
 
 The project's rule (issue 15): under each shift, study sensitivity at the operating threshold
 stays within :data:`MAX_DROP_POINTS` points of the unshifted figure.
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: the largest drop in study sensitivity (percentage points) a shift may cause
 MAX_DROP_POINTS = 10.0
+
+#: the synthetic kinds and their images' dimensionality
+KIND_DIMS = {"cxr": 2, "ldct": 3}
 
 #: the shifts of issue 15: fainter nodules, more noise, small nodules
 STANDARD_SHIFTS: dict[str, CxrShift] = {
@@ -77,6 +81,7 @@ def shifted_sensitivity(
     *,
     n: int,
     seed: int,
+    kind: str = "cxr",
     shifts: dict[str, CxrShift] | None = None,
     intra_op_threads: int | None = 1,
     on_shift: Callable[[str], None] | None = None,
@@ -88,15 +93,23 @@ def shifted_sensitivity(
         work_dir: where the shifted sets are written (one folder per shift).
         n: size of the whole set; its ``test`` split (15 %) is written and scored.
         seed: the set's seed.
+        kind: ``cxr`` (radiographs) or ``ldct`` (low-dose CT), as ``datasets synth``.
         shifts: name -> shift; :data:`STANDARD_SHIFTS` by default. The first is the
             reference the drops are measured from (it should be :data:`NO_SHIFT`).
         intra_op_threads: ONNX Runtime threads.
         on_shift: called with each shift's name before it runs.
 
     Raises:
-        ValueError: if the model's thresholds are not calibrated.
+        ValueError: if the model's thresholds are not calibrated, or it does not read ``kind``.
     """
+    if kind not in KIND_DIMS:
+        raise ValueError(f"kind must be one of {', '.join(KIND_DIMS)}, got {kind!r}")
     model = registry.resolve(str(model_uri))
+    if model.spec.spatial_dims != KIND_DIMS[kind]:
+        raise ValueError(
+            f"{model.label} is a {model.spec.spatial_dims}D model; {kind} images are "
+            f"{KIND_DIMS[kind]}D"
+        )
     thresholds = model.spec.thresholds
     if not thresholds.calibrated:
         raise ValueError(f"{model.label} has no calibrated thresholds: run calibrate first")
@@ -107,7 +120,7 @@ def shifted_sensitivity(
         if on_shift is not None:
             on_shift(name)
         datalist = run_synth(
-            "cxr",
+            kind,
             n,
             seed,
             work_dir / f"shift_{number}",
@@ -115,7 +128,7 @@ def shifted_sensitivity(
             shift=shift,
             only_splits=["test"],
         )
-        entries = load_datalist(datalist, "test", box_mode=CORNER_MODE[2])
+        entries = load_datalist(datalist, "test", box_mode=CORNER_MODE[KIND_DIMS[kind]])
         split = predict_split(model.bundle_dir, entries, intra_op_threads=intra_op_threads)
         studies = split.studies()
         scores = np.array([thresholds.study_score(s) for s in studies.scores])
