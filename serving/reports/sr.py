@@ -16,9 +16,10 @@ What a PACS or viewer finds in the document (IHE AI Results style):
   - one TID 1410 planar ROI group per finding: its tracking identifier ("Finding n", numbered by
     descending score across the study), finding category (SCT "Morphologically abnormal
     structure"), finding type (SCT "Nodule", or "Mass" for mammography), the box as a closed
-    ``POLYLINE`` SCOORD (5 points, first = last) referencing the image it lies on, the
-    detector score as DCM 111012 "Certainty of Finding" (no units, ``0..1``), and the same
-    Algorithm Identification.
+    ``POLYLINE`` SCOORD (5 points, first = last) referencing the image it lies on, its score
+    as DCM 111012 "Certainty of Finding" (no units, ``0..1``; the service passes the score
+    through the model version's calibration, on the scale of the suspicion score and the
+    thresholds, as the case view shows it), and the same Algorithm Identification.
 
 - Current Requested Procedure Evidence: every source instance.
 

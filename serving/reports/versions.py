@@ -117,11 +117,14 @@ class ReportPlan:
 
 
 def _detected(finding: Finding) -> object:
+    """A stored finding as the report states it: its score on the study score's scale (the
+    model version's calibration), like the study's suspicion score, the thresholds and the case
+    view; findings stored before calibrated scores were kept state the detector's score."""
     from oncotriage.models.findings import Finding as DetectedFinding
 
     return DetectedFinding(
         label=finding.label,
-        score=finding.score,
+        score=finding.score if finding.calibrated_score is None else finding.calibrated_score,
         box_index=tuple(finding.box_index),
         box_world=tuple(finding.box_world),
     )

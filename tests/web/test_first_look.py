@@ -5,6 +5,7 @@ README's first-look screenshots come from this test (ONCOTRIAGE_UPDATE_SCREENSHO
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,11 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import httpx
 import numpy as np
+import pydicom
 import pytest
 
 from oncotriage.models.spec import ModelSpec
+from oncotriage.serving.reports.sr import FINDING_SCORE
 
 from .conftest import _free_port, save_screenshot
 
@@ -117,6 +121,10 @@ def test_first_look_flags_both_examples_and_the_ct_box_is_on_the_nodule(
                 study["id"]: client.get(f"/v1/studies/{study['id']}/result").json()
                 for study in studies
             }
+            reports = {
+                study["id"]: client.get(f"/v1/studies/{study['id']}/report.dcm").content
+                for study in studies
+            }
         by_model = {result["model_name"]: result for result in results.values()}
         assert set(by_model) == {"oncotriage-cxr2d", "oncotriage-ct3d"}, results
         for result in by_model.values():
@@ -178,6 +186,15 @@ def test_first_look_flags_both_examples_and_the_ct_box_is_on_the_nodule(
             assert finding["reportable"] == (calibrated >= thresholds.operating), finding
         assert cxr_top["calibrated_score"] == pytest.approx(cxr["suspicion_score"], abs=1e-9)
         assert cxr_top["calibrated_score"] < cxr_top["score"]
+        # the DICOM SR states the same scores: Certainty of Finding of each reported box
+        sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(reports[cxr_id])))
+        certainties = [
+            group.get_measurements(name=FINDING_SCORE)[0].value
+            for group in sr.content.get_planar_roi_measurement_groups()
+        ]
+        assert sorted(map(float, certainties), reverse=True) == pytest.approx(
+            sorted((f["calibrated_score"] for f in shown_cxr), reverse=True), abs=1e-6
+        )
         texts = page.locator("#findings-list li .what").all_inner_texts()
         expected = sorted((f["calibrated_score"] for f in shown_cxr), reverse=True)
         assert [text.split(" · ")[0] for text in texts] == [
