@@ -1,7 +1,8 @@
 """A whole low-dose CT, from the decoded series to findings: the bundled 3D demo model
 (``models/demo_ct``) on one synthetic LDCT study, stage by stage, per backend and thread count.
 
-The study is the demo's example CT (``datasets synth``'s ``write_example_study``, seed 2025):
+The study is the demo's example CT (``datasets synth``'s ``write_example_study``, generator
+version 2, seed 2024):
 read from its DICOM files by the service's reader (``read_image``; timed once, not part of the
 rows), then, for ONNX Runtime and OpenVINO (fp32, and bf16 where the CPU runs it natively) at 1,
 2 and all cores, :meth:`DetectionPipeline.detect`'s three stages timed apart:
@@ -43,7 +44,10 @@ from benchdoc import DOC, cpu_header, markers, write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "models" / "demo_ct"
-EXAMPLE_CT_SEED = 2025  # serving.demo.EXAMPLE_CT_SEED (not imported: the bench reads the files)
+# serving.demo's EXAMPLE_CT_SEED and EXAMPLE_GENERATOR_VERSION (not imported: the bench reads
+# the files)
+EXAMPLE_CT_SEED = 2024
+EXAMPLE_CT_GENERATOR = 2
 START, END = markers("whole_ct")
 FULL = "full-size CT"
 STAGES = ("prepare", "network", "windows", "findings")
@@ -239,8 +243,9 @@ def render(
         f"average {load[0]:.1f} at the start, {load[1]:.1f} at the end. Median of {repeats} "
         "runs per row, the rows interleaved.",
         "",
-        f"The bundled 3D demo model (`models/demo_ct`) on the demo's example low-dose CT (seed "
-        f"{EXAMPLE_CT_SEED}): {example}, read from its DICOM files by the service's reader in "
+        f"The bundled 3D demo model (`models/demo_ct`) on the demo's example low-dose CT "
+        f"(generator version {EXAMPLE_CT_GENERATOR}, seed {EXAMPLE_CT_SEED}): {example}, read from "
+        "its DICOM files by the service's reader in "
         f"{read_s:.2f} s (not in the rows), and the same CT as a full-size chest CT ({full}: "
         "resampled to a 35 cm field of view on 512 x 512, air around it, end slices repeated "
         "to 30 cm; `full_size()`), the size a scanner sends. Stages of `DetectionPipeline."
@@ -301,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     counts = sorted({min(int(t), cores) for t in args.threads.split(",") if t.strip()})
     with tempfile.TemporaryDirectory() as tmp:
-        series = write_example_study(Path(tmp), kind="ldct", seed=EXAMPLE_CT_SEED)
+        series = write_example_study(
+            Path(tmp), kind="ldct", seed=EXAMPLE_CT_SEED, generator_version=EXAMPLE_CT_GENERATOR
+        )
         started = time.perf_counter()
         image = read_image(series)
         read_s = time.perf_counter() - started

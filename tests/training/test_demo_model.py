@@ -119,16 +119,20 @@ def test_demo_ct_bundle_is_labelled_small_calibrated_and_routed_to_ct() -> None:
     assert thresholds.operating < thresholds.urgent < 0.99
     assert spec.metrics["validation_ece"] < spec.metrics["validation_ece_raw"]
     # the card's figures are the ones `oncotriage evaluate` recorded on the held-out split
-    assert spec.metrics["test_num_lesions"] == 19
+    # (version-2 held-out set: --n 400 --seed 31 --split test, 60 CTs, 42 with 68 nodules)
+    assert spec.metrics["test_num_lesions"] == 68
+    assert spec.metrics["test_num_positive_studies"] == 42
     assert f"{spec.metrics['test_cpm']:.3f}" in card
     assert f"{spec.metrics['test_study_auc']:.3f}" in card
-    assert spec.metrics["test_cpm"] >= 0.55 and spec.metrics["test_operating_sensitivity"] >= 0.9
+    assert spec.metrics["test_cpm"] >= 0.8 and spec.metrics["test_operating_sensitivity"] >= 0.95
+    # urgent is the high-specificity band: no negative CT of the held-out set in it
+    assert spec.metrics["test_urgent_specificity"] == 1.0
 
 
 def test_demo_ct_finds_nodules_on_unseen_synthetic_ct(tmp_path: Path) -> None:
     """Synthetic LDCT from a seed the model never saw: the positive studies are flagged and
     most of their nodules found at the operating threshold."""
-    out = run_synth("ldct", 6, 99, tmp_path, negative_fraction=0.0)
+    out = run_synth("ldct", 6, 99, tmp_path, negative_fraction=0.0, generator_version=2)
     pipeline = DetectionPipeline.from_bundle(DEMO_CT, intra_op_threads=1)
     thresholds = pipeline.spec.thresholds
     flagged = positives = found = lesions = 0
@@ -151,4 +155,4 @@ def test_demo_ct_finds_nodules_on_unseen_synthetic_ct(tmp_path: Path) -> None:
                 found += int((box_iou(truth, boxes).max(axis=1) >= 0.1).sum())
     assert positives >= 4
     assert flagged == positives
-    assert found / lesions >= 0.5, (found, lesions)  # measured: 6/6 flagged, 5/7 nodules
+    assert found / lesions >= 0.6, (found, lesions)  # measured: 6/6 flagged, 8/9 nodules
