@@ -244,3 +244,46 @@ def test_report_of_a_study_sent_with_an_unknown_character_set(
     report = pydicom.dcmread(io.BytesIO(answer.content))
     assert report.SpecificCharacterSet == "ISO_IR 192"
     assert report.StudyInstanceUID == instance.StudyInstanceUID
+
+
+def _write_lock_free(service) -> bool:  # type: ignore[no-untyped-def]
+    """Can another connection take SQLite's write lock right now?"""
+    import sqlite3
+
+    path = service.db.engine.url.database
+    connection = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+def test_report_and_render_are_built_outside_the_transaction(triaged, monkeypatch) -> None:
+    """Building an SR or a PNG reads files and takes CPU; on SQLite every transaction holds
+    the write lock, so the routes end theirs first. Reading the study's id after the rollback
+    used to open a new one that the build then held (a starved CPU held it past the 30 s busy
+    timeout, and the worker's and audit writer's writes failed with "database is locked")."""
+    from oncotriage.serving.api.routes import studies as routes
+
+    service, study_id, _ = triaged
+    seen: list[tuple[str, bool]] = []
+
+    def checked(name: str, original):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append((name, _write_lock_free(service)))
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(routes, "build_report", checked("report", routes.build_report))
+    monkeypatch.setattr(routes, "render", checked("render", routes.render))
+    with service.client("A") as client:
+        report = client.get(f"/v1/studies/{study_id}/report.dcm")
+        png = client.get(f"/v1/studies/{study_id}/render.png")
+    assert report.status_code == png.status_code == 200
+    assert f'filename="oncotriage-{study_id}.dcm"' in report.headers["content-disposition"]
+    assert seen == [("report", True), ("render", True)]

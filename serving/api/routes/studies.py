@@ -187,13 +187,16 @@ def read_report(
     """The result as a DICOM Comprehensive 3D SR (TID 1500) referencing the source images."""
     study = get_visible_study(session, principal, study_id)
     plan = plan_report(session, study)
-    session.rollback()  # files are read outside the transaction
-    trail.add(principal, AuditAction.STUDY_REPORT_READ, study_id=study.id)
+    # Files are read outside the transaction (on SQLite it holds the write lock). The id is
+    # kept first: the rollback expires the row, and reading it again would open a new one.
+    key = study.id
+    session.rollback()
+    trail.add(principal, AuditAction.STUDY_REPORT_READ, study_id=key)
     payload = build_report(store, plan)
     return Response(
         payload,
         media_type="application/dicom",
-        headers={"Content-Disposition": f'attachment; filename="oncotriage-{study.id}.dcm"'},
+        headers={"Content-Disposition": f'attachment; filename="oncotriage-{key}.dcm"'},
     )
 
 
@@ -252,7 +255,8 @@ def read_render(
         max_size=size,
     )
     plan = plan_render(session, study, request)
+    key = study.id  # before the rollback expires the row (see read_report)
     session.rollback()  # files are read outside the transaction
-    trail.add(principal, AuditAction.STUDY_RENDER_READ, study_id=study.id)
+    trail.add(principal, AuditAction.STUDY_RENDER_READ, study_id=key)
     payload = render(store, plan)
     return Response(payload, media_type="image/png", headers={"Cache-Control": "private, no-store"})
