@@ -75,7 +75,7 @@ def case_entropy(kind: str, seed: int, case_index: int) -> tuple[int, int, int]:
     return (seed, _KIND_CODE[kind], case_index)
 
 
-def _check_version(kind: str, generator_version: int, shift: CxrShift = NO_SHIFT) -> None:
+def _check_version(generator_version: int, shift: CxrShift = NO_SHIFT) -> None:
     if generator_version not in GENERATOR_VERSIONS:
         raise ValueError(f"generator version must be one of {GENERATOR_VERSIONS}")
     if not shift.is_identity and generator_version != 2:
@@ -106,7 +106,7 @@ def render_case(
             :mod:`oncotriage.datasets.synth_ldct_v2`).
         shift: version 2 only: fainter or smaller nodules, more noise (default: none).
     """
-    _check_version(kind, generator_version, shift)
+    _check_version(generator_version, shift)
     entropy = case_entropy(kind, seed, case_index)
     if generator_version == 2 and kind == "ldct":
         return render_ldct_case_v2(
@@ -331,7 +331,7 @@ def run_synth(
         Path of ``out/datalist.json``.
     """
     _check_kind(kind)
-    _check_version(kind, generator_version, shift)
+    _check_version(generator_version, shift)
     if only_splits is not None and not set(only_splits) <= set(SPLITS):
         raise ValueError(f"splits must be among {', '.join(SPLITS)}, got {list(only_splits)}")
     if n < 1:

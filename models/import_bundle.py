@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oncotriage.models.intended import IntendedInputs
+
 logger = logging.getLogger(__name__)
 
 INFERENCE_CONFIG = Path("configs") / "inference.json"
@@ -194,7 +196,7 @@ def intended_inputs_from_metadata(
     *,
     modalities: list[str] | None = None,
     body_parts: list[str] | None = None,
-) -> Any:
+) -> IntendedInputs:
     """The series the service may route to an imported bundle, from its ``metadata.json``.
 
     The modality comes from ``network_data_format.inputs.image.modality`` (``CT``; ``MRI`` is
@@ -207,8 +209,6 @@ def intended_inputs_from_metadata(
     Raises:
         BundleError: the metadata says no modality or no body part and none was given.
     """
-    from oncotriage.models.intended import IntendedInputs
-
     default = IntendedInputs.default_for(spatial_dims)
     if not modalities:
         inputs: dict[str, Any] = (metadata.get("network_data_format") or {}).get("inputs") or {}
@@ -248,14 +248,21 @@ def _first(value: Any) -> float:
 
 
 def detector_config(
-    parser: Any, name: str, description: str, metadata: dict[str, Any] | None = None, **reads: Any
+    parser: Any,
+    name: str,
+    description: str,
+    metadata: dict[str, Any],
+    *,
+    modalities: list[str] | None = None,
+    body_parts: list[str] | None = None,
 ) -> tuple[Any, Any]:
     """The parsed MONAI network and an equivalent :class:`DetectorConfig` for the spec.
 
     Everything is read back from what MONAI's parser built: the RetinaNet (levels, anchors,
     size_divisible, input channels), the detector after ``detector_ops`` (box selector,
     sliding window, box coder) and the ``anchor_generator`` section; the intended inputs
-    from ``metadata`` (:func:`intended_inputs_from_metadata`, with ``reads`` overriding).
+    from ``metadata`` (:func:`intended_inputs_from_metadata`, ``modalities`` / ``body_parts``
+    overriding).
     """
     from oncotriage.models.config import DetectorConfig
 
@@ -313,7 +320,7 @@ def detector_config(
             "inference": {"sliding_window": window},
             "export": {"dynamic_spatial": spatial_dims == 3},
             "intended_inputs": intended_inputs_from_metadata(
-                metadata or {}, spatial_dims, **reads
+                metadata, spatial_dims, modalities=modalities, body_parts=body_parts
             ).model_dump(),
         }
     )
